@@ -1,0 +1,148 @@
+"""Symmetries of ARC tasks: the 8 rotations/reflections, colour permutations and demonstration shuffles.
+
+An ARC puzzle stays the same puzzle if every grid in it is rotated or reflected the same way (the dihedral
+group D8 of the square), if its colours are renamed consistently, or if its demonstrations are shown in a
+different order. Training on such variants multiplies the data; predicting on them and mapping the answers
+back with the exact inverse (`Augmentation.invert_grid`) gives several votes per test input.
+
+Transform k (0..7), for a grid g of shape (h, w):
+    0 identity        g
+    1 rot90           rotated 90 degrees counter-clockwise (np.rot90(g, 1))
+    2 rot180          rotated 180 degrees
+    3 rot270          rotated 270 degrees counter-clockwise (= 90 clockwise)
+    4 transpose       reflected in the main diagonal (g.T)
+    5 flip_lr         reflected left-right (columns reversed)
+    6 flip_ud         reflected top-bottom (rows reversed)
+    7 anti_transpose  reflected in the anti-diagonal (np.rot90(g, 2).T)
+Rotations 1 and 3 are each other's inverse; every other transform is its own inverse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from arc.data import Example, Grid, Pair, Task
+
+D8_NAMES: tuple[str, ...] = (
+    "identity", "rot90", "rot180", "rot270", "transpose", "flip_lr", "flip_ud", "anti_transpose",
+)
+
+# Views, not copies: d8_apply copies once at the end, so each transform costs a single allocation.
+_VIEWS: tuple[Callable[[Grid], Grid], ...] = (
+    lambda g: g,
+    lambda g: np.rot90(g, 1),
+    lambda g: np.rot90(g, 2),
+    lambda g: np.rot90(g, 3),
+    lambda g: g.T,
+    lambda g: g[:, ::-1],
+    lambda g: g[::-1, :],
+    lambda g: np.rot90(g, 2).T,
+)
+_INVERSE: tuple[int, ...] = (0, 3, 2, 1, 4, 5, 6, 7)
+N_COLOURS = 10
+
+
+def _check_transform(k: int) -> None:
+    if not 0 <= k < 8:
+        raise ValueError(f"D8 transform must be in 0..7, got {k}")
+
+
+def d8_apply(grid: Grid, k: int) -> Grid:
+    """Transform k of the grid (see the module docstring), as a new C-contiguous array."""
+    _check_transform(k)
+    return _VIEWS[k](grid).copy()
+
+
+def d8_invert(grid: Grid, k: int) -> Grid:
+    """Undo transform k: d8_invert(d8_apply(g, k), k) == g."""
+    _check_transform(k)
+    return _VIEWS[_INVERSE[k]](grid).copy()
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One symmetry of a task: a D8 transform, a colour renaming and a demonstration order.
+
+    new colour = colours[old colour]; new demonstrations = [old[i] for i in order].
+    """
+
+    transform: int
+    colours: tuple[int, ...]
+    order: tuple[int, ...]
+    # Lookup tables built once, since apply_grid runs for every grid of every training row.
+    _lut: np.ndarray = field(init=False, repr=False, compare=False)
+    _inverse_lut: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_transform(self.transform)
+        if sorted(self.colours) != list(range(N_COLOURS)):
+            raise ValueError(f"colours must be a permutation of 0..9, got {self.colours}")
+        if sorted(self.order) != list(range(len(self.order))):
+            raise ValueError(f"order must be a permutation of 0..{len(self.order) - 1}, got {self.order}")
+        lut = np.array(self.colours, dtype=np.uint8)
+        inverse = np.empty_like(lut)
+        inverse[lut] = np.arange(N_COLOURS, dtype=np.uint8)
+        object.__setattr__(self, "_lut", lut)
+        object.__setattr__(self, "_inverse_lut", inverse)
+
+    @property
+    def is_identity(self) -> bool:
+        return (
+            self.transform == 0
+            and self.colours == tuple(range(N_COLOURS))
+            and self.order == tuple(range(len(self.order)))
+        )
+
+    def apply_grid(self, grid: Grid) -> Grid:
+        # Fancy indexing allocates the result, so the view needs no copy of its own; it may come out
+        # non-contiguous for transposed views, hence ascontiguousarray (a no-op when it already is).
+        return np.ascontiguousarray(self._lut[_VIEWS[self.transform](grid)])
+
+    def invert_grid(self, grid: Grid) -> Grid:
+        """Map a grid from the augmented frame back to the original one (e.g. a prediction)."""
+        return np.ascontiguousarray(self._inverse_lut[_VIEWS[_INVERSE[self.transform]](grid)])
+
+    def _pair(self, pair: Pair) -> Pair:
+        output = None if pair.output is None else self.apply_grid(pair.output)
+        return Pair(self.apply_grid(pair.input), output)
+
+    def _demos(self, train: list[Pair]) -> list[Pair]:
+        if len(train) != len(self.order):
+            raise ValueError(f"augmentation orders {len(self.order)} demonstrations, got {len(train)}")
+        return [self._pair(train[i]) for i in self.order]
+
+    def apply(self, example: Example) -> Example:
+        return Example(example.task_id, example.test_index, self._demos(example.train), self._pair(example.test))
+
+    def apply_task(self, task: Task) -> Task:
+        return Task(task.id, self._demos(task.train), [self._pair(p) for p in task.test])
+
+
+def identity_augmentation(n_train: int) -> Augmentation:
+    return Augmentation(0, tuple(range(N_COLOURS)), tuple(range(n_train)))
+
+
+def random_augmentation(
+    rng: np.random.Generator,
+    n_train: int,
+    geometric: bool = True,
+    colours: bool = True,
+    keep_background: bool = True,
+    shuffle: bool = True,
+) -> Augmentation:
+    """A uniformly random augmentation among those the flags allow.
+
+    keep_background keeps colour 0 fixed: black is the background in most tasks, so renaming it would
+    produce puzzles unlike any the model will be tested on.
+    """
+    transform = int(rng.integers(8)) if geometric else 0
+    if not colours:
+        perm = tuple(range(N_COLOURS))
+    elif keep_background:
+        perm = (0, *(1 + int(c) for c in rng.permutation(N_COLOURS - 1)))
+    else:
+        perm = tuple(int(c) for c in rng.permutation(N_COLOURS))
+    order = tuple(int(i) for i in rng.permutation(n_train)) if shuffle else tuple(range(n_train))
+    return Augmentation(transform, perm, order)

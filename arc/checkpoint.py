@@ -1,0 +1,103 @@
+"""Checkpoints: what a run folder holds, written so that a crash never leaves a half-written file.
+
+A checkpoint folder holds
+    model.safetensors   the weights (full runs), or
+    adapter.safetensors the LoRA A/B matrices only (LoRA runs; config.json names the base checkpoint)
+    config.json         model config, training config, step and latest metrics
+    tokenizer.json      the grid tokenizer (loads with tokenizers.Tokenizer.from_file)
+    train_state.pt      optimizer and RNG state, for --resume (not needed to evaluate)
+
+Every file is written to a temporary name and renamed into place (os.replace is atomic on POSIX), and
+config.json is renamed last: a crash part-way leaves either the old or the new version of each file,
+and the step recorded inside each file tells `load_train_state` whether they belong together.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from arc.lora import add_lora, load_adapter, save_adapter
+from arc.model import ModelConfig, Transformer
+from arc.tokenizer import GridTokenizer
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), flush it to disk, then rename it over path."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    folder: str | Path,
+    model: Transformer,
+    config: dict,
+    tokenizer: GridTokenizer,
+    train_state: dict | None = None,
+    lora: bool = False,
+) -> None:
+    """config must hold "model" (ModelConfig fields) and "step"; train_state is optimizer/RNG state."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"step": str(config["step"])}
+    if lora:
+        save_adapter(model, str(folder / "adapter.safetensors"), meta)  # atomic too
+    else:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(folder / "model.safetensors", lambda p: save_file(weights, p, metadata=meta))
+    atomic_write(folder / "tokenizer.json", lambda p: tokenizer.save(str(p)))
+    if train_state is not None:
+        atomic_write(folder / "train_state.pt", lambda p: torch.save({**train_state, "step": config["step"]}, p))
+    text = json.dumps(config, indent=2)
+    atomic_write(folder / "config.json", lambda p: Path(p).write_text(text))
+
+
+def read_config(folder: str | Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder}: no config.json: not a checkpoint folder")
+    return json.loads(path.read_text())
+
+
+def weights_step(path: Path) -> int:
+    with safe_open(str(path), framework="pt") as f:
+        return int(f.metadata()["step"])
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, GridTokenizer, dict]:
+    """The model a checkpoint folder describes; a LoRA run folder loads its base and adds the adapter
+    (unmerged: call arc.lora.merge_lora explicitly for faster inference)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    if (folder / "adapter.safetensors").exists() and not (folder / "model.safetensors").exists():
+        model, _, _ = load_model(config["base"], device)
+        lora = config["lora"]
+        add_lora(model, rank=lora["rank"], alpha=lora["alpha"], dropout=lora.get("dropout", 0.0), targets=tuple(lora["targets"]))
+        load_adapter(model, str(folder / "adapter.safetensors"))
+    else:
+        model = Transformer(ModelConfig(**config["model"]))
+        state = load_file(str(folder / "model.safetensors"))
+        model.load_state_dict(state)
+    model.to(device)
+    tokenizer = GridTokenizer.load(str(folder / "tokenizer.json"))
+    return model, tokenizer, config
+
+
+def load_train_state(folder: str | Path) -> dict:
+    """Optimizer/RNG state for --resume, checked to belong to the same step as the weights."""
+    folder = Path(folder)
+    config = read_config(folder)
+    state = torch.load(folder / "train_state.pt", weights_only=False)
+    weights = folder / ("adapter.safetensors" if config.get("lora") else "model.safetensors")
+    steps = {"config.json": config["step"], "train_state.pt": state["step"], weights.name: weights_step(weights)}
+    if len(set(steps.values())) != 1:
+        raise RuntimeError(f"{folder}: checkpoint files are from different steps {steps} (interrupted save?)")
+    return state
+

@@ -1,0 +1,216 @@
+"""The training loop: AdamW, warmup + cosine schedule, gradient accumulation and clipping, bf16
+autocast where it pays, periodic eval loss on held-out tasks, atomic checkpoints and exact resume.
+
+Three modes, chosen by TrainConfig:
+    from scratch        init=None: a fresh model of the configured size, every parameter trained
+    full fine-tune      init=CKPT: start from CKPT's weights, every parameter trained
+    LoRA fine-tune      init=CKPT, lora_rank=R: CKPT frozen, only the adapter trained and saved
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from arc.batching import IGNORE, RowSampler, collate, heldout_rows
+from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint
+from arc.data import TASK_SETS, check_no_leak, load_tasks, select_tasks
+from arc.lora import DEFAULT_TARGETS, add_lora
+from arc.model import ModelConfig, Transformer
+from arc.runtime import autocast_dtype, resolve_device, seed_everything
+from arc.tokenizer import PAD, EncodedRow, GridTokenizer
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "arc1"  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
+    split: str = "training"  # training | evaluation (for arc1/arc2)
+    eval_data: str = "arc1"  # where the held-out tasks come from
+    eval_split: str = "evaluation"
+    eval_set: str = "seed20"  # held-out task set: its test outputs give the eval loss, never trained on
+    max_examples: int | None = None  # cap on distinct augmented training rows (None: a fresh row every draw)
+    max_len: int = 2048  # longest training row in tokens; longer tasks drop demonstrations to fit
+    augment: bool = True  # D8 transform, colour permutation and demonstration order per row
+    train_on_demo_outputs: bool = False  # also train on demonstration outputs after the first
+    # model (from scratch)
+    d_model: int = 128  # residual width
+    n_layers: int = 4  # transformer blocks
+    n_heads: int = 4  # attention heads
+    # fine-tuning
+    init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
+    lora_rank: int = 0  # > 0: LoRA fine-tune of init with this rank
+    lora_alpha: float = 32.0  # LoRA scale is alpha / rank
+    lora_dropout: float = 0.0  # dropout on the adapter input
+    lora_targets: tuple[str, ...] = DEFAULT_TARGETS  # projections that get an adapter
+    # optimisation
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 8  # rows per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 50  # linear warmup from 0
+    weight_decay: float = 0.1  # AdamW decay on matrices only (not norms, not embeddings)
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
+    # bookkeeping
+    out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
+    seed: int = 0  # seeds the weights and every training row
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 10  # steps between log lines
+    eval_every: int = 200  # steps between eval-loss measurements (and at the end)
+    save_every: int = 200  # steps between checkpoints (and at the end)
+    stop_at_step: int | None = None  # leave early after this step with a resumable checkpoint
+    extra: dict = field(default_factory=dict)  # free-form notes saved with the config (e.g. the preset name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_matrix = p.ndim >= 2 and not name.startswith("embed")
+        (decay if is_matrix else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+@torch.no_grad()
+def output_token_loss(model: Transformer, rows: list[EncodedRow], device, amp_dtype=None, batch_size: int = 8) -> float:
+    """Mean cross-entropy per output token over rows (the eval loss)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    rows = sorted(rows, key=lambda r: len(r.ids))  # similar lengths together: little padding
+    for i in range(0, len(rows), batch_size):
+        inputs, targets = collate(rows[i : i + batch_size])
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(inputs.to(device))
+        targets = targets.to(device)
+        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum").item()
+        count += int((targets != IGNORE).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> tuple[Transformer, dict]:
+    """The model to train, and the config.json entries that describe it."""
+    if cfg.init is None:
+        model = Transformer(ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_len=cfg.max_len))
+        return model.to(device), {"model": asdict(model.cfg)}
+    model, _, init_config = load_model(cfg.init, device)
+    if cfg.max_len > model.cfg.max_len:
+        raise ValueError(f"--max-len {cfg.max_len} exceeds the max_len {model.cfg.max_len} of {cfg.init}")
+    described = {"model": asdict(model.cfg)}
+    if cfg.lora_rank > 0:
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": list(cfg.lora_targets)}
+        described.update(base=str(cfg.init), lora=lora)
+    return model.to(device), described
+
+
+def format_seconds(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run (or continue) training; returns the run folder holding the final checkpoint."""
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    amp_dtype = autocast_dtype(device, cfg.precision)
+    seed_everything(cfg.seed)
+    tokenizer = GridTokenizer()
+
+    train_tasks = load_tasks(cfg.data, cfg.split)
+    heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
+    check_no_leak(train_tasks, heldout_tasks)
+    sampler = RowSampler(
+        train_tasks, tokenizer, cfg.max_len, cfg.seed, augment=cfg.augment,
+        train_on_demo_outputs=cfg.train_on_demo_outputs, max_examples=cfg.max_examples,
+    )
+    eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], tokenizer, cfg.max_len)
+
+    model, described = build_model(cfg, device)
+    model.train()
+    optimizer = make_optimizer(model, cfg, device)
+    start_step, metrics = 0, {}
+    if resume:
+        state = load_train_state(out)
+        model.load_state_dict(load_model(out, device)[0].state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step, metrics = state["step"], read_config(out).get("metrics", {})
+        print(f"resumed from {out} at step {start_step}")
+
+    lora = cfg.lora_rank > 0
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
+          f"autocast {amp_dtype or 'off (fp32)'}")
+    print(f"data: {len(train_tasks)} training tasks from {cfg.data}/{cfg.split}; eval loss on {len(eval_rows)} "
+          f"test outputs of {cfg.eval_set} ({eval_skipped} too long for max_len {cfg.max_len})")
+
+    def save(step: int) -> None:
+        config = {**described, "training": asdict(cfg), "step": step, "metrics": metrics}
+        state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        save_checkpoint(out, model, config, tokenizer, state, lora=lora)
+
+    log_path = out / "metrics.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    started, tokens_seen = time.time(), 0
+    last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+    for step in range(start_step, last_step):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        first_row = step * cfg.grad_accum * cfg.batch_size
+        micro = [sampler.batch(first_row + m * cfg.batch_size, cfg.batch_size) for m in range(cfg.grad_accum)]
+        n_targets = sum(int((t != IGNORE).sum()) for _, t in micro)
+        loss_sum = 0.0
+        for inputs, targets in micro:
+            inputs, targets = inputs.to(device), targets.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(inputs)
+            # summed over the step's output tokens and divided once: a mean per output token across micro-batches
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
+            loss.backward()
+            loss_sum += loss.item()
+            tokens_seen += int((inputs != PAD).sum())
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if done % cfg.log_every == 0 or done == last_step:
+            elapsed = time.time() - started
+            rate = tokens_seen / elapsed
+            eta = elapsed / (done - start_step) * (last_step - done)
+            print(f"step {done}/{cfg.max_steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
+                  f"elapsed {format_seconds(elapsed)} | eta {format_seconds(eta)} | skipped rows {sampler.skipped}", flush=True)
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed}) + "\n")
+        if done % cfg.eval_every == 0 or done == last_step:
+            metrics = {"eval_loss": output_token_loss(model, eval_rows, device, amp_dtype), "eval_step": done}
+            print(f"step {done} | eval loss {metrics['eval_loss']:.4f} per output token on {cfg.eval_set}", flush=True)
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": done, "eval_loss": metrics["eval_loss"]}) + "\n")
+        if done % cfg.save_every == 0 or done == last_step:
+            save(done)
+    if start_step >= last_step and not resume:
+        save(start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
+    print(f"saved checkpoint to {out}")
+    return out

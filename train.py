@@ -1,0 +1,37 @@
+"""Train the ARC transformer: from scratch, full fine-tune (--init), or LoRA fine-tune (--init --lora-rank).
+
+    python train.py                                   # the default CPU run (~10 minutes on 2 cores)
+    python train.py --max-steps 5000 --out checkpoints/long
+    python train.py --resume --out checkpoints/long   # continue where it stopped
+    python train.py --init checkpoints/base --lora-rank 16 --out checkpoints/lora
+
+Every flag is a field of arc.trainer.TrainConfig (`python train.py -h` lists them with their meaning).
+"""
+import argparse
+import json
+import time
+from dataclasses import asdict
+
+from arc.checkpoint import read_config
+from arc.cli import add_config_flags, given_flags
+from arc.trainer import TrainConfig, train
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+add_config_flags(parser, TrainConfig)
+parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                    "(its saved config, with any flags given here overriding it)")
+args = parser.parse_args()
+given = given_flags(args, TrainConfig)
+
+if args.resume:
+    if "out" not in given:
+        parser.error("--resume needs --out, the run folder to continue")
+    saved = read_config(given["out"])["training"]
+    saved["lora_targets"] = tuple(saved["lora_targets"])
+    config = TrainConfig(**{**saved, **given})
+else:
+    given.setdefault("out", time.strftime("checkpoints/run-%Y%m%d-%H%M%S"))
+    config = TrainConfig(**given)
+
+print("config:", json.dumps(asdict(config), indent=2))
+train(config, resume=args.resume)
