@@ -244,12 +244,14 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
 
 def select_tasks(tasks: list[Task], task_set: str | None = None, ids: list[str] | None = None,
                  limit: int | None = None) -> list[Task]:
-    """Pick tasks by named set or explicit ids (in that order), then keep the first `limit`."""
+    """Pick tasks by named set ("all" keeps every task) or explicit ids, then keep the first `limit`."""
+    if task_set == "all":
+        task_set = None
     if task_set is not None and ids is not None:
         raise DataError("select_tasks: give task_set or ids, not both")
     if task_set is not None:
         if task_set not in TASK_SETS:
-            raise DataError(f"unknown task set {task_set!r}, known sets: {sorted(TASK_SETS)}")
+            raise DataError(f"unknown task set {task_set!r}, known sets: {sorted(TASK_SETS) + ['all']}")
         ids, what = list(TASK_SETS[task_set]), f"task set {task_set!r}"
     else:
         what = "requested ids"

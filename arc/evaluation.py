@@ -163,7 +163,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.tasks:
         tasks = select_tasks(all_tasks, ids=list(cfg.tasks), limit=cfg.limit)
     else:
-        tasks = select_tasks(all_tasks, task_set=None if task_set == "all" else task_set, limit=cfg.limit)
+        tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.limit)
     examples = [e for t in tasks for e in t.examples()]
     step = config.get("step")
     print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / {len(examples)} test inputs "
