@@ -28,6 +28,7 @@ if args.resume:
         parser.error("--resume needs --out, the run folder to continue")
     saved = read_config(given["out"])["training"]
     saved["lora_targets"] = tuple(saved["lora_targets"])
+    saved["stop_at_step"] = None  # an early stop applies to the run that asked for it, not to its continuation
     config = TrainConfig(**{**saved, **given})
 else:
     given.setdefault("out", time.strftime("checkpoints/run-%Y%m%d-%H%M%S"))

@@ -29,10 +29,13 @@ from arc.tokenizer import GridTokenizer
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), flush it to disk, then rename it over path."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left over when something failed before the rename
 
 
 def save_checkpoint(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arc.data import Example, Grid, Task
+from arc.data import Example, Grid, Pair, Task
 from arc.decode import greedy_decode
 from arc.tokenizer import END, MAX_OUTPUT_TOKENS, PAD, GridTokenizer
 
@@ -42,7 +42,8 @@ def predict_greedy(
     """One greedy attempt per example, decoded in batches of similar prompt length."""
     predictions, jobs = [], []
     for ex in examples:
-        fitted = tokenizer.fit(ex, max_len)
+        # fit with the answer hidden: the context budget must not depend on the true output's size
+        fitted = tokenizer.fit(Example(ex.task_id, ex.test_index, ex.train, Pair(ex.test.input)), max_len)
         if fitted is None:
             predictions.append(Prediction(ex, status="too long for the context"))
             continue
@@ -101,8 +102,10 @@ def print_table(results: dict) -> None:
         prompt = max((t["prompt_tokens"] for t in tests), default=0)
         mark = "SOLVED" if entry["score"] == 1.0 else ("-" if entry["score"] is None else "wrong")
         print(f"{task_id:<10} {len(tests):>5} {right:>5} {prompt:>7}  {mark} ({'; '.join(statuses)})")
-    print(f"solved {results['tasks_solved']}/{results['tasks_total']} tasks | score {results['score']:.4f} | "
-          f"eval loss {results.get('eval_loss', float('nan')):.4f} per output token")
+    def show(value):
+        return "n/a (no true outputs)" if value is None else f"{value:.4f}"
+    print(f"solved {results['tasks_solved']}/{results['tasks_total']} tasks | score {show(results['score'])} | "
+          f"eval loss {show(results.get('eval_loss'))} per output token")
 
 
 def write_results(results: dict, out: Path) -> Path:
@@ -157,6 +160,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     max_len = cfg.max_len or model.cfg.max_len
+    if max_len > model.cfg.max_len:
+        raise ValueError(f"--max-len {max_len} exceeds the model's max_len {model.cfg.max_len}")
 
     task_set = cfg.task_set or ("seed20" if (cfg.data, cfg.split) == ("arc1", "evaluation") else "all")
     all_tasks = load_tasks(cfg.data, cfg.split)

@@ -1,0 +1,101 @@
+"""arc.decode: batched greedy decoding with the cache == a naive loop; stopping at END and at each row's limit."""
+import pytest
+import torch
+
+from arc.decode import greedy_decode, left_pad
+from arc.model import Transformer
+from arc.tokenizer import END, OUTPUT, PAD, ROW
+from conftest import TINY, bigram_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def sharp_model() -> Transformer:
+    """A random tiny model with large weights, so its greedy choices are far from ties."""
+    torch.manual_seed(1)
+    model = Transformer(TINY).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(std=0.5)
+    return model
+
+
+@torch.no_grad()
+def naive_greedy(model, prompt: list[int], max_new: int, end_id: int) -> tuple[list[int], float]:
+    """Full forward over everything so far, argmax, append; and the smallest top-1/top-2 logit gap seen."""
+    out, gap = [], float("inf")
+    for _ in range(max_new):
+        logits = model(torch.tensor([prompt + out]))[0, -1]
+        top2 = logits.topk(2).values
+        gap = min(gap, float(top2[0] - top2[1]))
+        out.append(int(logits.argmax()))
+        if out[-1] == end_id:
+            break
+    return out, gap
+
+
+PROMPTS = [[13, 11, 1, 2, 10, 12], [13, 11, 3, 10, 4, 10, 12, 5, 10, 14, 11, 6, 10, 12], [13, 11, 7, 7, 10, 12, 9]]
+
+
+def test_left_pad():
+    tokens, pad = left_pad([[1, 2, 3], [4], [5, 6]], PAD)
+    assert tokens.tolist() == [[1, 2, 3], [PAD, PAD, 4], [PAD, 5, 6]]
+    assert pad.tolist() == [0, 2, 1]
+
+
+@pytest.mark.parametrize("end_id", [END, -1])
+def test_greedy_decode_equals_naive_loop(sharp_model, end_id):
+    max_new = [12, 9, 15]
+    got = greedy_decode(sharp_model, PROMPTS, max_new, end_id, PAD)
+    for prompt, n, row in zip(PROMPTS, max_new, got):
+        expected, gap = naive_greedy(sharp_model, prompt, n, end_id)
+        assert gap > 1e-3  # the comparison is meaningful: no near-ties that float noise could flip
+        assert row == expected
+    if end_id == -1:  # no end token can be produced: every row runs to its own limit
+        assert [len(r) for r in got] == max_new
+    else:  # some rows stop early at E while the others keep going
+        assert any(r[-1] == END and len(r) < n for r, n in zip(got, max_new))
+        assert any(len(r) == n for r, n in zip(got, max_new))
+
+
+def test_greedy_decode_single_prompt_equals_batched(sharp_model):
+    batched = greedy_decode(sharp_model, PROMPTS, [10, 10, 10], -1, PAD)
+    alone = [greedy_decode(sharp_model, [p], [10], -1, PAD)[0] for p in PROMPTS]
+    assert batched == alone
+    assert len({tuple(r) for r in alone}) > 1  # the rows really differ
+
+
+# the rigged model's greedy choice: O -> 1 -> 2 -> \n -> E -> 3 -> 3 -> ...; 5 -> 5 -> ...; 7 -> \n
+CHAIN = {OUTPUT: 1, 1: 2, 2: ROW, ROW: END, END: 3, 7: ROW}
+
+
+def test_rigged_model_follows_its_chain():
+    model = bigram_model(CHAIN)
+    tokens = torch.tensor([[OUTPUT, 1, 2, ROW, END, 3, 5, 7]])
+    assert model(tokens)[0].argmax(-1).tolist() == [1, 2, ROW, END, 3, 3, 5, ROW]
+
+
+def test_stops_right_after_end_token():
+    model = bigram_model(CHAIN)
+    got = greedy_decode(model, [[13, 11, 4, 10, OUTPUT], [13, 5], [13, 11, 2], [13, 7]], [10, 6, 2, 1], END, PAD)
+    assert got == [
+        [1, 2, ROW, END],  # stops at E although 10 tokens were allowed
+        [5, 5, 5, 5, 5, 5],  # never produces E: exactly its 6 tokens
+        [ROW, END],  # E arrives exactly at the limit
+        [ROW],  # limit 1
+    ]
+
+
+def test_each_row_gets_exactly_its_own_limit_without_end(sharp_model):
+    limits = [3, 0, 7, 1]
+    prompts = PROMPTS + [[13, 11, 1, 10, OUTPUT]]
+    got = greedy_decode(sharp_model, prompts, limits, -1, PAD)
+    assert [len(r) for r in got] == limits
+    longest = greedy_decode(sharp_model, prompts, [7] * 4, -1, PAD)
+    assert all(row == full[: len(row)] for row, full in zip(got, longest))  # a shorter limit is a prefix
+
+
+def test_all_limits_zero_gives_empty_rows(sharp_model):
+    assert greedy_decode(sharp_model, PROMPTS[:2], [0, 0], END, PAD) == [[], []]

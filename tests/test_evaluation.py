@@ -1,0 +1,187 @@
+"""arc.evaluation: exact scoring known answers, invalid outputs, and evaluate() writing results.json."""
+import argparse
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from arc.checkpoint import save_checkpoint
+from arc.cli import add_config_flags, given_flags
+from arc.data import Example, Pair, Task
+from arc.evaluation import EvalConfig, Prediction, evaluate, predict_greedy, score_tasks
+from arc.model import Transformer
+from arc.tokenizer import END, OUTPUT, ROW, GridTokenizer
+from conftest import TINY, bigram_model, write_tasks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def g(rows) -> np.ndarray:
+    return np.array(rows, dtype=np.uint8)
+
+
+def task(task_id: str, outputs: list) -> Task:
+    return Task(task_id, [Pair(g([[1]]), g([[2]]))], [Pair(g([[i]]), None if o is None else g(o)) for i, o in enumerate(outputs)])
+
+
+def predictions(t: Task, attempts: list, status: str = "ok") -> list[Prediction]:
+    return [Prediction(ex, [g(a) for a in atts], status) for ex, atts in zip(t.examples(), attempts)]
+
+
+def test_score_tasks_known_answers():
+    half = task("half", [[[5, 6]], [[7], [8]]])  # two test inputs
+    full = task("full", [[[3]]])
+    wrong = task("wrong", [[[4, 4], [4, 4]]])
+    preds = (
+        predictions(half, [[[[5, 6]]], [[[7, 8]]]])  # first right; second has the right cells, wrong shape
+        + predictions(full, [[[[9]], [[3]]]])  # the second attempt is right
+        + predictions(wrong, [[[[4, 4]]]])  # a prefix of the truth is wrong
+    )
+    results = score_tasks([half, full, wrong], preds)
+    assert results["tasks"]["half"]["score"] == 0.5
+    assert [t["correct"] for t in results["tasks"]["half"]["tests"]] == [True, False]
+    assert results["tasks"]["full"]["score"] == 1.0
+    assert results["tasks"]["wrong"]["score"] == 0.0
+    assert results["tasks_total"] == 3 and results["tasks_scored"] == 3
+    assert results["tasks_solved"] == 1  # 0.5 is not solved
+    assert results["score"] == pytest.approx(0.5)  # mean of 0.5, 1.0, 0.0
+    assert results["tasks"]["full"]["tests"][0]["attempts"] == [[[9]], [[3]]]
+    json.dumps(results)  # serialisable as is
+
+
+def test_test_order_follows_test_index_not_prediction_order():
+    half = task("half", [[[5]], [[6]]])
+    preds = predictions(half, [[[[5]]], [[[0]]]])
+    results = score_tasks([half], preds[::-1])
+    assert [t["correct"] for t in results["tasks"]["half"]["tests"]] == [True, False]
+
+
+def test_invalid_output_is_wrong_and_unknown_truth_is_unscored():
+    t = task("t", [[[1]]])
+    invalid = Prediction(t.examples()[0], [], "invalid: no end token (hit the length limit)")
+    assert invalid.correct is False
+    results = score_tasks([t, task("hidden", [None])], [invalid] + predictions(task("hidden", [None]), [[[[1]]]]))
+    assert results["tasks"]["t"]["score"] == 0.0
+    assert results["tasks"]["t"]["tests"][0]["status"].startswith("invalid")
+    assert results["tasks"]["hidden"]["score"] is None and results["tasks"]["hidden"]["tests"][0]["correct"] is None
+    assert (results["tasks_total"], results["tasks_scored"], results["score"]) == (2, 1, 0.0)
+
+
+# demo [[1,2]] -> [[3],[4]]; test [[5]] -> [[6,7]]: prompt ends at the test's O
+SMALL = Example("small", 0, [Pair(g([[1, 2]]), g([[3], [4]]))], Pair(g([[5]]), g([[6, 7]])))
+
+
+def test_predict_greedy_with_rigged_models():
+    tok = GridTokenizer()
+    right = bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END})  # writes "67\nE"
+    [p] = predict_greedy(right, tok, [SMALL], max_len=TINY.max_len)
+    assert (p.status, p.prompt_tokens, p.correct) == ("ok", 15, True)
+    assert p.attempts[0].tolist() == [[6, 7]]
+
+    unterminated = bigram_model({OUTPUT: 6, 6: END})  # writes "6E": not a grid
+    [p] = predict_greedy(unterminated, tok, [SMALL], max_len=TINY.max_len)
+    assert (p.status, p.attempts, p.correct) == ("invalid: last row is not terminated", [], False)
+
+    endless = bigram_model({OUTPUT: 6})  # writes 6 6 6 ... until the context is full
+    [p] = predict_greedy(endless, tok, [SMALL], max_len=40)
+    assert p.status == "invalid: no end token (hit the length limit)" and not p.correct
+
+    too_long = predict_greedy(right, tok, [SMALL], max_len=10)
+    assert too_long[0].status == "too long for the context" and too_long[0].correct is False
+
+
+def test_predict_greedy_batches_keep_each_example_in_place():
+    tok = GridTokenizer()
+    model = bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END})
+    long_demo = Pair(g([[1] * 5] * 4), g([[2] * 5] * 4))
+    examples = [  # prompts of different lengths: they are sorted by length for batching
+        Example("a", 0, [long_demo, long_demo], Pair(g([[5]]), g([[6, 7]]))),
+        SMALL,
+        Example("c", 0, [long_demo], Pair(g([[5]]), g([[0]]))),
+    ]
+    preds = predict_greedy(model, tok, examples, max_len=TINY.max_len, batch_size=2)
+    assert [p.example.task_id for p in preds] == ["a", "small", "c"]
+    assert [p.correct for p in preds] == [True, True, False]
+    # "a" keeps one demonstration: two (1 + 2 * 51 + 4 = 107 prompt tokens) plus an answer budget of the
+    # largest demonstration output (4 * 6 + 1 = 25 tokens) would exceed max_len 128
+    assert [p.prompt_tokens for p in preds] == [56, 15, 56]  # 1 + 51 + 4, 1 + 10 + 4, 1 + 51 + 4
+
+
+def test_prediction_does_not_depend_on_the_hidden_answer():
+    tok = GridTokenizer()
+    model = bigram_model({OUTPUT: 6, 6: ROW, ROW: END})
+    demo = Pair(g([[1]]), g([[2]]))
+    big_truth = Example("x", 0, [demo], Pair(g([[3]]), g(np.zeros((5, 5), dtype=int))))  # answer: 31 tokens
+    hidden = Example("x", 0, [demo], Pair(g([[3]]), None))
+    # prompt: B I1\nO 2\nE I3\nO = 12 tokens; the demo-based budget is 3 tokens (15 in all) < max_len 30
+    [with_truth], [without] = (predict_greedy(model, tok, [ex], max_len=30) for ex in (big_truth, hidden))
+    assert (without.status, without.prompt_tokens) == ("ok", 12)
+    assert (with_truth.status, with_truth.prompt_tokens) == (without.status, without.prompt_tokens)
+
+
+@pytest.fixture
+def untrained_checkpoint(tmp_path) -> str:
+    torch.manual_seed(0)
+    model = Transformer(TINY)
+    save_checkpoint(tmp_path / "untrained", model, {"model": asdict(TINY), "step": 0}, GridTokenizer())
+    return str(tmp_path / "untrained")
+
+
+def eval_tasks(tmp_path) -> str:
+    rng = np.random.default_rng(0)
+
+    def pair(h, w):
+        grid = rng.integers(0, 10, size=(h, w))
+        return {"input": grid.tolist(), "output": (9 - grid).tolist()}
+
+    return write_tasks(tmp_path / "eval_data", {
+        "aaa": {"train": [pair(2, 2), pair(3, 2)], "test": [pair(2, 3)]},
+        "bbb": {"train": [pair(1, 3)], "test": [pair(2, 2), pair(1, 1)]},
+    })
+
+
+def test_evaluate_untrained_checkpoint_writes_results_json(untrained_checkpoint, tmp_path):
+    out = tmp_path / "eval_out"
+    cfg = EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all",
+                     device="cpu", precision="fp32", out=str(out))
+    returned = evaluate(cfg)
+    results = json.loads((out / "results.json").read_text())
+    assert {"tasks_total", "tasks_solved", "score", "eval_loss", "tasks"} <= results.keys()
+    assert (results["tasks_total"], results["tasks_solved"], results["score"]) == (2, 0, 0.0)
+    assert results["step"] == 0
+    # an untrained model's logits are near zero: the loss per output token is about ln(16)
+    assert abs(results["eval_loss"] - math.log(16)) < 0.1
+    assert sorted(results["tasks"]) == ["aaa", "bbb"]
+    tests = results["tasks"]["bbb"]["tests"]
+    assert len(tests) == 2 and all(t["correct"] is False for t in tests)
+    assert all(t["status"] == "ok" or t["status"].startswith("invalid: ") for t in tests)
+    assert all(isinstance(t["attempts"], list) and t["prompt_tokens"] > 0 for t in tests)
+    assert returned["score"] == results["score"]
+    assert not list(out.glob("*.tmp"))
+
+
+def test_evaluate_selected_ids_and_limit(untrained_checkpoint, tmp_path):
+    data = eval_tasks(tmp_path)
+    common = dict(checkpoint=untrained_checkpoint, data=data, device="cpu", precision="fp32")
+    assert evaluate(EvalConfig(**common, tasks=("bbb",), out=str(tmp_path / "o1")))["tasks_total"] == 1
+    assert list(evaluate(EvalConfig(**common, task_set="all", limit=1, out=str(tmp_path / "o2")))["tasks"]) == ["aaa"]
+
+
+def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint, tmp_path):
+    data = write_tasks(tmp_path / "hidden", {"x": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}})
+    out = tmp_path / "eval_out"
+    evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=data, task_set="all", device="cpu",
+                        precision="fp32", out=str(out)))
+    results = json.loads((out / "results.json").read_text())
+    assert results["score"] is None and results["tasks"]["x"]["tests"][0]["correct"] is None
+
+
+def test_eval_cli_flags():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, EvalConfig)
+    given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--limit", "3", "--max-len", "256"]), EvalConfig)
+    assert given == {"tasks": ("a1", "b2"), "limit": 3, "max_len": 256}
+    assert given_flags(parser.parse_args([]), EvalConfig) == {}

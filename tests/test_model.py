@@ -1,0 +1,107 @@
+"""arc.model: shapes, causality, and the KV cache computing exactly what the full forward computes."""
+import pytest
+import torch
+
+from arc.decode import left_pad
+from arc.model import ModelConfig, Transformer
+from arc.tokenizer import PAD
+from conftest import TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def random_tokens(*shape, seed=0) -> torch.Tensor:
+    return torch.randint(0, 15, shape, generator=torch.Generator().manual_seed(seed))  # no PAD
+
+
+def test_output_shape_and_dtype(tiny_model):
+    logits = tiny_model(random_tokens(3, 17))
+    assert logits.shape == (3, 17, 16)
+    assert logits.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert tiny_model(random_tokens(1, 5)).dtype == torch.float32  # fp32 logits under autocast too
+
+
+def test_config_defaults():
+    cfg = ModelConfig(d_model=96, n_heads=4)
+    assert (cfg.head_dim, cfg.hidden) == (24, 256)  # 8/3 * 96 = 256, already a multiple of 64
+    assert ModelConfig(d_model=32, mlp_hidden=50).hidden == 50
+
+
+def test_causal(tiny_model):
+    tokens = random_tokens(2, 20)
+    changed = tokens.clone()
+    changed[:, 12] = (changed[:, 12] + 1) % 15
+    a, b = tiny_model(tokens), tiny_model(changed)
+    torch.testing.assert_close(a[:, :12], b[:, :12], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[:, 12:], b[:, 12:], atol=1e-4)  # the change is visible from position 12 on
+
+
+def test_cached_decoding_equals_full_forward(tiny_model):
+    tokens = random_tokens(2, 18)
+    full = tiny_model(tokens)
+    cache = tiny_model.new_cache(2, max_len=18)
+    steps = [tiny_model(tokens[:, :10], cache=cache)]  # prefill
+    for t in range(10, 18):  # then one token at a time
+        steps.append(tiny_model(tokens[:, t : t + 1], cache=cache))
+    assert cache.length == 18
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, **TOL)
+
+
+def test_left_padded_batch_equals_each_prompt_alone(tiny_model):
+    prompts = [random_tokens(n, seed=n).tolist() for n in (5, 12, 9)]
+    continuations = random_tokens(3, 4, seed=99)
+    tokens, pad = left_pad(prompts, PAD)
+    assert pad.tolist() == [7, 0, 3]
+    cache = tiny_model.new_cache(3, max_len=16, pad=pad)
+    prefill = tiny_model(tokens, cache=cache)
+    steps = [tiny_model(continuations[:, t : t + 1], cache=cache) for t in range(4)]
+    for b, prompt in enumerate(prompts):
+        alone = tiny_model(torch.tensor([prompt + continuations[b].tolist()]))[0]
+        n = len(prompt)
+        torch.testing.assert_close(prefill[b, pad[b]:], alone[:n], **TOL)
+        torch.testing.assert_close(torch.cat([s[b] for s in steps]), alone[n:], **TOL)
+    assert torch.isfinite(prefill).all()  # padding queries attend to themselves: no NaN
+
+
+def test_cache_truncation_then_redecoding(tiny_model):
+    prompt, first, second = random_tokens(1, 12), random_tokens(1, 4, seed=1), random_tokens(1, 4, seed=2)
+    cache = tiny_model.new_cache(1, max_len=20)
+    tiny_model(prompt, cache=cache)
+    tiny_model(first, cache=cache)
+    assert cache.length == 16
+    cache.length = 12  # back to the end of the prompt: forget `first`
+    redo = tiny_model(second, cache=cache)
+    full = tiny_model(torch.cat([prompt, second], dim=1))
+    torch.testing.assert_close(redo, full[:, 12:], **TOL)
+    # and one token at a time after a truncation to the middle of the prompt
+    cache.length = 7
+    steps = torch.cat([tiny_model(second[:, t : t + 1], cache=cache) for t in range(4)], dim=1)
+    torch.testing.assert_close(steps, tiny_model(torch.cat([prompt[:, :7], second], dim=1))[:, 7:], **TOL)
+
+
+def test_cache_overflow_raises(tiny_model):
+    cache = tiny_model.new_cache(1, max_len=10)
+    tiny_model(random_tokens(1, 8), cache=cache)
+    with pytest.raises(ValueError, match="cache overflow"):
+        tiny_model(random_tokens(1, 3), cache=cache)
+    assert cache.length == 8  # the failed call changed nothing
+    tiny_model(random_tokens(1, 2), cache=cache)  # exactly full is fine
+    assert cache.length == 10
+
+
+def test_sequence_longer_than_max_len_raises():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, max_len=8))
+    assert model(random_tokens(1, 8)).shape == (1, 8, 16)
+    with pytest.raises(ValueError, match="exceeds max_len 8"):
+        model(random_tokens(1, 9))
+
+
+def test_residual_output_init_is_scaled_by_depth(tiny_model):
+    std = 0.02 / (2 * TINY.n_layers) ** 0.5
+    for block in tiny_model.blocks:
+        assert abs(block.attn.wo.weight.std().item() - std) < 0.25 * std
+        assert abs(block.attn.wq.weight.std().item() - 0.02) < 0.25 * 0.02

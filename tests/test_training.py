@@ -1,0 +1,214 @@
+"""arc.trainer end to end on tiny tasks: exact resume, LoRA runs, untrained checkpoints, the leak guard,
+learning one task, and the command-line flags of train.py."""
+import argparse
+import hashlib
+import json
+import runpy
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from arc.checkpoint import load_model, load_train_state, read_config
+from arc.cli import add_config_flags, given_flags
+from arc.data import DataError, load_tasks
+from arc.evaluation import predict_greedy
+from arc.lora import LoRALinear, add_lora, load_adapter
+from arc.model import Transformer
+from arc.trainer import TrainConfig, lr_at, train
+from conftest import TINY, write_tasks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOKENS = torch.tensor([[13, 11, 1, 2, 10, 12, 3, 10, 14, 11, 5, 10, 12]])
+
+
+def tensors_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def flat_state(obj, prefix="") -> dict:
+    """Every tensor in a nested dict/list (optimizer state), keyed by its path."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in flat_state(value, f"{prefix}/{key}").items()}
+    if isinstance(obj, (list, tuple)):
+        return {k: v for i, value in enumerate(obj) for k, v in flat_state(value, f"{prefix}/{i}").items()}
+    return {}
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_train_config):
+    a = train(tiny_train_config("a", max_steps=6, save_every=3))
+    b_cfg = tiny_train_config("b", max_steps=6, save_every=3, stop_at_step=3)
+    train(b_cfg)
+    assert read_config(b_cfg.out)["step"] == 3
+    middle = load_file(str(Path(b_cfg.out) / "model.safetensors"))
+    b = train(tiny_train_config("b", max_steps=6, save_every=3), resume=True)
+
+    weights_a, weights_b = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert tensors_equal(weights_a, weights_b)
+    assert not tensors_equal(weights_a, middle)  # steps 4..6 changed the weights
+    state_a, state_b = load_train_state(a), load_train_state(b)
+    assert state_a["step"] == state_b["step"] == 6
+    opt_a, opt_b = flat_state(state_a["optimizer"]), flat_state(state_b["optimizer"])
+    assert len(opt_a) > 0 and tensors_equal(opt_a, opt_b)
+    assert read_config(a)["metrics"]["eval_loss"] == read_config(b)["metrics"]["eval_loss"]
+
+
+def test_max_steps_zero_writes_the_untrained_model(tiny_train_config):
+    out = train(tiny_train_config("zero", max_steps=0))
+    config = read_config(out)
+    assert config["step"] == 0
+    assert config["model"] == asdict(TINY)
+    assert load_train_state(out)["step"] == 0
+    torch.manual_seed(0)  # the run's seed: the weights are exactly a fresh initialisation
+    fresh = Transformer(TINY)
+    assert tensors_equal(load_file(str(out / "model.safetensors")), {k: v for k, v in fresh.state_dict().items()})
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_lora_run_trains_only_the_adapter(tiny_train_config):
+    base = train(tiny_train_config("base", max_steps=2))
+    base_hash = file_hash(base / "model.safetensors")
+    out = train(tiny_train_config("lora", init=str(base), lora_rank=4, max_steps=3))
+
+    names = {p.name for p in out.iterdir()}
+    assert "adapter.safetensors" in names and "model.safetensors" not in names
+    assert {"config.json", "tokenizer.json", "train_state.pt"} <= names
+    assert not any(n.endswith(".tmp") for n in names)
+    assert file_hash(base / "model.safetensors") == base_hash  # the base checkpoint is untouched
+    adapter = load_file(str(out / "adapter.safetensors"))
+    assert len(adapter) == 2 * 7 * TINY.n_layers  # A and B of 7 projections per block
+    assert any(k.endswith("lora_b") and v.abs().sum() > 0 for k, v in adapter.items())  # B moved from 0
+    assert load_train_state(out)["step"] == 3
+
+    config = read_config(out)
+    assert config["base"] == str(base) and config["lora"]["rank"] == 4
+    model, _, _ = load_model(out)  # base + adapter, rebuilt from the run folder alone
+    base_model, _, _ = load_model(base)
+    wrapped = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert len(wrapped) == 7 * TINY.n_layers
+    base_weights = base_model.state_dict()
+    for name, value in model.state_dict().items():  # every frozen weight bitwise equal to the base's
+        if "lora_" not in name:
+            assert torch.equal(value, base_weights[name.replace(".base.", ".")]), name
+
+    manual, _, _ = load_model(base)
+    add_lora(manual, rank=4, alpha=32.0)
+    load_adapter(manual, str(out / "adapter.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(TOKENS), manual.eval()(TOKENS))
+        assert not torch.allclose(model(TOKENS), base_model.eval()(TOKENS))  # the adapter matters
+
+
+def test_resumed_lora_run_equals_uninterrupted_run(tiny_train_config):
+    base = str(train(tiny_train_config("base", max_steps=1)))
+    a = train(tiny_train_config("a", init=base, lora_rank=4, max_steps=4))
+    train(tiny_train_config("b", init=base, lora_rank=4, max_steps=4, stop_at_step=2))
+    b = train(tiny_train_config("b", init=base, lora_rank=4, max_steps=4), resume=True)
+    assert load_train_state(b)["step"] == 4
+    assert tensors_equal(load_file(str(a / "adapter.safetensors")), load_file(str(b / "adapter.safetensors")))
+
+
+def test_lora_max_len_above_base_is_refused(tiny_train_config):
+    base = train(tiny_train_config("base", max_steps=0))
+    with pytest.raises(ValueError, match="exceeds the max_len"):
+        train(tiny_train_config("lora", init=str(base), lora_rank=4, max_len=TINY.max_len + 1))
+
+
+def test_training_on_a_heldout_task_raises(tiny_train_config, task_dirs, tmp_path):
+    train_dir, eval_dir = task_dirs
+    heldout = json.loads((Path(eval_dir) / "heldout0.json").read_text())
+    leaky = write_tasks(tmp_path / "leaky", {"t0": heldout, "renamed": heldout})
+    with pytest.raises(DataError, match=r"2 training task\(s\) are also evaluated.*same content as heldout0"):
+        train(tiny_train_config("leak", data=leaky))
+    same_id = write_tasks(tmp_path / "same_id", {"heldout0": json.loads((Path(train_dir) / "t0.json").read_text())})
+    with pytest.raises(DataError, match="heldout0 \\(same id\\)"):
+        train(tiny_train_config("leak2", data=same_id))
+    assert not (tmp_path / "leak").exists()  # refused before anything was written
+
+
+def test_lr_schedule_known_values():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, max_steps=14, min_lr_ratio=0.1)
+    assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(9, cfg) == pytest.approx(0.55)  # halfway through the cosine: (1 + 0.1) / 2
+    assert lr_at(14, cfg) == pytest.approx(0.1)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+# A 3x3 left-right flip with 3 demonstrations.
+FLIP = {
+    "train": [
+        {"input": [[1, 0, 0], [0, 2, 0], [0, 0, 3]], "output": [[0, 0, 1], [0, 2, 0], [3, 0, 0]]},
+        {"input": [[4, 4, 0], [0, 5, 0], [6, 0, 0]], "output": [[0, 4, 4], [0, 5, 0], [0, 0, 6]]},
+        {"input": [[7, 0, 8], [0, 0, 0], [9, 9, 0]], "output": [[8, 0, 7], [0, 0, 0], [0, 9, 9]]},
+    ],
+    "test": [{"input": [[2, 3, 0], [0, 0, 5], [1, 0, 6]], "output": [[0, 3, 2], [5, 0, 0], [6, 0, 1]]}],
+}
+
+
+def test_tiny_model_learns_one_task(tiny_train_config, tmp_path):
+    """Trained on one task (each of its 4 pairs in turn as the test, no augmentation), greedy decoding
+    reproduces the test output exactly; the untrained model does not."""
+    data = write_tasks(tmp_path / "flip", {"flip": FLIP})
+    cfg = tiny_train_config("flip_run", data=data, d_model=64, max_steps=150, batch_size=8, lr=3e-3,
+                            warmup_steps=20, augment=False)
+    out = train(cfg)
+    model, tokenizer, _ = load_model(out)
+    examples = load_tasks(data)[0].examples()
+    [prediction] = predict_greedy(model.eval(), tokenizer, examples, max_len=TINY.max_len)
+    assert prediction.status == "ok"
+    assert prediction.attempts[0].tolist() == FLIP["test"][0]["output"]
+    assert prediction.correct
+    untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
+    assert not predict_greedy(untrained.eval(), tokenizer, examples, max_len=TINY.max_len)[0].correct
+
+
+# --- train.py's command line ------------------------------------------------------------------------
+
+
+def parse(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, TrainConfig)
+    return given_flags(parser.parse_args(argv), TrainConfig)
+
+
+def test_cli_flags_parse_to_typed_values():
+    given = parse(["--max-steps", "5", "--no-augment", "--lora-targets", "wq,wv", "--lr", "3e-4",
+                   "--init", "ck/base", "--max-examples", "1000", "--train-on-demo-outputs"])
+    assert given == {"max_steps": 5, "augment": False, "lora_targets": ("wq", "wv"), "lr": 3e-4,
+                     "init": "ck/base", "max_examples": 1000, "train_on_demo_outputs": True}
+    assert type(given["max_steps"]) is int and type(given["lr"]) is float
+    TrainConfig(**given)  # the flags build a config
+
+
+def test_cli_unset_flags_are_absent():
+    assert parse([]) == {}
+    assert parse(["--augment"]) == {"augment": True}
+    assert "extra" not in parse([])  # free-form dict fields are not flags
+
+
+def test_cli_rejects_bad_values():
+    with pytest.raises(SystemExit):
+        parse(["--max-steps", "five"])
+
+
+def test_train_script_resume_continues_a_stopped_run(tiny_train_config, monkeypatch):
+    cfg = tiny_train_config("script", max_steps=4, stop_at_step=2)
+    flags = ["--data", cfg.data, "--eval-data", cfg.eval_data, "--eval-set", "all", "--max-len", "128",
+             "--d-model", "32", "--n-layers", "2", "--n-heads", "4", "--batch-size", "2", "--warmup-steps", "1",
+             "--precision", "fp32", "--no-compile", "--device", "cpu", "--max-steps", "4", "--out", cfg.out]
+    script = str(Path(__file__).parent.parent / "train.py")
+    monkeypatch.setattr(sys, "argv", ["train.py", *flags, "--stop-at-step", "2"])
+    runpy.run_path(script, run_name="__main__")
+    assert read_config(cfg.out)["step"] == 2
+    monkeypatch.setattr(sys, "argv", ["train.py", "--resume", "--out", cfg.out])
+    runpy.run_path(script, run_name="__main__")
+    assert read_config(cfg.out)["step"] == 4  # "continue where it stopped"
