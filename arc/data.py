@@ -292,15 +292,31 @@ def example_count(tasks: list[Task]) -> int:
     return sum(len(t.test) for t in tasks)
 
 
+def overlapping(train: list[Task], evaluated: list[Task]) -> list[tuple[Task, str]]:
+    """Training tasks that match an evaluated task by id or by content, each with the reason."""
+    ids = {t.id for t in evaluated}
+    prints = {task_fingerprint(t): t.id for t in evaluated}
+    found = []
+    for t in train:
+        if t.id in ids:
+            found.append((t, "same id"))
+        elif (fp := task_fingerprint(t)) in prints:
+            found.append((t, f"same content as {prints[fp]}"))
+    return found
+
+
+def exclude_overlap(train: list[Task], evaluated: list[Task]) -> tuple[list[Task], list[str]]:
+    """Drop the training tasks that match an evaluated task; returns the kept tasks and the dropped ids."""
+    dropped = {t.id for t, _ in overlapping(train, evaluated)}
+    return [t for t in train if t.id not in dropped], sorted(dropped)
+
+
 def check_no_leak(train: list[Task], evaluated: list[Task]) -> None:
     """Refuse to train on any task that is being evaluated, matched by id or by content (copies of a
     task in another set, e.g. ARC-AGI-2 training holds most ARC-AGI-1 evaluation tasks, often with
     their pairs reordered: the fingerprint ignores order)."""
-    ids = {t.id for t in evaluated}
-    prints = {task_fingerprint(t): t.id for t in evaluated}
-    leaks = [f"{t.id} (same id)" if t.id in ids else f"{t.id} (same content as {prints[task_fingerprint(t)]})"
-             for t in train if t.id in ids or task_fingerprint(t) in prints]
+    leaks = [f"{t.id} ({why})" for t, why in overlapping(train, evaluated)]
     if leaks:
         shown = ", ".join(leaks[:5]) + (f" and {len(leaks) - 5} more" if len(leaks) > 5 else "")
         raise DataError(f"{len(leaks)} training task(s) are also evaluated: {shown}; "
-                        "remove them from the training data")
+                        "remove them from the training data (train.py: --exclude-evaluated)")

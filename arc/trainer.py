@@ -19,9 +19,10 @@ import torch.nn.functional as F
 
 from arc.batching import IGNORE, RowSampler, collate, heldout_rows
 from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint
-from arc.data import TASK_SETS, check_no_leak, load_tasks, select_tasks
+from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import ModelConfig, Transformer
+from arc.plot import write_loss_svg
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.tokenizer import PAD, EncodedRow, GridTokenizer
 
@@ -34,6 +35,7 @@ class TrainConfig:
     eval_data: str = "arc1"  # where the held-out tasks come from
     eval_split: str = "evaluation"
     eval_set: str = "seed20"  # held-out task set (or "all"): its test outputs give the eval loss, never trained on
+    exclude_evaluated: str | None = "arc1:evaluation"  # data:split whose copies (same id or content) leave the training data; "none" keeps all
     max_examples: int | None = None  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = 0.0  # share of training rows drawn from generated tasks (arc.generators)
     max_len: int = 2048  # longest training row in tokens; longer tasks drop demonstrations to fit
@@ -138,7 +140,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()
 
-    train_tasks = load_tasks(cfg.data, cfg.split)
+    train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
+    if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
+        data, _, split = cfg.exclude_evaluated.partition(":")
+        train_tasks, excluded = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))
     heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
     check_no_leak(train_tasks, heldout_tasks)
     sampler = RowSampler(
@@ -164,13 +169,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
           f"autocast {amp_dtype or 'off (fp32)'}")
-    print(f"data: {len(train_tasks)} training tasks from {cfg.data}/{cfg.split}; eval loss on {len(eval_rows)} "
+    print(f"data: {len(train_tasks)} training tasks from {cfg.data}/{cfg.split} ({len(excluded)} excluded as copies of "
+          f"{cfg.exclude_evaluated} tasks: {' '.join(excluded[:8])}{' ...' if len(excluded) > 8 else ''}); eval loss on {len(eval_rows)} "
           f"test outputs of {cfg.eval_set} ({eval_skipped} too long for max_len {cfg.max_len})")
 
     def save(step: int) -> None:
         config = {**described, "training": asdict(cfg), "step": step, "metrics": metrics}
         state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
         save_checkpoint(out, model, config, tokenizer, state, lora=lora)
+        if log_path.exists():
+            write_loss_svg(log_path, out / "loss.svg", f"{out.name}: loss per output token")
 
     forward = maybe_compile(model, cfg.compile)  # shares model's parameters; model itself stays eager
     log_path = out / "metrics.jsonl"

@@ -325,3 +325,13 @@ def test_fingerprint_ignores_outputs():
 def test_fingerprints_distinct_within_arc1_evaluation():
     tasks = load_tasks("arc1", "evaluation")
     assert len({task_fingerprint(t) for t in tasks}) == len(tasks)
+
+
+def test_exclude_overlap_drops_copies_of_evaluated_tasks():
+    from arc.data import exclude_overlap, load_tasks
+    train, evaluation = load_tasks("arc1", "training"), load_tasks("arc1", "evaluation")
+    kept, dropped = exclude_overlap(train, evaluation)
+    # ARC-AGI-1 training task 40853293 is a copy of evaluation task 070dd51e
+    assert dropped == ["40853293"] and len(kept) == 399
+    arc2_kept, arc2_dropped = exclude_overlap(load_tasks("arc2", "training"), evaluation)
+    assert len(arc2_dropped) == 376 and len(arc2_kept) == 624  # ids and reordered copies alike
