@@ -1,70 +1,49 @@
-"""Evaluation: predict every test output, score it exactly, print the table, write results.json.
+"""Evaluation: predict every test output, score it exactly, print the table, write results.json and
+submission.json (the ARC Prize format).
 
 Scoring follows the ARC Prize rules: a test input counts as answered when one of its attempts
 equals the true output grid exactly (shape and every cell); a task's score is the fraction of its
 test inputs answered; the set's score is the mean over tasks. A task is "solved" when all of its
 test inputs are answered. An output that is not a valid grid, or a task too long for the context,
 is simply wrong: it never stops the run.
+
+With test-time training (--ttt-steps N) each task gets a fresh LoRA trained on its demonstrations
+before its test inputs are predicted; the adapter is removed afterwards, so the base model is the same
+for every task. How predictions are made (views, decoding strategy, selection) is arc.predict.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from arc.data import Example, Grid, Pair, Task
-from arc.decode import greedy_decode
-from arc.tokenizer import END, MAX_OUTPUT_TOKENS, PAD, GridTokenizer
-
-
-@dataclass
-class Prediction:
-    example: Example
-    attempts: list[Grid] = field(default_factory=list)  # distinct candidate grids, best first
-    status: str = "ok"  # ok | invalid: <why> | too long for the context
-    prompt_tokens: int = 0
-
-    @property
-    def correct(self) -> bool | None:
-        """None when the true output is unknown."""
-        truth = self.example.test.output
-        if truth is None:
-            return None
-        return any(a.shape == truth.shape and bool((a == truth).all()) for a in self.attempts)
+from arc.data import Task
+from arc.predict import DecodeConfig, Prediction, predict
+from arc.ttt import TTTConfig, task_adapter
 
 
-def predict_greedy(
-    model, tokenizer: GridTokenizer, examples: list[Example], max_len: int, batch_size: int = 8, amp_dtype=None
-) -> list[Prediction]:
-    """One greedy attempt per example, decoded in batches of similar prompt length."""
-    predictions, jobs = [], []
-    for ex in examples:
-        # fit with the answer hidden: the context budget must not depend on the true output's size
-        fitted = tokenizer.fit(Example(ex.task_id, ex.test_index, ex.train, Pair(ex.test.input)), max_len)
-        if fitted is None:
-            predictions.append(Prediction(ex, status="too long for the context"))
-            continue
-        prompt = tokenizer.encode_prompt(fitted)
-        predictions.append(Prediction(ex, prompt_tokens=len(prompt)))
-        jobs.append((len(predictions) - 1, prompt, min(MAX_OUTPUT_TOKENS, max_len - len(prompt))))
-    jobs.sort(key=lambda job: len(job[1]))
-    for i in range(0, len(jobs), batch_size):
-        chunk = jobs[i : i + batch_size]
-        outputs = greedy_decode(model, [p for _, p, _ in chunk], [n for _, _, n in chunk], END, PAD, amp_dtype)
-        for (index, _, _), ids in zip(chunk, outputs):
-            grid, why = tokenizer.parse_grid(ids)
-            if grid is None:
-                predictions[index].status = f"invalid: {why}"
-            else:
-                predictions[index].attempts.append(grid)
-    return predictions
+def _matches(grid, truth) -> bool:
+    return grid.shape == truth.shape and bool((grid == truth).all())
+
+
+def _task_scores(tasks: list[Task], by_task: dict[str, list[Prediction]], answered) -> list[float]:
+    """Per task with known outputs: the fraction of its test inputs that `answered(prediction)` says are right."""
+    scores = []
+    for task in tasks:
+        known = [answered(p) for p in by_task.get(task.id, []) if p.example.test.output is not None]
+        if known:
+            scores.append(sum(known) / len(known))
+    return scores
 
 
 def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
-    """results.json's content: totals and, per task, each test input's attempts and correctness."""
+    """results.json's content: totals and, per task, each test input's attempts and correctness.
+    `score` is the official ARC score with the attempts made (pass@2 with two attempts); `score_pass1`
+    counts first attempts only; `score_by_selection` scores each selection method's attempts."""
     by_task: dict[str, list[Prediction]] = {}
     for p in predictions:
         by_task.setdefault(p.example.task_id, []).append(p)
@@ -80,15 +59,22 @@ def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
             "score": task_score,
             "tests": [
                 {"attempts": [a.tolist() for a in p.attempts], "correct": p.correct, "status": p.status,
-                 "prompt_tokens": p.prompt_tokens}
+                 "prompt_tokens": p.prompt_tokens, "candidates": p.candidates, "votes": p.votes}
                 for p in preds
             ],
         }
+    mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
+    pass1 = _task_scores(tasks, by_task, lambda p: bool(p.attempts) and _matches(p.attempts[0], p.example.test.output))
+    methods = sorted({m for p in predictions for m in p.attempts_by})
+    by_method = {m: mean(_task_scores(tasks, by_task, lambda p, m=m: any(
+        _matches(a, p.example.test.output) for a in p.attempts_by.get(m, [])))) for m in methods}
     return {
         "tasks_total": len(tasks),
         "tasks_scored": len(scores),  # tasks whose true outputs are known
         "tasks_solved": sum(s == 1.0 for s in scores),
-        "score": float(np.mean(scores)) if scores else None,
+        "score": mean(scores),
+        "score_pass1": mean(pass1),
+        "score_by_selection": by_method,
         "tasks": per_task,
     }
 
@@ -104,8 +90,11 @@ def print_table(results: dict) -> None:
         print(f"{task_id:<10} {len(tests):>5} {right:>5} {prompt:>7}  {mark} ({'; '.join(statuses)})")
     def show(value):
         return "n/a (no true outputs)" if value is None else f"{value:.4f}"
-    print(f"solved {results['tasks_solved']}/{results['tasks_total']} tasks | score {show(results['score'])} | "
-          f"eval loss {show(results.get('eval_loss'))} per output token")
+    print(f"solved {results['tasks_solved']}/{results['tasks_total']} tasks | score {show(results['score'])} "
+          f"(first attempts only: {show(results['score_pass1'])}) | eval loss {show(results.get('eval_loss'))} "
+          f"per output token | {results.get('seconds_per_task', 0):.1f}s per task")
+    for name, value in results["score_by_selection"].items():
+        print(f"  attempts chosen by {name}: score {show(value)}")
 
 
 def write_results(results: dict, out: Path) -> Path:
@@ -127,10 +116,12 @@ class EvalConfig:
     tasks: tuple[str, ...] = ()  # explicit task ids, comma-separated (overrides --task-set)
     limit: int | None = None  # keep only the first N tasks
     max_len: int | None = None  # context budget per example (default: the model's max_len)
-    batch_size: int = 8  # examples decoded together
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads for torch (0: torch's default)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
-    out: str | None = None  # folder for results.json (default: <checkpoint>/eval-<task set>)
+    out: str | None = None  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
+    decoding: DecodeConfig = field(default_factory=DecodeConfig)  # views, strategy, selection (arc.predict)
+    ttt: TTTConfig = field(default_factory=TTTConfig)  # per-task test-time training (off while ttt.steps is 0)
 
 
 def newest_checkpoint(root: str = "checkpoints") -> str:
@@ -141,22 +132,40 @@ def newest_checkpoint(root: str = "checkpoints") -> str:
     return str(configs[-1].parent)
 
 
+def predict_tasks(model, tokenizer, tasks: list[Task], cfg: EvalConfig, max_len: int, device, amp_dtype):
+    """Predictions for every test input, and seconds spent per task. Without test-time training all
+    examples are predicted together (better batching); with it, task by task under its own adapter."""
+    if cfg.ttt.steps <= 0:
+        started = time.time()
+        predictions = predict(model, tokenizer, [e for t in tasks for e in t.examples()], max_len, cfg.decoding, amp_dtype)
+        return predictions, {t.id: (time.time() - started) / max(len(tasks), 1) for t in tasks}, {}
+    predictions, seconds, reports = [], {}, {}
+    for n, task in enumerate(tasks):
+        started = time.time()
+        ttt = TTTConfig(**{**asdict(cfg.ttt), "seed": cfg.ttt.seed + n, "max_len": cfg.ttt.max_len or max_len})
+        with task_adapter(model, task.train, tokenizer, ttt, device, amp_dtype) as report:
+            predictions += predict(model, tokenizer, task.examples(), max_len, cfg.decoding, amp_dtype)
+        seconds[task.id], reports[task.id] = time.time() - started, asdict(report)
+        print(f"[{n + 1}/{len(tasks)}] {task.id}: test-time training {report.steps} steps on {report.rows} rows "
+              f"(loss {report.first_loss} -> {report.last_loss}), {seconds[task.id]:.1f}s with decoding", flush=True)
+    return predictions, seconds, reports
+
+
 def evaluate(cfg: EvalConfig) -> dict:
-    from arc.checkpoint import load_model
+    from arc.checkpoint import load_model, read_config
     from arc.data import load_tasks, select_tasks
     from arc.lora import merge_lora
     from arc.runtime import autocast_dtype, resolve_device
+    from arc.submission import build_submission, write_submission
     from arc.trainer import output_token_loss
     from arc.batching import heldout_rows
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
     checkpoint = cfg.checkpoint or newest_checkpoint()
+    if cfg.adapter and cfg.checkpoint and Path(read_config(cfg.adapter)["base"]).resolve() != Path(checkpoint).resolve():
+        raise ValueError(f"adapter {cfg.adapter} was trained on {read_config(cfg.adapter)['base']}, not on {checkpoint}")
     model, tokenizer, config = load_model(cfg.adapter or checkpoint, device)
-    if cfg.adapter:
-        base = read_base(cfg.adapter)
-        if Path(base).resolve() != Path(checkpoint).resolve() and cfg.checkpoint:
-            raise ValueError(f"adapter {cfg.adapter} was trained on {base}, not on {checkpoint}")
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     max_len = cfg.max_len or model.cfg.max_len
@@ -166,28 +175,37 @@ def evaluate(cfg: EvalConfig) -> dict:
     task_set = cfg.task_set or ("seed20" if (cfg.data, cfg.split) == ("arc1", "evaluation") else "all")
     all_tasks = load_tasks(cfg.data, cfg.split)
     if cfg.tasks:
+        task_set = "selected"
         tasks = select_tasks(all_tasks, ids=list(cfg.tasks), limit=cfg.limit)
     else:
         tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.limit)
     examples = [e for t in tasks for e in t.examples()]
-    step = config.get("step")
+    step, d = config.get("step"), cfg.decoding
+    method = (f"{d.decode}, {d.views} view(s), select {d.select}, {d.attempts} attempt(s)"
+              + (f", test-time training {cfg.ttt.steps} steps" if cfg.ttt.steps > 0 else ""))
     print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / {len(examples)} test inputs "
-          f"from {cfg.data}/{cfg.split} [{task_set if not cfg.tasks else 'selected ids'}], greedy, on {device}")
+          f"from {cfg.data}/{cfg.split} [{task_set}]: {method}, on {device}", flush=True)
     if step == 0:
         print("note: this checkpoint was never trained; expect a score of 0")
 
-    predictions = predict_greedy(model, tokenizer, examples, max_len, cfg.batch_size, amp_dtype)
+    started = time.time()
+    predictions, seconds, ttt_reports = predict_tasks(model, tokenizer, tasks, cfg, max_len, device, amp_dtype)
     results = score_tasks(tasks, predictions)
+    for task_id, entry in results["tasks"].items():
+        entry["seconds"] = seconds.get(task_id)
+        if task_id in ttt_reports:
+            entry["ttt"] = ttt_reports[task_id]
     rows, _ = heldout_rows([e for e in examples if e.test.output is not None], tokenizer, max_len)
     results["eval_loss"] = output_token_loss(model, rows, device, amp_dtype) if rows else None
     results.update(checkpoint=checkpoint, adapter=cfg.adapter, step=step, data=cfg.data, split=cfg.split,
-                   task_set=task_set, decode="greedy", attempts_per_test=1)
+                   task_set=task_set, method=method, decoding=asdict(cfg.decoding),
+                   ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None,
+                   seconds_total=time.time() - started, seconds_per_task=(time.time() - started) / max(len(tasks), 1))
     print_table(results)
-    out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{task_set if not cfg.tasks else 'selected'}")
+    out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{task_set}")
     print(f"wrote {write_results(results, out)}")
+    by_task: dict[str, list] = {t.id: [] for t in tasks}
+    for p in sorted(predictions, key=lambda p: p.example.test_index):
+        by_task[p.example.task_id].append(p.attempts)
+    print(f"wrote {write_submission(out / 'submission.json', build_submission(by_task))}")
     return results
-
-
-def read_base(adapter_folder: str) -> str:
-    from arc.checkpoint import read_config
-    return read_config(adapter_folder)["base"]

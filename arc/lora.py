@@ -106,6 +106,24 @@ def add_lora(
     return [path for path, _ in found]
 
 
+def remove_lora(model: nn.Module) -> None:
+    """Undo add_lora: put every LoRALinear's wrapped `base` nn.Linear back in its place, dropping the adapter.
+
+    Refuses a merged adapter: its base.weight holds the update (and unmerging is float arithmetic, so
+    not bitwise exact). The bases keep requires_grad=False (add_lora froze them); restore flags yourself.
+    """
+    modules = lora_modules(model)
+    merged = [path for path, m in modules.items() if m.merged]
+    if merged:
+        raise ValueError(f"remove_lora: {len(merged)} adapter(s) are merged into their base weights "
+                         f"(e.g. {merged[0]}); call unmerge_lora first")
+    if "" in modules:
+        raise ValueError("remove_lora: the model itself is a LoRALinear; use its .base instead")
+    for path, m in modules.items():
+        parent_path, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent_path), name, m.base)
+
+
 def merge_lora(model: nn.Module) -> None:
     for m in lora_modules(model).values():
         m.merge()

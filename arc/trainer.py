@@ -66,6 +66,7 @@ class TrainConfig:
     out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
     seed: int = 0  # seeds the weights and every training row
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
     log_every: int = 10  # steps between log lines
     eval_every: int = 100  # steps between eval-loss measurements (and at the end)
     save_every: int = 100  # steps between checkpoints (and at the end)
@@ -135,7 +136,7 @@ def format_seconds(s: float) -> str:
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder holding the final checkpoint."""
     out = Path(cfg.out)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()

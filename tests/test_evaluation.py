@@ -11,7 +11,14 @@ import torch
 from arc.checkpoint import save_checkpoint
 from arc.cli import add_config_flags, given_flags
 from arc.data import Example, Pair, Task
-from arc.evaluation import EvalConfig, Prediction, evaluate, predict_greedy, score_tasks
+from arc.data import load_tasks
+from arc.evaluation import EvalConfig, evaluate, score_tasks
+from arc.submission import validate_submission
+from arc.predict import DecodeConfig, Prediction, predict
+
+
+def predict_greedy(model, tok, examples, max_len, batch_size=8):
+    return predict(model, tok, examples, max_len, DecodeConfig(batch_size=batch_size))
 from arc.model import Transformer
 from arc.tokenizer import END, OUTPUT, ROW, GridTokenizer
 from conftest import TINY, bigram_model, write_tasks
@@ -61,11 +68,11 @@ def test_test_order_follows_test_index_not_prediction_order():
 
 def test_invalid_output_is_wrong_and_unknown_truth_is_unscored():
     t = task("t", [[[1]]])
-    invalid = Prediction(t.examples()[0], [], "invalid: no end token (hit the length limit)")
+    invalid = Prediction(t.examples()[0], [], "no valid output (no end token (hit the length limit))")
     assert invalid.correct is False
     results = score_tasks([t, task("hidden", [None])], [invalid] + predictions(task("hidden", [None]), [[[[1]]]]))
     assert results["tasks"]["t"]["score"] == 0.0
-    assert results["tasks"]["t"]["tests"][0]["status"].startswith("invalid")
+    assert results["tasks"]["t"]["tests"][0]["status"].startswith("no valid output")
     assert results["tasks"]["hidden"]["score"] is None and results["tasks"]["hidden"]["tests"][0]["correct"] is None
     assert (results["tasks_total"], results["tasks_scored"], results["score"]) == (2, 1, 0.0)
 
@@ -83,11 +90,11 @@ def test_predict_greedy_with_rigged_models():
 
     unterminated = bigram_model({OUTPUT: 6, 6: END})  # writes "6E": not a grid
     [p] = predict_greedy(unterminated, tok, [SMALL], max_len=TINY.max_len)
-    assert (p.status, p.attempts, p.correct) == ("invalid: last row is not terminated", [], False)
+    assert (p.status, p.attempts, p.correct) == ("no valid output (last row is not terminated)", [], False)
 
     endless = bigram_model({OUTPUT: 6})  # writes 6 6 6 ... until the context is full
     [p] = predict_greedy(endless, tok, [SMALL], max_len=40)
-    assert p.status == "invalid: no end token (hit the length limit)" and not p.correct
+    assert p.status == "no valid output (no end token (hit the length limit))" and not p.correct
 
     too_long = predict_greedy(right, tok, [SMALL], max_len=10)
     assert too_long[0].status == "too long for the context" and too_long[0].correct is False
@@ -157,10 +164,14 @@ def test_evaluate_untrained_checkpoint_writes_results_json(untrained_checkpoint,
     assert sorted(results["tasks"]) == ["aaa", "bbb"]
     tests = results["tasks"]["bbb"]["tests"]
     assert len(tests) == 2 and all(t["correct"] is False for t in tests)
-    assert all(t["status"] == "ok" or t["status"].startswith("invalid: ") for t in tests)
+    assert all(t["status"] == "ok" or t["status"].startswith("no valid output") for t in tests)
     assert all(isinstance(t["attempts"], list) and t["prompt_tokens"] > 0 for t in tests)
     assert returned["score"] == results["score"]
     assert not list(out.glob("*.tmp"))
+    # the submission file is complete (two attempts per test input) and in the ARC Prize format
+    submission = json.loads((out / "submission.json").read_text())
+    validate_submission(submission, load_tasks(cfg.data))
+    assert [len(submission[k]) for k in ("aaa", "bbb")] == [1, 2]
 
 
 def test_evaluate_selected_ids_and_limit(untrained_checkpoint, tmp_path):
@@ -185,3 +196,18 @@ def test_eval_cli_flags():
     given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--limit", "3", "--max-len", "256"]), EvalConfig)
     assert given == {"tasks": ("a1", "b2"), "limit": 3, "max_len": 256}
     assert given_flags(parser.parse_args([]), EvalConfig) == {}
+
+
+def test_evaluate_with_test_time_training_dfs_and_poe(untrained_checkpoint, tmp_path, one_thread):
+    from arc.predict import DecodeConfig
+    from arc.ttt import TTTConfig
+    cfg = EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
+                     precision="fp32", out=str(tmp_path / "ttt"),
+                     decoding=DecodeConfig(decode="dfs", views=2, select="poe", dfs_threshold=0.5),
+                     ttt=TTTConfig(steps=2, batch_size=2))
+    results = evaluate(cfg)
+    # "aaa" has 2 demonstrations (leave-one-out works), "bbb" only 1 (test-time training is skipped)
+    assert results["tasks"]["aaa"]["ttt"]["steps"] == 2 and results["tasks"]["bbb"]["ttt"]["skipped"]
+    assert all(entry["seconds"] > 0 for entry in results["tasks"].values())
+    assert results["ttt"]["steps"] == 2 and results["decoding"]["decode"] == "dfs"
+    validate_submission(json.loads((tmp_path / "ttt" / "submission.json").read_text()), load_tasks(cfg.data))

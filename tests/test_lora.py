@@ -13,6 +13,7 @@ from arc.lora import (
     lora_parameters,
     lora_state_dict,
     merge_lora,
+    remove_lora,
     save_adapter,
     unmerge_lora,
 )
@@ -192,3 +193,25 @@ def test_real_model_step0_equals_base():
     assert len(paths) == 7 * cfg.n_layers
     tokens = torch.randint(0, 16, (2, 12))
     assert torch.equal(lora(tokens), base(tokens))
+
+
+def test_remove_lora_restores_plain_linears():
+    base, lora = make()
+    randomise_b(lora)
+    wrapped = lora.blocks[1].mlp.w_down.base
+    remove_lora(lora)
+    assert not any(isinstance(m, LoRALinear) for m in lora.modules())
+    assert lora.blocks[1].mlp.w_down is wrapped  # the very same nn.Linear object is back in place
+    assert lora.state_dict().keys() == base.state_dict().keys()
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in lora.state_dict().items())
+    assert torch.equal(lora(TOKENS), base(TOKENS))
+    remove_lora(lora)  # nothing left to remove: a no-op
+
+
+def test_remove_lora_refuses_merged():
+    _, lora = make()
+    randomise_b(lora)
+    merge_lora(lora)
+    with pytest.raises(ValueError, match="merged.*unmerge_lora"):
+        remove_lora(lora)
+    assert isinstance(lora.blocks[0].attn.wq, LoRALinear)  # refused before changing anything

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from arc.checkpoint import load_model, load_train_state, read_config
 from arc.cli import add_config_flags, given_flags
 from arc.data import DataError, load_tasks
-from arc.evaluation import predict_greedy
+from arc.predict import DecodeConfig, predict
 from arc.lora import LoRALinear, add_lora, load_adapter
 from arc.model import Transformer
 from arc.trainer import TrainConfig, lr_at, train
@@ -163,12 +163,12 @@ def test_tiny_model_learns_one_task(tiny_train_config, tmp_path):
     out = train(cfg)
     model, tokenizer, _ = load_model(out)
     examples = load_tasks(data)[0].examples()
-    [prediction] = predict_greedy(model.eval(), tokenizer, examples, max_len=TINY.max_len)
+    [prediction] = predict(model.eval(), tokenizer, examples, TINY.max_len, DecodeConfig())
     assert prediction.status == "ok"
     assert prediction.attempts[0].tolist() == FLIP["test"][0]["output"]
     assert prediction.correct
     untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
-    assert not predict_greedy(untrained.eval(), tokenizer, examples, max_len=TINY.max_len)[0].correct
+    assert not predict(untrained.eval(), tokenizer, examples, TINY.max_len, DecodeConfig())[0].correct
 
 
 # --- train.py's command line ------------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""Augmentation ensembles: many views of one task, mapped back, then voted on or scored as experts.
+
+An ARC task is the same puzzle under any rotation/reflection, colour renaming and demonstration order
+(arc.augment). Asking the model the same question under k such views turns one model into an ensemble
+of k: each view yields a candidate answer, which the view's exact inverse maps back to the original
+frame. Two ways to pick the two submitted attempts from the candidates (after the ARChitects,
+"Product of Experts", 2025):
+
+    vote                 count how many views produced each distinct grid; most votes first.
+    product of experts   score every distinct candidate under K views: transform the task AND the
+                         candidate with the same augmentation and take the model's negative
+                         log-likelihood of the candidate as the answer. Sum over the views (a product
+                         of the views' probabilities, in log space); lowest total first.
+
+Why it works: a correct answer is consistent with the puzzle in every frame, so the model tends to find
+it likely under every view; a wrong answer is usually an artefact of one frame (a transposed row, a
+colour confused with its neighbour) and is unlikely under some other view. Summing NLLs makes one
+confident "no" from any view count heavily, which a vote cannot express.
+
+Scoring is teacher-forced: one forward per batch of (candidate, view) rows, no decoding.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arc.augment import Augmentation, identity_augmentation, random_augmentation
+from arc.batching import IGNORE, collate
+from arc.data import Example, Grid, Pair
+from arc.tokenizer import EncodedRow, GridTokenizer, grid_length
+
+
+def grid_key(grid: Grid) -> tuple:
+    """A hashable key equal for equal grids: (height, width, cell bytes), independent of dtype/layout."""
+    g = np.ascontiguousarray(grid, dtype=np.uint8)
+    return (*g.shape, g.tobytes())
+
+
+# --------------------------------------------------------------------------------------------------
+# Views
+# --------------------------------------------------------------------------------------------------
+
+
+def make_views(n_train: int, k: int, seed: int, keep_background: bool = True) -> list[Augmentation]:
+    """k augmentations for a task with n_train demonstrations: the identity first (the task as given is
+    always one of the experts), then k - 1 distinct random ones, reproducible from seed."""
+    if k < 1:
+        raise ValueError(f"need at least one view, got k={k}")
+    rng = np.random.default_rng(seed)
+    views = [identity_augmentation(n_train)]
+    seen = {(v.transform, v.colours, v.order) for v in views}
+    # Duplicate views would count one expert twice. Small tasks have few symmetries (1 demonstration,
+    # no colour change: only 8), so give up loudly rather than loop forever.
+    for _ in range(1000 * k):
+        if len(views) == k:
+            return views
+        view = random_augmentation(rng, n_train, keep_background=keep_background)
+        key = (view.transform, view.colours, view.order)
+        if key not in seen:
+            seen.add(key)
+            views.append(view)
+    if len(views) == k:
+        return views
+    raise ValueError(f"could not draw {k} distinct views for {n_train} demonstrations")
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring candidates under views
+# --------------------------------------------------------------------------------------------------
+
+
+def _scored_row(tokenizer: GridTokenizer, example: Example, candidate: Grid, view: Augmentation,
+                max_len: int) -> EncodedRow | None:
+    """The encoded row "view(task) with view(candidate) as the answer", or None if it cannot fit."""
+    hidden = Example(example.task_id, example.test_index, example.train, Pair(example.test.input))
+    # Fit in the view's frame, as prediction on that view does: the context budget is computed with the
+    # answer hidden, so the demonstrations kept are the ones the model saw when it answered. (Fitting in
+    # the original frame is not enough: a transpose turns h*(w+1) tokens into w*(h+1).)
+    fitted = tokenizer.fit(view.apply(hidden), max_len)
+    if fitted is None:
+        return None
+    answer = view.apply_grid(candidate)
+    if tokenizer.example_length(fitted, grid_length(answer) + 1) > max_len:
+        return None  # a candidate larger than the budget reserved for it
+    full = Example(fitted.task_id, fitted.test_index, fitted.train, Pair(fitted.test.input, answer))
+    return tokenizer.encode_example(full)  # loss mask: the answer's rows and its end token
+
+
+@torch.inference_mode()
+def candidate_nll(
+    model,
+    tokenizer: GridTokenizer,
+    example: Example,
+    candidates: list[Grid],
+    views: list[Augmentation],
+    max_len: int,
+    batch_size: int = 16,
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """NLL (natural log, summed over the answer's tokens including the end token) of each candidate as
+    the answer under each view: shape (n_candidates, n_views); +inf where the row cannot fit max_len.
+
+    Candidates are in the original frame; each view transforms the task and the candidate together.
+    """
+    nll = np.full((len(candidates), len(views)), np.inf, dtype=np.float64)
+    rows: list[tuple[int, int, EncodedRow]] = []
+    for c, candidate in enumerate(candidates):
+        for v, view in enumerate(views):
+            row = _scored_row(tokenizer, example, candidate, view, max_len)
+            if row is not None:
+                rows.append((c, v, row))
+    if not rows:
+        return nll
+    # Similar lengths together: right padding is never attended to by earlier positions (causal
+    # attention), so it costs compute but does not change any row's result.
+    rows.sort(key=lambda item: len(item[2].ids))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            inputs, targets = collate([r for _, _, r in chunk])
+            inputs, targets = inputs.to(device), targets.to(device)
+            with amp:
+                logits = model(inputs)
+            per_token = F.cross_entropy(  # (B * T,), zero where the target is IGNORE
+                logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
+            )
+            per_row = per_token.view(targets.shape).double().sum(dim=1).cpu().numpy()
+            for (c, v, _), value in zip(chunk, per_row):
+                nll[c, v] = value
+    finally:
+        model.train(was_training)
+    return nll
+
+
+def product_of_experts(nll: np.ndarray) -> np.ndarray:
+    """Each candidate's score: its NLL summed over the views (lower is better). A candidate that could
+    not be scored under some view (+inf) ranks after every candidate that could."""
+    return np.asarray(nll, dtype=np.float64).sum(axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Choosing attempts
+# --------------------------------------------------------------------------------------------------
+
+
+def vote(candidates_per_view: list[list[Grid]]) -> list[tuple[Grid, int]]:
+    """Distinct grids with the number of views that produced them, most votes first (ties: the grid
+    seen first wins). A view votes at most once for a grid, however often it produced it."""
+    counts: dict[tuple, list] = {}  # key -> [grid, votes]; dicts keep first-appearance order
+    for grids in candidates_per_view:
+        voted: set[tuple] = set()
+        for grid in grids:
+            key = grid_key(grid)
+            if key not in voted:
+                voted.add(key)
+                counts.setdefault(key, [grid, 0])[1] += 1
+    ranked = sorted(counts.values(), key=lambda item: -item[1])  # sorted() is stable: ties keep order
+    return [(grid, votes) for grid, votes in ranked]
+
+
+def choose_attempts(grids: list[Grid], scores: np.ndarray | list[float], n: int = 2,
+                    lower_is_better: bool = True) -> list[Grid]:
+    """The n best distinct grids by score (fewer if there are fewer); ties keep the given order.
+    Use lower_is_better=False for vote counts."""
+    if len(grids) != len(scores):
+        raise ValueError(f"{len(grids)} grids but {len(scores)} scores")
+    values = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(values if lower_is_better else -values, kind="stable")
+    chosen, seen = [], set()
+    for i in order:
+        key = grid_key(grids[i])
+        if key not in seen:
+            seen.add(key)
+            chosen.append(grids[i])
+            if len(chosen) == n:
+                break
+    return chosen

@@ -1,0 +1,143 @@
+"""From examples to two attempts per test input: views -> decode -> map back -> select.
+
+    for each example and each of K augmented views (the first is the task as given):
+        fit the viewed task into the context (answer hidden), decode it     greedy | sample | dfs
+        parse the generated tokens into a grid, map it back to the original frame (inverse view)
+    pool the candidates of all views, count the views that produced each distinct grid (votes)
+    choose the attempts:  vote  most votes first (ties: lower NLL, then first seen)
+                          poe   product of experts: lowest NLL summed over `score_views` views
+
+Greedy decoding of all (example, view) prompts runs in batches across examples; DFS and sampling
+run per prompt. Candidate scoring for "poe" is batched over (candidate, view) rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from arc.data import Example, Grid, Pair
+from arc.decode import greedy_decode
+from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts
+from arc.search import dfs_decode, sample_decode
+from arc.tokenizer import END, MAX_OUTPUT_TOKENS, PAD, GridTokenizer
+
+
+@dataclass
+class DecodeConfig:
+    decode: str = "greedy"  # greedy | sample | dfs
+    views: int = 1  # augmented views to generate under (1: the task as given)
+    select: str = "vote"  # vote | poe: how the attempts are chosen among the pooled candidates
+    score_views: int = 8  # views that score each candidate for "poe"
+    attempts: int = 2  # attempts per test input (the ARC Prize allows 2)
+    samples: int = 8  # samples per view (decode=sample)
+    temperature: float = 1.0  # sampling temperature (decode=sample)
+    top_k: int | None = None  # sample among the k likeliest tokens only (decode=sample)
+    dfs_threshold: float = 0.1  # keep every output with probability above this (decode=dfs)
+    dfs_max_candidates: int = 8  # stop a DFS after this many complete outputs
+    dfs_time_limit_s: float = 60.0  # stop a DFS after this long per view
+    batch_size: int = 8  # prompts decoded together (greedy) and rows scored together (poe)
+    seed: int = 0  # seeds the views and the sampling
+
+
+@dataclass
+class Prediction:
+    example: Example
+    attempts: list[Grid] = field(default_factory=list)  # chosen grids, best first
+    status: str = "ok"  # ok | no valid output (<reasons>) | too long for the context
+    prompt_tokens: int = 0  # longest prompt among the views
+    candidates: int = 0  # distinct valid grids found across views
+    votes: list[int] = field(default_factory=list)  # views that produced each attempt
+    attempts_by: dict[str, list[Grid]] = field(default_factory=dict)  # attempts under each selection method
+
+    @property
+    def correct(self) -> bool | None:
+        """Whether one of the attempts is exactly the true output; None when the truth is unknown."""
+        truth = self.example.test.output
+        if truth is None:
+            return None
+        return any(a.shape == truth.shape and bool((a == truth).all()) for a in self.attempts)
+
+
+@dataclass
+class _Job:
+    example_index: int
+    view_index: int
+    prompt: list[int]
+    max_new: int
+
+
+def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[list[tuple[list[int], float]]]:
+    """For each job, its generated token sequences with their NLL (nan when greedy does not score)."""
+    if cfg.decode == "greedy":
+        outputs: list[list[tuple[list[int], float]]] = [[] for _ in jobs]
+        order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].prompt))  # similar lengths batch well
+        for start in range(0, len(order), cfg.batch_size):
+            chunk = order[start : start + cfg.batch_size]
+            ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype)
+            for i, tokens in zip(chunk, ids):
+                outputs[i] = [(tokens, float("nan"))]
+        return outputs
+    if cfg.decode == "dfs":
+        return [[(c.tokens, c.nll) for c in dfs_decode(
+            model, job.prompt, job.max_new, END, cfg.dfs_threshold, cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype)]
+            for job in jobs]
+    if cfg.decode == "sample":
+        return [[(c.tokens, c.nll) for c in sample_decode(
+            model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, cfg.seed + k, amp_dtype)]
+            for k, job in enumerate(jobs)]
+    raise ValueError(f"unknown decode strategy {cfg.decode!r}: greedy | sample | dfs")
+
+
+def predict(model, tokenizer: GridTokenizer, examples: list[Example], max_len: int, cfg: DecodeConfig,
+            amp_dtype=None) -> list[Prediction]:
+    """Attempts for every example (see the module docstring for the steps)."""
+    predictions = [Prediction(ex) for ex in examples]
+    views_of, jobs = [], []
+    for i, ex in enumerate(examples):
+        views = make_views(len(ex.train), cfg.views, cfg.seed + i)
+        views_of.append(views)
+        hidden = Example(ex.task_id, ex.test_index, ex.train, Pair(ex.test.input))  # the answer is never seen
+        for v, view in enumerate(views):
+            fitted = tokenizer.fit(view.apply(hidden), max_len)
+            if fitted is None:
+                continue
+            prompt = tokenizer.encode_prompt(fitted)
+            predictions[i].prompt_tokens = max(predictions[i].prompt_tokens, len(prompt))
+            jobs.append(_Job(i, v, prompt, min(MAX_OUTPUT_TOKENS, max_len - len(prompt))))
+
+    # pool each example's candidates in the original frame: key -> [grid, views that produced it, best nll]
+    pools: list[dict[tuple, list]] = [{} for _ in examples]
+    failures: list[set[str]] = [set() for _ in examples]
+    for job, outputs in zip(jobs, _generate(model, jobs, cfg, amp_dtype)):
+        for tokens, nll in outputs:
+            grid, why = tokenizer.parse_grid(tokens)
+            if grid is None:
+                failures[job.example_index].add(why)
+                continue
+            grid = views_of[job.example_index][job.view_index].invert_grid(grid)
+            entry = pools[job.example_index].setdefault(grid_key(grid), [grid, set(), float("inf")])
+            entry[1].add(job.view_index)
+            entry[2] = min(entry[2], nll) if not np.isnan(nll) else entry[2]
+
+    for i, (pred, pool) in enumerate(zip(predictions, pools)):
+        if not pool:
+            pred.status = "too long for the context" if pred.prompt_tokens == 0 else \
+                f"no valid output ({'; '.join(sorted(failures[i]))})"
+            continue
+        grids = [entry[0] for entry in pool.values()]
+        votes = [len(entry[1]) for entry in pool.values()]
+        nlls = [entry[2] for entry in pool.values()]
+        # most votes first; among equal votes the likelier (when scored), then the first seen
+        by_vote = sorted(range(len(grids)), key=lambda k: (-votes[k], nlls[k], k))
+        pred.attempts_by["vote"] = [grids[k] for k in by_vote[: cfg.attempts]]
+        if cfg.select == "poe":
+            score_views = make_views(len(pred.example.train), cfg.score_views, cfg.seed + 7919 * (i + 1))
+            nll = candidate_nll(model, tokenizer, pred.example, grids, score_views, max_len, cfg.batch_size, amp_dtype)
+            pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)
+        elif cfg.select != "vote":
+            raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")
+        pred.attempts = pred.attempts_by[cfg.select]
+        pred.candidates = len(grids)
+        pred.votes = [len(pool[grid_key(a)][1]) for a in pred.attempts]
+    return predictions
