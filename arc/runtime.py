@@ -50,9 +50,10 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """torch.compile the model for training (fuses RoPE, RMSNorm and SwiGLU's elementwise work, which
-    dominates eager CPU steps: measured ~4x faster per step on the 2-core CPU), with dynamic shapes so
-    batches of any length reuse one graph. A warm-up forward/backward on a tiny batch proves it works
+    """torch.compile the model for training (fuses RoPE, RMSNorm and SwiGLU's elementwise work), with
+    dynamic shapes so batches of any length reuse one graph. Measured on the 2-core CPU: 1.2x faster per
+    step on one thread (bench/results.md), 4x on two threads of a busy machine, where eager's many
+    small parallel ops suffer most. A warm-up forward/backward on a tiny batch proves it works
     on this machine's toolchain; on failure we fall back to eager with a message."""
     if not enabled:
         return model

@@ -61,7 +61,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW decay on matrices only (not norms, not embeddings)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
-    compile: bool = True  # torch.compile the training forward/backward (~4x faster on CPU; ~1 minute to compile)
+    compile: bool = True  # torch.compile the training forward/backward (1.2-4x faster on CPU; ~1 minute to compile)
     # bookkeeping
     out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
     seed: int = 0  # seeds the weights and every training row
