@@ -1,6 +1,6 @@
 """Train the ARC transformer: from scratch, full fine-tune (--init), or LoRA fine-tune (--init --lora-rank).
 
-    python train.py                                   # the default CPU run (~10 minutes on 2 cores)
+    python train.py                                   # the default CPU run (250 steps, sized for < 15 min on 2 cores)
     python train.py --max-steps 5000 --out checkpoints/long
     python train.py --resume --out checkpoints/long   # continue where it stopped
     python train.py --init checkpoints/base --lora-rank 16 --out checkpoints/lora
