@@ -122,8 +122,9 @@ def predict(model, tokenizer: GridTokenizer, examples: list[Example], max_len: i
 
     for i, (pred, pool) in enumerate(zip(predictions, pools)):
         if not pool:
-            pred.status = "too long for the context" if pred.prompt_tokens == 0 else \
-                f"no valid output ({'; '.join(sorted(failures[i]))})"
+            # DFS and sampling drop branches that never end, so they may leave no reason behind
+            reasons = "; ".join(sorted(failures[i])) or "no complete output found"
+            pred.status = "too long for the context" if pred.prompt_tokens == 0 else f"no valid output ({reasons})"
             continue
         grids = [entry[0] for entry in pool.values()]
         votes = [len(entry[1]) for entry in pool.values()]
