@@ -1,7 +1,11 @@
-"""arc.decode: batched greedy decoding with the cache == a naive loop; stopping at END and at each row's limit."""
+"""arc.decode: batched greedy decoding with the cache == a naive loop; stopping at END and at each row's limit;
+the compiled decode step's bookkeeping and its eager fallback."""
+import os
+
 import pytest
 import torch
 
+from arc import decode
 from arc.decode import greedy_decode, left_pad
 from arc.model import Transformer
 from arc.tokenizer import END, OUTPUT, PAD, ROW
@@ -99,3 +103,34 @@ def test_each_row_gets_exactly_its_own_limit_without_end(sharp_model):
 
 def test_all_limits_zero_gives_empty_rows(sharp_model):
     assert greedy_decode(sharp_model, PROMPTS[:2], [0, 0], END, PAD) == [[], []]
+
+
+def test_decode_step_path_equals_eager(sharp_model, monkeypatch):
+    """greedy_decode with compile=True drives model.decode_step (slot as a tensor, advanced by the loop);
+    with the eager decode_step standing in for the compiled one, no compile is needed to check it."""
+    monkeypatch.setattr(decode, "_compiled", Transformer.decode_step)
+    prompts, limits = PROMPTS + [[13, 11, 1, 10, OUTPUT]], [12, 9, 15, 4]
+    for end_id in (END, -1):
+        assert greedy_decode(sharp_model, prompts, limits, end_id, PAD, compile=True) == \
+            greedy_decode(sharp_model, prompts, limits, end_id, PAD, compile=False)
+
+
+def test_compile_failure_falls_back_to_eager(sharp_model, monkeypatch, capsys):
+    def broken(*args):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(decode, "_compiled", broken)
+    got = greedy_decode(sharp_model, PROMPTS, [10, 10, 10], -1, PAD, compile=True)
+    assert got == greedy_decode(sharp_model, PROMPTS, [10, 10, 10], -1, PAD, compile=False)
+    assert decode._compiled is False  # not tried again
+    assert "decoding eagerly" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(os.environ.get("ARC_TEST_COMPILE") != "1", reason="compiles (~30-60 s): set ARC_TEST_COMPILE=1")
+def test_compiled_greedy_decode_equals_eager(sharp_model):
+    prompts, limits = PROMPTS + [[13, 11, 1, 10, OUTPUT]], [12, 9, 15, 4]
+    for batch in (prompts[:1], prompts):  # batch 1 and larger batches compile separately
+        for end_id in (END, -1):
+            eager = greedy_decode(sharp_model, batch, limits[: len(batch)], end_id, PAD, compile=False)
+            assert greedy_decode(sharp_model, batch, limits[: len(batch)], end_id, PAD, compile=True) == eager
+    assert decode._compiled is not False  # it really ran compiled

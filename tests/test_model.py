@@ -105,3 +105,37 @@ def test_residual_output_init_is_scaled_by_depth(tiny_model):
     for block in tiny_model.blocks:
         assert abs(block.attn.wo.weight.std().item() - std) < 0.25 * std
         assert abs(block.attn.wq.weight.std().item() - 0.02) < 0.25 * 0.02
+
+
+def test_padded_prompt_fed_one_token_at_a_time_equals_prefill(tiny_model):
+    """Padding queries (slots before a row's first real token) see only themselves: no NaN, and the real
+    positions get what one prefill of the whole padded batch gives."""
+    tokens, pad = left_pad([random_tokens(9).tolist(), random_tokens(4, seed=1).tolist()], PAD)
+    whole = tiny_model(tokens, cache=tiny_model.new_cache(2, max_len=9, pad=pad))
+    cache = tiny_model.new_cache(2, max_len=9, pad=pad)
+    steps = torch.cat([tiny_model(tokens[:, t : t + 1], cache=cache) for t in range(9)], dim=1)
+    assert torch.isfinite(steps).all()
+    torch.testing.assert_close(steps[0], whole[0], **TOL)
+    torch.testing.assert_close(steps[1, pad[1]:], whole[1, pad[1]:], **TOL)
+
+
+def test_decode_step_equals_forward(tiny_model):
+    """decode_step (fixed shapes: attends over the whole cache, the slot a tensor) computes what
+    forward(tokens, cache) computes, on a left-padded batch; slots not yet filled are never seen."""
+    tokens, pad = left_pad([random_tokens(5).tolist(), random_tokens(11, seed=1).tolist()], PAD)
+    new = random_tokens(2, 6, seed=2)
+    ref, fixed = (tiny_model.new_cache(2, max_len=20, pad=pad) for _ in range(2))
+    tiny_model(tokens, cache=ref)
+    tiny_model(tokens, cache=fixed)
+    for layer in range(TINY.n_layers):  # junk where nothing was written yet: masking must hide it
+        fixed.k[layer][:, :, 11:] = 1e4
+        fixed.v[layer][:, :, 11:] = -1e4
+    at = torch.tensor([fixed.length])
+    for t in range(6):
+        expected = tiny_model(new[:, t : t + 1], cache=ref)[:, -1]
+        got = tiny_model.decode_step(new[:, t : t + 1], fixed, at)
+        at += 1
+        fixed.length += 1
+        torch.testing.assert_close(got, expected, **TOL)
+    for layer in range(TINY.n_layers):
+        torch.testing.assert_close(fixed.k[layer][:, :, :17], ref.k[layer][:, :, :17], **TOL)
