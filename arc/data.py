@@ -58,6 +58,11 @@ class Example:
 # scores on a different set than the one it claims.
 # --------------------------------------------------------------------------------------------------
 
+
+def grids_equal(a: Grid, b: Grid) -> bool:
+    """Exact match, the ARC criterion: same shape and every cell equal."""
+    return a.shape == b.shape and bool((a == b).all())
+
 MAX_SIDE = 30  # ARC grids are 1..30 cells per side; the tokenizer's sequence budget relies on this
 
 

@@ -21,13 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from arc.data import Task
+from arc.data import Task, grids_equal
 from arc.predict import DecodeConfig, Prediction, predict
 from arc.ttt import TTTConfig, task_adapter
-
-
-def _matches(grid, truth) -> bool:
-    return grid.shape == truth.shape and bool((grid == truth).all())
 
 
 def _task_scores(tasks: list[Task], by_task: dict[str, list[Prediction]], answered) -> list[float]:
@@ -64,10 +60,10 @@ def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
             ],
         }
     mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
-    pass1 = _task_scores(tasks, by_task, lambda p: bool(p.attempts) and _matches(p.attempts[0], p.example.test.output))
+    pass1 = _task_scores(tasks, by_task, lambda p: bool(p.attempts) and grids_equal(p.attempts[0], p.example.test.output))
     methods = sorted({m for p in predictions for m in p.attempts_by})
     by_method = {m: mean(_task_scores(tasks, by_task, lambda p, m=m: any(
-        _matches(a, p.example.test.output) for a in p.attempts_by.get(m, [])))) for m in methods}
+        grids_equal(a, p.example.test.output) for a in p.attempts_by.get(m, [])))) for m in methods}
     return {
         "tasks_total": len(tasks),
         "tasks_scored": len(scores),  # tasks whose true outputs are known

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from arc.data import Example, Grid, Pair
+from arc.data import Example, Grid, Pair, grids_equal
 from arc.decode import greedy_decode
 from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts
 from arc.search import dfs_decode, sample_decode
@@ -56,7 +56,7 @@ class Prediction:
         truth = self.example.test.output
         if truth is None:
             return None
-        return any(a.shape == truth.shape and bool((a == truth).all()) for a in self.attempts)
+        return any(grids_equal(a, truth) for a in self.attempts)
 
 
 @dataclass

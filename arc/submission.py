@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arc.data import Grid, Task, parse_grid
+from arc.data import Grid, Task, grids_equal, parse_grid
 
 ATTEMPTS = ("attempt_1", "attempt_2")
 
@@ -95,7 +95,7 @@ def _matches(attempt: object, truth: Grid) -> bool:
         grid = parse_grid(attempt, "attempt")
     except ValueError:
         return False  # a malformed attempt is simply wrong
-    return grid.shape == truth.shape and bool((grid == truth).all())
+    return grids_equal(grid, truth)
 
 
 def pass_at_2_score(tasks: list[Task], submission: dict) -> float:
