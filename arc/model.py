@@ -1,7 +1,14 @@
 """A Llama-style decoder-only transformer, written out in full, with a preallocated KV cache.
 
-Token embedding -> n_layers x [RMSNorm -> causal multi-head attention with RoPE -> residual,
+Token embedding (+ optional grid position embeddings) -> n_layers x [RMSNorm -> causal multi-head attention with RoPE -> residual,
 RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output head. No biases anywhere.
+
+Grid positions (ModelConfig.grid_positions, on in the trainer's preset): RoPE gives each token its
+place in the 1-D sequence, but an ARC rule is about 2-D places: "the cell below", "the cell at the same
+row and column of the input". With grid positions each cell also gets a learned embedding of its row and
+one of its column inside its grid, computed from the tokens themselves (row ends and markers), so a
+copy is a lookup by equal (row, col) instead of a count of row ends. Off, the model is exactly a Llama
+(bench/speed.py checks it against Hugging Face's).
 
 One forward serves training and decoding:
     model(tokens)                  training / scoring: full causal attention over (B, T)
@@ -18,11 +25,13 @@ depth-first search to backtrack).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from arc.tokenizer import MAX_SIDE, ROW
 
 
 @dataclass
@@ -35,6 +44,7 @@ class ModelConfig:
     max_len: int = 2048  # longest sequence (sets the RoPE table and the default cache size)
     rope_theta: float = 10000.0  # RoPE base frequency
     norm_eps: float = 1e-5  # RMSNorm epsilon
+    grid_positions: bool = False  # add learned row and column embeddings of each cell (arc.tokenizer layout); False: plain Llama
 
     @property
     def head_dim(self) -> int:
@@ -56,6 +66,44 @@ class RMSNorm(nn.Module):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (xf * self.weight.float()).type_as(x)
+
+
+# Grid positions: the embedding index of a token's row and of its column inside the grid it belongs to.
+# 0 for the markers (I, O, B, E, P), 1..30 for the cells of a grid (a row end takes the column after its
+# row's last cell), 31 for anything further out (only malformed generated grids get there).
+GRID_INDEXES = MAX_SIDE + 2
+
+
+def grid_positions(tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The row and column of every token in the grid it belongs to, counted from the last marker.
+
+    tokens (B, T); state (B, 2): the 0-based (row, col) the first token would take as a cell, i.e. the
+    state left by the tokens before them ((0, 0) at a sequence's start). Returns row and col embedding
+    indexes, each (B, T), and the state after each token (B, T, 2). Read sequentially, the rule is:
+    a marker resets (row, col) to (0, 0); a cell takes (row + 1, col + 1) and moves one column on;
+    a row end takes (row + 1, col + 1) and moves to the next row's column 0. It is computed for all T
+    at once with running counts, so a prefill, a training row and a one-token step agree exactly."""
+    B, T = tokens.shape
+    idx = torch.arange(T, device=tokens.device).expand(B, T)
+    none = torch.full_like(idx, -1)
+    is_marker = tokens > ROW
+    is_row_end = tokens == ROW
+    ends = is_row_end.long().cumsum(1)  # row ends up to and including t
+    ends_before = ends - is_row_end.long()
+    # rows: row ends since the latest marker at or before t, or since the chunk's start plus state's row
+    last_marker = torch.where(is_marker, idx, none).cummax(1).values  # (B, T), -1 where none yet
+    row = torch.where(last_marker >= 0, ends_before - ends.gather(1, last_marker.clamp(min=0)), ends_before + state[:, :1])
+    # columns: tokens since the latest marker or row end strictly before t, or since the start plus state's col
+    last_reset = torch.where(is_marker | is_row_end, idx, none).cummax(1).values  # (B, T), inclusive of t
+    before = torch.cat([none[:, :1], last_reset[:, :-1]], dim=1)  # strictly before t
+    col = torch.where(before >= 0, idx - before - 1, idx + state[:, 1:])
+    # the state each token leaves for the next one
+    after_row = torch.where(is_marker, 0, row + is_row_end.long())
+    after_col = torch.where(is_marker | is_row_end, 0, col + 1)
+    cell = ~is_marker
+    row = torch.where(cell, (row + 1).clamp(max=GRID_INDEXES - 1), 0)
+    col = torch.where(cell, (col + 1).clamp(max=GRID_INDEXES - 1), 0)
+    return row, col, torch.stack([after_row, after_col], dim=-1)
 
 
 def rope_table(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +143,9 @@ class KVCache:
         self.pos = (self.slots[None, :] - self.pad[:, None]).clamp(0, cfg.max_len - 1)
         # whether each slot holds a real token: (B, 1, 1, max_len), broadcast over heads and queries
         self.real = (self.slots[None, :] >= self.pad[:, None])[:, None, None]
+        # grid position state before each slot (B, max_len + 1, 2), for models with grid_positions: slot s's
+        # entry is written when slot s - 1 is filled, so truncating `length` leaves the right state behind
+        self.grid_state = torch.zeros(batch, max_len + 1, 2, dtype=torch.long, device=device)
 
     def mask(self, t: int) -> torch.Tensor | None:
         """Which slots each of the next t queries may see: (B, 1, t, length + t) bool, or None where
@@ -184,6 +235,11 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.grid_positions:
+            # a cell's row and column, so that attention can find the cell at the same place in another
+            # grid (copying, the commonest ARC operation) without counting row ends along the 1-D sequence
+            self.embed_row = nn.Embedding(GRID_INDEXES, cfg.d_model)
+            self.embed_col = nn.Embedding(GRID_INDEXES, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -205,6 +261,15 @@ class Transformer(nn.Module):
         device = self.embed.weight.device
         return KVCache(self.cfg, batch, max_len or self.cfg.max_len, device, dtype or self.embed.weight.dtype, pad)
 
+    def embed_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings (B, T, C), plus the grid position embeddings when the model has them; and the
+        grid position state after each token (B, T, 2) (None without grid positions)."""
+        x = self.embed(tokens)
+        if not self.cfg.grid_positions:
+            return x, None
+        row, col, state = grid_positions(tokens, state)
+        return x + self.embed_row(row) + self.embed_col(col), state
+
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, vocab) in fp32."""
         B, T = tokens.shape
@@ -213,6 +278,7 @@ class Transformer(nn.Module):
                 raise ValueError(f"sequence of {T} tokens exceeds max_len {self.cfg.max_len}")
             cos, sin = self.rope_cos[None, None, :T], self.rope_sin[None, None, :T]  # (1, 1, T, D/2)
             mask, at = None, None
+            x, _ = self.embed_tokens(tokens, tokens.new_zeros(B, 2))
         else:
             at = cache.length
             if at + T > cache.max_len:
@@ -220,7 +286,9 @@ class Transformer(nn.Module):
             pos = cache.pos[:, at : at + T]  # (B, T)
             cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # (B, 1, T, D/2)
             mask = cache.mask(T)
-        x = self.embed(tokens)
+            x, state = self.embed_tokens(tokens, cache.grid_state[:, at])
+            if state is not None:
+                cache.grid_state[:, at + 1 : at + T + 1] = state
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, cache, i, at)
         if cache is not None:
@@ -238,10 +306,24 @@ class Transformer(nn.Module):
         pos = cache.pos.index_select(1, at)  # (B, 1)
         cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # (B, 1, 1, D/2)
         mask = cache.real & (cache.slots <= at)  # (B, 1, 1, max_len): filled and not padding
-        x = self.embed(tokens)
+        x, state = self.embed_tokens(tokens, cache.grid_state.index_select(1, at)[:, 0])
+        if state is not None:
+            cache.grid_state.index_copy_(1, at + 1, state)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, cache, i, at)
         return self.head(self.norm(x[:, -1])).float()
+
+    def add_grid_positions(self) -> None:
+        """Give a model trained without grid positions its row/column embeddings, initialised to zero, so
+        that it computes exactly what it did until training moves them (fine-tuning a plain checkpoint)."""
+        if self.cfg.grid_positions:
+            raise ValueError("the model already has grid position embeddings")
+        self.cfg = replace(self.cfg, grid_positions=True)
+        weight = self.embed.weight
+        self.embed_row = nn.Embedding(GRID_INDEXES, self.cfg.d_model, device=weight.device, dtype=weight.dtype)
+        self.embed_col = nn.Embedding(GRID_INDEXES, self.cfg.d_model, device=weight.device, dtype=weight.dtype)
+        nn.init.zeros_(self.embed_row.weight)
+        nn.init.zeros_(self.embed_col.weight)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -45,6 +45,7 @@ class TrainConfig:
     d_model: int = 128  # residual width
     n_layers: int = 4  # transformer blocks
     n_heads: int = 4  # attention heads
+    grid_positions: bool = True  # learned row/column embeddings per cell (arc.model.grid_positions); off: plain Llama. With --init of a plain model (full fine-tune): added, zero-initialised
     # fine-tuning
     init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
     lora_rank: int = 0  # > 0: LoRA fine-tune of init with this rank
@@ -115,11 +116,15 @@ def output_token_loss(model: Transformer, rows: list[EncodedRow], device, amp_dt
 def build_model(cfg: TrainConfig, device: torch.device) -> tuple[Transformer, dict]:
     """The model to train, and the config.json entries that describe it."""
     if cfg.init is None:
-        model = Transformer(ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_len=cfg.max_len))
+        model = Transformer(ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_len=cfg.max_len,
+                                        grid_positions=cfg.grid_positions))
         return model.to(device), {"model": asdict(model.cfg)}
     model, _, init_config = load_model(cfg.init, device)
     if cfg.max_len > model.cfg.max_len:
         raise ValueError(f"--max-len {cfg.max_len} exceeds the max_len {model.cfg.max_len} of {cfg.init}")
+    if cfg.grid_positions and not model.cfg.grid_positions and cfg.lora_rank == 0:
+        model.add_grid_positions()
+        print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps it plain)")
     described = {"model": asdict(model.cfg)}
     if cfg.lora_rank > 0:
         add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)

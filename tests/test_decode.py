@@ -1,6 +1,7 @@
 """arc.decode: batched greedy decoding with the cache == a naive loop; stopping at END and at each row's limit;
 the compiled decode step's bookkeeping and its eager fallback."""
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,11 +15,11 @@ from conftest import TINY, bigram_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def sharp_model() -> Transformer:
+@pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
+def sharp_model(request) -> Transformer:
     """A random tiny model with large weights, so its greedy choices are far from ties."""
     torch.manual_seed(1)
-    model = Transformer(TINY).eval()
+    model = Transformer(replace(TINY, grid_positions=request.param)).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim == 2:

@@ -1,13 +1,23 @@
-"""arc.model: shapes, causality, and the KV cache computing exactly what the full forward computes."""
+"""arc.model: shapes, causality, grid positions, and the KV cache computing exactly what the full
+forward computes (every cache test runs with and without grid position embeddings)."""
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
 from arc.decode import left_pad
-from arc.model import ModelConfig, Transformer
-from arc.tokenizer import PAD
+from arc.model import GRID_INDEXES, ModelConfig, Transformer, grid_positions
+from arc.tokenizer import PAD, ROW, GridTokenizer
 from conftest import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
+def tiny_model(request) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(replace(TINY, grid_positions=request.param)).eval()
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -139,3 +149,59 @@ def test_decode_step_equals_forward(tiny_model):
         torch.testing.assert_close(got, expected, **TOL)
     for layer in range(TINY.n_layers):
         torch.testing.assert_close(fixed.k[layer][:, :, :17], ref.k[layer][:, :, :17], **TOL)
+
+
+def sequential_grid_positions(tokens: list[int], row: int = 0, col: int = 0):
+    """grid_positions' rule, one token at a time (the reference for the vectorised version): each
+    token's row and column indexes and the (row, col) state it leaves behind."""
+    rows, cols, afters = [], [], []
+    for t in tokens:
+        if t > ROW:  # a marker: index 0, and the next grid starts at its first cell
+            rows.append(0), cols.append(0)
+            row, col = 0, 0
+        else:
+            rows.append(min(row + 1, GRID_INDEXES - 1)), cols.append(min(col + 1, GRID_INDEXES - 1))
+            row, col = (row + 1, 0) if t == ROW else (row, col + 1)
+        afters.append([row, col])
+    return rows, cols, afters
+
+
+def test_grid_positions_known_answer():
+    """B I 12/34 O 5 E: every cell gets its 1-based (row, col), a row end the column after its row."""
+    ids = GridTokenizer().encode_text("BI12\n34\nO5\nE")
+    row, col, state = grid_positions(torch.tensor([ids]), torch.zeros(1, 2, dtype=torch.long))
+    #                         B  I  1  2  \n 3  4  \n O  5  \n E
+    assert row[0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 0, 1, 1, 0]
+    assert col[0].tolist() == [0, 0, 1, 2, 3, 1, 2, 3, 0, 1, 2, 0]
+    assert state[0, 3].tolist() == [0, 2] and state[0, 4].tolist() == [1, 0]  # after '2', after the row end
+    assert state[0, -1].tolist() == [0, 0]  # after E: the next grid starts afresh
+
+
+def test_grid_positions_equal_the_sequential_rule_from_any_state():
+    rng = np.random.default_rng(0)
+    weights = np.array([1.0] * 10 + [3.0, 0.5, 0.5, 0.2, 0.3, 0.3])  # mostly cells and row ends
+    for trial in range(200):
+        T = int(rng.integers(1, 80))
+        tokens = rng.choice(16, size=(2, T), p=weights / weights.sum())
+        start = rng.integers(0, 40, size=(2, 2))  # includes rows/columns past 30: clamped to index 31
+        row, col, state = grid_positions(torch.tensor(tokens), torch.tensor(start))
+        for b in range(2):
+            rows, cols, after = sequential_grid_positions(tokens[b].tolist(), *start[b].tolist())
+            assert (row[b].tolist(), col[b].tolist(), state[b].tolist()) == (rows, cols, after), trial
+
+
+def test_grid_position_embeddings_are_all_that_differs():
+    """A grid-position model with the plain model's weights and zero row/column embeddings computes
+    exactly the plain model's logits; non-zero ones change them."""
+    torch.manual_seed(0)
+    plain = Transformer(TINY)
+    gridded = Transformer(replace(TINY, grid_positions=True))
+    assert gridded.num_params() == plain.num_params() + 2 * GRID_INDEXES * TINY.d_model
+    missing = gridded.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["embed_col.weight", "embed_row.weight"]
+    tokens = random_tokens(1, 20)
+    with torch.no_grad():
+        gridded.embed_row.weight.zero_(), gridded.embed_col.weight.zero_()
+        torch.testing.assert_close(gridded(tokens), plain(tokens), atol=0, rtol=0)
+        gridded.embed_col.weight.normal_()
+        assert not torch.allclose(gridded(tokens), plain(tokens))

@@ -59,14 +59,16 @@ def test_resumed_run_equals_uninterrupted_run(tiny_train_config):
     assert read_config(a)["metrics"]["eval_loss"] == read_config(b)["metrics"]["eval_loss"]
 
 
-def test_max_steps_zero_writes_the_untrained_model(tiny_train_config):
-    out = train(tiny_train_config("zero", max_steps=0))
+@pytest.mark.parametrize("grid_positions", [False, True])
+def test_max_steps_zero_writes_the_untrained_model(tiny_train_config, grid_positions):
+    out = train(tiny_train_config("zero", max_steps=0, grid_positions=grid_positions))
     config = read_config(out)
     assert config["step"] == 0
-    assert config["model"] == asdict(TINY)
+    model_config = replace(TINY, grid_positions=grid_positions)
+    assert config["model"] == asdict(model_config)
     assert load_train_state(out)["step"] == 0
     torch.manual_seed(0)  # the run's seed: the weights are exactly a fresh initialisation
-    fresh = Transformer(TINY)
+    fresh = Transformer(model_config)
     assert tensors_equal(load_file(str(out / "model.safetensors")), {k: v for k, v in fresh.state_dict().items()})
 
 
@@ -212,3 +214,17 @@ def test_train_script_resume_continues_a_stopped_run(tiny_train_config, monkeypa
     monkeypatch.setattr(sys, "argv", ["train.py", "--resume", "--out", cfg.out])
     runpy.run_path(script, run_name="__main__")
     assert read_config(cfg.out)["step"] == 4  # "continue where it stopped"
+
+
+def test_fine_tuning_a_plain_checkpoint_adds_zero_grid_positions(tiny_train_config):
+    """--init of a model without grid positions (full fine-tune) adds the embeddings at zero: the
+    fine-tuned model starts out computing exactly what the plain one did."""
+    plain_dir = train(tiny_train_config("plain", max_steps=2, grid_positions=False))
+    tuned_dir = train(tiny_train_config("tuned", max_steps=0, init=str(plain_dir), grid_positions=True))
+    plain, _, _ = load_model(plain_dir)
+    tuned, _, config = load_model(tuned_dir)
+    assert config["model"]["grid_positions"] and tuned.cfg.grid_positions and not plain.cfg.grid_positions
+    assert not tuned.embed_row.weight.any() and not tuned.embed_col.weight.any()
+    tokens = torch.randint(0, 15, (2, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(tuned(tokens), plain(tokens), atol=0, rtol=0)
