@@ -21,15 +21,12 @@ Scoring is teacher-forced: one forward per batch of (candidate, view) rows, no d
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from arc.augment import Augmentation, identity_augmentation, random_augmentation
-from arc.batching import IGNORE, collate
 from arc.data import Example, Grid, Pair
+from arc.scoring import row_nll
 from arc.tokenizer import EncodedRow, GridTokenizer, grid_length
 
 
@@ -114,28 +111,9 @@ def candidate_nll(
                 rows.append((c, v, row))
     if not rows:
         return nll
-    # Similar lengths together: right padding is never attended to by earlier positions (causal
-    # attention), so it costs compute but does not change any row's result.
-    rows.sort(key=lambda item: len(item[2].ids))
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            inputs, targets = collate([r for _, _, r in chunk])
-            inputs, targets = inputs.to(device), targets.to(device)
-            with amp:
-                logits = model(inputs)
-            per_token = F.cross_entropy(  # (B * T,), zero where the target is IGNORE
-                logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
-            )
-            per_row = per_token.view(targets.shape).double().sum(dim=1).cpu().numpy()
-            for (c, v, _), value in zip(chunk, per_row):
-                nll[c, v] = value
-    finally:
-        model.train(was_training)
+    values, _ = row_nll(model, [r for _, _, r in rows], batch_size, autocast_dtype)
+    for (c, v, _), value in zip(rows, values):
+        nll[c, v] = value
     return nll
 
 

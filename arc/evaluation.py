@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from arc.data import Task, grids_equal
+from arc.batching import heldout_rows
+from arc.checkpoint import load_model, read_config
+from arc.data import Task, grids_equal, load_tasks, select_tasks
+from arc.lora import merge_lora
 from arc.predict import DecodeConfig, Prediction, predict
+from arc.runtime import autocast_dtype, resolve_device
+from arc.submission import build_submission, write_submission
+from arc.trainer import output_token_loss
 from arc.ttt import TTTConfig, task_adapter
 
 
@@ -148,19 +153,13 @@ def predict_tasks(model, tokenizer, tasks: list[Task], cfg: EvalConfig, max_len:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from arc.checkpoint import load_model, read_config
-    from arc.data import load_tasks, select_tasks
-    from arc.lora import merge_lora
-    from arc.runtime import autocast_dtype, resolve_device
-    from arc.submission import build_submission, write_submission
-    from arc.trainer import output_token_loss
-    from arc.batching import heldout_rows
-
     device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
     checkpoint = cfg.checkpoint or newest_checkpoint()
-    if cfg.adapter and cfg.checkpoint and Path(read_config(cfg.adapter)["base"]).resolve() != Path(checkpoint).resolve():
-        raise ValueError(f"adapter {cfg.adapter} was trained on {read_config(cfg.adapter)['base']}, not on {checkpoint}")
+    if cfg.adapter and cfg.checkpoint:
+        adapter_base = read_config(cfg.adapter)["base"]
+        if Path(adapter_base).resolve() != Path(checkpoint).resolve():
+            raise ValueError(f"adapter {cfg.adapter} was trained on {adapter_base}, not on {checkpoint}")
     model, tokenizer, config = load_model(cfg.adapter or checkpoint, device)
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
@@ -192,7 +191,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         if task_id in ttt_reports:
             entry["ttt"] = ttt_reports[task_id]
     rows, _ = heldout_rows([e for e in examples if e.test.output is not None], tokenizer, max_len)
-    results["eval_loss"] = output_token_loss(model, rows, device, amp_dtype) if rows else None
+    results["eval_loss"] = output_token_loss(model, rows, amp_dtype) if rows else None
     results.update(checkpoint=checkpoint, adapter=cfg.adapter, step=step, data=cfg.data, split=cfg.split,
                    task_set=task_set, method=method, decoding=asdict(cfg.decoding),
                    ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None,

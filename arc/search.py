@@ -15,8 +15,9 @@ dfs_decode     exact depth-first search with a probability threshold (the ARChit
                only truncated when backtracking, so memory holds one branch.
 sample_decode  n samples drawn in one batch (temperature / top-k): cheap diversity when no
                threshold is wanted, reproducible through a seeded generator.
-sequence_nll   teacher-forced scoring of given continuations, to re-score candidates from any
-               source on one scale (the model's true distribution: temperature 1, no top-k).
+
+Both report NLL under the model's true distribution (temperature 1, no top-k), so candidates from
+either can be re-scored on one scale (arc.ensemble scores them under augmented views).
 """
 from __future__ import annotations
 
@@ -155,37 +156,3 @@ def sample_decode(
         if e:  # rows that hit the limit without an end are dropped
             found.setdefault(tuple(row[:k]), s)
     return _sorted(found)
-
-
-@torch.inference_mode()
-def sequence_nll(
-    model: Transformer,
-    prompt: list[int],
-    continuations: list[list[int]],
-    autocast_dtype: torch.dtype | None = None,
-    batch_size: int = 16,
-) -> list[float]:
-    """Summed NLL of each continuation given the prompt, by teacher forcing: prompt + continuation,
-    right-padded into batches of batch_size, one full forward per batch. Causal attention means the
-    padding after a row's end cannot change its scores, and only the continuation's tokens count."""
-    device = model.embed.weight.device
-    n_prompt = len(prompt)
-    result: list[float] = []
-    with _autocast(model, autocast_dtype):
-        for start in range(0, len(continuations), batch_size):
-            chunk = continuations[start : start + batch_size]
-            longest = max(len(c) for c in chunk)
-            if longest == 0:
-                result += [0.0] * len(chunk)
-                continue
-            tokens = torch.zeros((len(chunk), n_prompt + longest), dtype=torch.long)  # 0-padding: never scored
-            for row, c in enumerate(chunk):
-                tokens[row, : n_prompt + len(c)] = torch.tensor(prompt + c, dtype=torch.long)
-            tokens = tokens.to(device)
-            # logits at position n_prompt - 1 + i predict continuation token i
-            logits = model(tokens)[:, n_prompt - 1 : -1].double()
-            token_nll = -torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, n_prompt:, None])[..., 0]
-            counts = torch.tensor([len(c) for c in chunk], device=device)
-            mask = torch.arange(longest, device=device)[None, :] < counts[:, None]
-            result += (token_nll * mask).sum(-1).tolist()
-    return result

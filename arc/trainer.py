@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from arc.batching import IGNORE, RowSampler, collate, heldout_rows
+from arc.batching import IGNORE, RowSampler, heldout_rows
 from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import ModelConfig, Transformer
 from arc.plot import write_loss_svg
+from arc.scoring import row_nll
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.tokenizer import PAD, EncodedRow, GridTokenizer
 
@@ -95,22 +96,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
 
 
-@torch.no_grad()
-def output_token_loss(model: Transformer, rows: list[EncodedRow], device, amp_dtype=None, batch_size: int = 8) -> float:
-    """Mean cross-entropy per output token over rows (the eval loss)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    rows = sorted(rows, key=lambda r: len(r.ids))  # similar lengths together: little padding
-    for i in range(0, len(rows), batch_size):
-        inputs, targets = collate(rows[i : i + batch_size])
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(inputs.to(device))
-        targets = targets.to(device)
-        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum").item()
-        count += int((targets != IGNORE).sum())
-    model.train(was_training)
-    return total / max(count, 1)
+def output_token_loss(model: Transformer, rows: list[EncodedRow], amp_dtype=None, batch_size: int = 8) -> float:
+    """Mean cross-entropy per output token over rows (the eval loss), on the model's device."""
+    nll, counts = row_nll(model, rows, batch_size, amp_dtype)
+    return float(nll.sum() / max(int(counts.sum()), 1))
 
 
 def build_model(cfg: TrainConfig, device: torch.device) -> tuple[Transformer, dict]:
@@ -222,7 +211,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed}) + "\n")
         if done % cfg.eval_every == 0 or done == last_step:
-            metrics = {"eval_loss": output_token_loss(model, eval_rows, device, amp_dtype), "eval_step": done}
+            metrics = {"eval_loss": output_token_loss(model, eval_rows, amp_dtype), "eval_step": done}
             print(f"step {done} | eval loss {metrics['eval_loss']:.4f} per output token on {cfg.eval_set}", flush=True)
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": done, "eval_loss": metrics["eval_loss"]}) + "\n")

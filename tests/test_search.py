@@ -10,7 +10,27 @@ import torch
 
 from arc.decode import greedy_decode
 from arc.model import ModelConfig, Transformer
-from arc.search import dfs_decode, sample_decode, sequence_nll
+from arc.search import dfs_decode, sample_decode
+
+
+@torch.inference_mode()
+def sequence_nll(model, prompt: list[int], continuations: list[list[int]], batch_size: int = 16) -> list[float]:
+    """The reference scorer: summed NLL of each continuation given the prompt, by teacher forcing (prompt +
+    continuation, 0-padded on the right into batches: causal attention keeps padding out of every score)."""
+    n_prompt, result = len(prompt), []
+    for start in range(0, len(continuations), batch_size):
+        chunk = continuations[start : start + batch_size]
+        longest = max(len(c) for c in chunk)
+        tokens = torch.zeros((len(chunk), n_prompt + longest), dtype=torch.long)
+        for row, c in enumerate(chunk):
+            tokens[row, : n_prompt + len(c)] = torch.tensor(prompt + c, dtype=torch.long)
+        # logits at position n_prompt - 1 + i predict continuation token i
+        logits = model(tokens)[:, n_prompt - 1 : -1].double()
+        token_nll = -torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, n_prompt:, None])[..., 0]
+        counted = torch.arange(longest)[None, :] < torch.tensor([len(c) for c in chunk])[:, None]
+        result += (token_nll * counted).sum(-1).tolist()
+    return result
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -153,13 +153,13 @@ def test_ttt_lowers_the_loss(one_thread):
     tokens = torch.from_numpy(test_row.ids)[None]
     with torch.no_grad():
         base_logits = model(tokens)
-    base_test_loss = output_token_loss(model, [test_row], CPU)
+    base_test_loss = output_token_loss(model, [test_row])
     with ttt.task_adapter(model, task.train, TOK, ttt.TTTConfig(steps=32, lr=3e-3), CPU) as report:
         assert report.rows == 32 * 4 and report.steps == 32
         assert report.last_loss < 0.7 * report.first_loss, report
         with torch.no_grad():
             assert not torch.allclose(model(tokens), base_logits)
         # ... and it carries over to the held-out test output, which only the demonstrations informed
-        assert output_token_loss(model, [test_row], CPU) < 0.85 * base_test_loss
+        assert output_token_loss(model, [test_row]) < 0.85 * base_test_loss
     with torch.no_grad():
         assert torch.equal(model(tokens), base_logits)

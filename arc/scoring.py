@@ -1,0 +1,47 @@
+"""Teacher-forced scoring of encoded rows: the summed negative log-likelihood of each row's targets.
+
+One forward per batch, no decoding. Two callers: the eval loss (arc.trainer.output_token_loss: the
+mean per output token over held-out test outputs) and product-of-experts re-scoring
+(arc.ensemble.candidate_nll: each candidate answer's NLL under each augmented view).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arc.batching import IGNORE, collate
+from arc.tokenizer import EncodedRow
+
+
+@torch.no_grad()
+def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the NLL (natural log) summed over its loss-mask targets, and how many targets it has;
+    two arrays of len(rows), in the order given.
+
+    Rows are batched by similar length: the right padding collate adds comes after each row's tokens,
+    and causal attention never lets a position see what follows it, so padding changes no row's result.
+    The model is put in eval mode (no dropout) and given back in the mode it was in."""
+    nll, counts = np.zeros(len(rows), dtype=np.float64), np.zeros(len(rows), dtype=np.int64)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
+    device = next(model.parameters()).device
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            inputs, targets = collate([rows[i] for i in chunk])
+            inputs, targets = inputs.to(device), targets.to(device)
+            with amp:
+                logits = model(inputs)
+            per_token = F.cross_entropy(  # (B * T,), zero where the target is IGNORE
+                logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
+            )
+            nll[chunk] = per_token.view(targets.shape).double().sum(dim=1).cpu().numpy()
+            counts[chunk] = (targets != IGNORE).sum(dim=1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return nll, counts
