@@ -20,7 +20,7 @@ from arc.data import Example, Grid, Pair, grids_equal
 from arc.decode import greedy_decode
 from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts
 from arc.search import dfs_decode, sample_decode
-from arc.tokenizer import END, MAX_OUTPUT_TOKENS, PAD, GridTokenizer
+from arc.tokenizer import END, PAD, GridTokenizer
 
 
 @dataclass
@@ -36,6 +36,7 @@ class DecodeConfig:
     dfs_threshold: float = 0.1  # keep every output with probability above this (decode=dfs)
     dfs_max_candidates: int = 8  # stop a DFS after this many complete outputs
     dfs_time_limit_s: float = 60.0  # stop a DFS after this long per view
+    limit_slack: float = 2.0  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30)
     batch_size: int = 8  # prompts decoded together (greedy) and rows scored together (poe)
     seed: int = 0  # seeds the views and the sampling
 
@@ -104,7 +105,8 @@ def predict(model, tokenizer: GridTokenizer, examples: list[Example], max_len: i
                 continue
             prompt = tokenizer.encode_prompt(fitted)
             predictions[i].prompt_tokens = max(predictions[i].prompt_tokens, len(prompt))
-            jobs.append(_Job(i, v, prompt, min(MAX_OUTPUT_TOKENS, max_len - len(prompt))))
+            limit = tokenizer.answer_limit(fitted, cfg.limit_slack)
+            jobs.append(_Job(i, v, prompt, min(limit, max_len - len(prompt))))
 
     # pool each example's candidates in the original frame: key -> [grid, views that produced it, best nll]
     pools: list[dict[tuple, list]] = [{} for _ in examples]

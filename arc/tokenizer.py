@@ -27,6 +27,7 @@ cannot be predicted: nothing before it shows the rule).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +132,20 @@ class GridTokenizer:
         if example.test.output is not None:
             return grid_length(example.test.output) + 1
         return max(grid_length(p.output) for p in example.train) + 1
+
+    @staticmethod
+    def answer_limit(example: Example, slack: float) -> int:
+        """The most tokens worth generating for the answer (with its end token), from the demonstrations
+        only: per side, the larger of the largest demonstration output and the test input scaled by each
+        demonstration's output/input ratio, times slack, capped at a 30x30 grid. slack 0: no limit but
+        30x30. With slack 2 no ARC-AGI-1 test output, training or evaluation, is cut off (measured:
+        RESULTS.md), while a model that never writes its end token stops 2-3x sooner than at 30x30."""
+        if slack <= 0:
+            return MAX_OUTPUT_TOKENS
+        h_in, w_in = example.test.input.shape
+        h = max(max(p.output.shape[0], math.ceil(p.output.shape[0] * h_in / p.input.shape[0])) for p in example.train)
+        w = max(max(p.output.shape[1], math.ceil(p.output.shape[1] * w_in / p.input.shape[1])) for p in example.train)
+        return min(MAX_OUTPUT_TOKENS, int(slack * (min(h, MAX_SIDE) * (min(w, MAX_SIDE) + 1) + 1)))
 
     def fit(self, example: Example, max_len: int, answer_tokens: int | None = None) -> Example | None:
         """Drop the longest demonstrations until the example fits in max_len tokens, keeping at least

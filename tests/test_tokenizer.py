@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from arc.data import Example, Pair
+from arc.data import Example, Pair, load_tasks
 from arc.tokenizer import BEGIN, END, INPUT, OUTPUT, ROW, GridTokenizer, grid_length
 
 
@@ -162,3 +162,30 @@ def test_example_length_equals_encoded_length(tok, seed):
     answer = grid_length(ex.test.output) + 1
     assert tok.example_length(ex, answer) == len(tok.encode_example(ex).ids)
     assert tok.example_length(ex, 0) == len(tok.encode_prompt(ex))
+
+
+def _pair(h_in, w_in, h_out, w_out):
+    return Pair(np.zeros((h_in, w_in), dtype=np.uint8), np.zeros((h_out, w_out), dtype=np.uint8))
+
+
+def test_answer_limit_known_answers():
+    tok = GridTokenizer()
+    doubling = [_pair(2, 2, 4, 4), _pair(1, 3, 2, 6)]  # every output is its input scaled by 2
+    ex = Example("t", 0, doubling, Pair(np.zeros((3, 3), dtype=np.uint8)))
+    assert tok.answer_limit(ex, slack=1) == 6 * 7 + 1  # 6x6 (the scaled test input) plus row ends and E
+    assert tok.answer_limit(ex, slack=2) == 2 * 43
+    assert tok.answer_limit(ex, slack=0) == 30 * 31 + 1  # no limit but 30x30
+    fixed = [_pair(5, 5, 2, 2), _pair(9, 9, 3, 1)]  # outputs unrelated to the input size: the ratios still bound it
+    small = Example("t", 0, fixed, Pair(np.zeros((1, 1), dtype=np.uint8)))
+    assert tok.answer_limit(small, slack=1) == 3 * (2 + 1) + 1  # the largest demonstration sides: 3 rows, 2 columns
+    big = Example("t", 0, doubling, Pair(np.zeros((20, 20), dtype=np.uint8)))
+    assert tok.answer_limit(big, slack=1) == 30 * 31 + 1  # 40x40 capped at 30x30
+
+
+@pytest.mark.parametrize("split", ["training", "evaluation"])
+def test_answer_limit_never_cuts_an_arc1_answer(split):
+    tok = GridTokenizer()
+    for task in load_tasks("arc1", split):
+        for ex in task.examples():
+            hidden = Example(ex.task_id, ex.test_index, ex.train, Pair(ex.test.input))
+            assert grid_length(ex.test.output) + 1 <= tok.answer_limit(hidden, slack=2), ex.task_id
