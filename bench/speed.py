@@ -16,7 +16,7 @@ logits and the same greedy tokens before anything is timed, says whether our cod
 table that a widely used implementation does not. Each timed case runs in a fresh spawned process, so
 its memory peak and its warm-up are its own.
 
-    python bench/speed.py                  # 6.5 min on a busy 2-core CPU with --threads 1 (2+ min: two compiles)
+    python bench/speed.py                  # about 5 min on a 2-core CPU (three cold compiles: 2 min of it)
     python bench/speed.py --quick          # shorter rows and decodes, one timed rep
     python bench/speed.py --threads 1      # while another process is using the CPU (see the note it prints)
     python bench/speed.py --device cuda
@@ -73,6 +73,7 @@ class Plan:
     decode_batches: tuple[int, ...] = (1, 8)
     prefill_reps: int = 2  # timed prefills per case (the best counts)
     peak_seconds: float = 2.0  # timed matmuls per precision run at least this long
+    compiled: tuple[str, ...] = ("default",)  # configs whose torch.compile'd training and decode steps are timed (30-80 s per cold compile here)
 
 
 QUICK = Plan(seq=256, train_reps=1, prompt_len=250, new_tokens=50, prefill_reps=1, peak_seconds=0.5)
@@ -243,15 +244,19 @@ def start_case(device_name: str, threads: int, impl: str) -> tuple[torch.device,
     return torch.device(device_name), rss_mib()
 
 
-def train_case(config: str, impl: str, precision: str, device_name: str, threads: int, plan: Plan) -> dict:
-    """One optimizer step's time and memory, run in a fresh process. impl: ours | ours-compiled | hf."""
+def fresh_compile_cache(fn, impl: str, *args) -> dict:
+    """fn(*args); for the compiled impl inside a fresh inductor cache, deleted afterwards, so the compile
+    time is a first run's, not whatever earlier runs left on disk."""
     if impl != "ours-compiled":
-        return measure_train_step(config, impl, precision, device_name, threads, plan)
-    # a fresh inductor cache, deleted afterwards: the compile time is a first run's, not whatever earlier
-    # runs left on disk
+        return fn(*args)
     with tempfile.TemporaryDirectory(prefix="bench-inductor-") as cache_dir:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
-        return measure_train_step(config, impl, precision, device_name, threads, plan)
+        return fn(*args)
+
+
+def train_case(config: str, impl: str, precision: str, device_name: str, threads: int, plan: Plan) -> dict:
+    """One optimizer step's time and memory, run in a fresh process. impl: ours | ours-compiled | hf."""
+    return fresh_compile_cache(measure_train_step, impl, config, impl, precision, device_name, threads, plan)
 
 
 def measure_train_step(config: str, impl: str, precision: str, device_name: str, threads: int, plan: Plan) -> dict:
@@ -293,8 +298,13 @@ def measure_train_step(config: str, impl: str, precision: str, device_name: str,
 
 
 def decode_case(config: str, impl: str, batch: int, device_name: str, threads: int, plan: Plan) -> dict:
-    """Prefill time and greedy generation speed at one batch size, run in a fresh process. impl: ours | hf.
-    Precision is what the evaluator uses on this device (bf16 autocast on CUDA, fp32 on this CPU)."""
+    """Prefill time and greedy generation speed at one batch size, run in a fresh process.
+    impl: ours | ours-compiled (the decode step torch.compile'd, arc.decode) | hf. Precision is what the
+    evaluator uses on this device (bf16 autocast on CUDA, fp32 on this CPU)."""
+    return fresh_compile_cache(measure_decode, impl, config, impl, batch, device_name, threads, plan)
+
+
+def measure_decode(config: str, impl: str, batch: int, device_name: str, threads: int, plan: Plan) -> dict:
     device, rss_at_start = start_case(device_name, threads, impl)
     amp_dtype = autocast_dtype(device, "auto")
     amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
@@ -317,11 +327,12 @@ def decode_case(config: str, impl: str, batch: int, device_name: str, threads: i
                 model(prompts, cache=model.new_cache(batch, max_len=total, dtype=amp_dtype))
 
         def generate(p: torch.Tensor, n: int) -> list[list[int]]:
-            return greedy_decode(model, p.tolist(), [n] * batch, end_id=NO_END, pad_id=PAD, autocast_dtype=amp_dtype)
+            return greedy_decode(model, p.tolist(), [n] * batch, end_id=NO_END, pad_id=PAD, autocast_dtype=amp_dtype,
+                                 compile=impl == "ours-compiled")
 
     # warm-up: the very call that is timed, so that whatever is compiled, allocated or cached per shape
-    # (a compiled decode step is specialised to the cache's size) is ready before the clock starts
-    generate(prompts, plan.new_tokens)
+    # is ready before the clock starts
+    warmup_s = timed(lambda: generate(prompts, plan.new_tokens), device)
     prefill_s = min(timed(prefill, device) for _ in range(plan.prefill_reps))
     reset_peak_memory(device)
     out: list[list[int]] = []
@@ -333,6 +344,7 @@ def decode_case(config: str, impl: str, batch: int, device_name: str, threads: i
         "tokens_per_s": batch * plan.new_tokens / generate_s,
         # the generate call repeats the prefill; what is left is one forward per new token
         "decode_tokens_per_s": batch * plan.new_tokens / max(generate_s - prefill_s, 1e-9),
+        "compile_s": warmup_s - generate_s if impl == "ours-compiled" else None,
         "memory_mib": peak_memory_mib(device, rss_at_start), "tokens": out,
     }
 
@@ -398,15 +410,16 @@ def markdown(results: dict) -> str:
         f"Greedy decoding: {plan['prompt_len']}-token prompt, {plan['new_tokens']} new tokens per row, "
         f"{results['decode_precision']}",
         "",
-        "| config | batch | impl | prefill ms | generate tok/s | decode-only tok/s | mem MiB | ours/HF | same tokens |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| config | batch | impl | prefill ms | generate tok/s | decode-only tok/s | compile s | mem MiB | ours/HF | same tokens |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results["decode"]:
         ratio = f"{r['ours_over_hf']:.2f}x" if "ours_over_hf" in r else ""
         same = {True: "yes", False: "no"}.get(r.get("same_tokens_as_hf"), "")
+        compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else ""
         lines.append(
             f"| {r['config']} | {r['batch']} | {r['impl']} | {r['prefill_s'] * 1e3:,.0f} | {r['tokens_per_s']:,.1f} | "
-            f"{r['decode_tokens_per_s']:,.1f} | {r['memory_mib']:,.0f} | {ratio} | {same} |")
+            f"{r['decode_tokens_per_s']:,.1f} | {compile_s} | {r['memory_mib']:,.0f} | {ratio} | {same} |")
 
     lines += [
         "",
@@ -424,6 +437,10 @@ def markdown(results: dict) -> str:
         "- Before timing, the peer's fp32 logits were checked to match ours (max |diff| "
         + ", ".join(f"{k}: {v['max_abs_logit_diff']:.1e}" for k, v in results["equivalence"].items())
         + f", tolerance {LOGIT_TOLERANCE:.0e}) and both greedy decoders to produce the same tokens.",
+        "- Decoding: `ours` is arc.decode.greedy_decode eager; `ours-compiled` the same with its one-token step "
+        "torch.compile'd (Transformer.decode_step; compile time = the warm-up call minus the timed one, fresh "
+        "inductor cache); `hf` is the peer's generate() (greedy, cache on). Compiled cases run only for the "
+        "configs in the plan's `compiled` (the default: what train.py and evaluate.py run by default).",
         "- Decoding: generate tok/s = new tokens / the whole call (prefill included); decode-only tok/s excludes "
         "the separately timed prefill (one forward over the prompt into a fresh cache: our preallocated KVCache, "
         "the peer's DynamicCache). Same tokens: whether the timed runs' tokens agree in full (random weights give "
@@ -479,8 +496,8 @@ def main() -> None:
     results["train"] = []
     for config, cfg in CONFIGS.items():
         for precision in precisions:
-            cases = {impl: isolated(train_case, config, impl, precision, str(device), args.threads, plan)
-                     for impl in ("ours", "ours-compiled", "hf")}
+            impls = ("ours", "ours-compiled", "hf") if config in plan.compiled else ("ours", "hf")
+            cases = {impl: isolated(train_case, config, impl, precision, str(device), args.threads, plan) for impl in impls}
             for impl, r in cases.items():
                 r["mfu"] = r["tokens_per_s"] * train_flops_per_token(cfg, plan.seq) / peak[precision]["flops_per_s"]
                 if impl != "hf":
@@ -493,11 +510,13 @@ def main() -> None:
     results["decode"] = []
     for config in CONFIGS:
         for batch in plan.decode_batches:
-            ours, hf = (isolated(decode_case, config, impl, batch, str(device), args.threads, plan)
-                        for impl in ("ours", "hf"))
-            ours["ours_over_hf"] = ours["tokens_per_s"] / hf["tokens_per_s"]
-            ours["same_tokens_as_hf"] = ours["tokens"] == hf["tokens"]
-            for r in (ours, hf):
+            impls = ("ours", "ours-compiled", "hf") if config in plan.compiled else ("ours", "hf")
+            cases = [isolated(decode_case, config, impl, batch, str(device), args.threads, plan) for impl in impls]
+            hf = cases[-1]
+            for ours in cases[:-1]:
+                ours["ours_over_hf"] = ours["tokens_per_s"] / hf["tokens_per_s"]
+                ours["same_tokens_as_hf"] = ours["tokens"] == hf["tokens"]
+            for r in cases:
                 log(f"decode {config} batch {batch} {r['impl']}: {r['tokens_per_s']:,.1f} tok/s, "
                     f"prefill {r['prefill_s'] * 1e3:,.0f} ms")
                 del r["tokens"]
