@@ -12,7 +12,7 @@ run per prompt. Candidate scoring for "poe" is batched over (candidate, view) ro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class DecodeConfig:
     dfs_threshold: float = 0.1  # keep every output with probability above this (decode=dfs)
     dfs_max_candidates: int = 8  # stop a DFS after this many complete outputs
     dfs_time_limit_s: float = 60.0  # stop a DFS after this long per view
+    dfs_keep_greedy: bool = True  # (decode=dfs) seed the candidates with the greedy output even when it is below the threshold
     limit_slack: float = 2.0  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30)
     batch_size: int = 8  # prompts decoded together (greedy) and rows scored together (poe)
     seed: int = 0  # seeds the views and the sampling
@@ -80,9 +81,17 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
                 outputs[i] = [(tokens, float("nan"))]
         return outputs
     if cfg.decode == "dfs":
-        return [[(c.tokens, c.nll) for c in dfs_decode(
+        outputs = [[(c.tokens, c.nll) for c in dfs_decode(
             model, job.prompt, job.max_new, END, cfg.dfs_threshold, cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype)]
             for job in jobs]
+        if cfg.dfs_keep_greedy:
+            # DFS's first path is the greedy one, but it is pruned once its probability drops below the
+            # threshold: a weak model's greedy grid (often its best guess) would be lost. Keep it, after
+            # the DFS candidates (it is less likely than each of them).
+            for found, [(greedy, nll)] in zip(outputs, _generate(model, jobs, replace(cfg, decode="greedy"), amp_dtype)):
+                if all(tokens != greedy for tokens, _ in found):
+                    found.append((greedy, nll))
+        return outputs
     if cfg.decode == "sample":
         return [[(c.tokens, c.nll) for c in sample_decode(
             model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, cfg.seed + k, amp_dtype)]

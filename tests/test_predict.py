@@ -63,3 +63,16 @@ def test_too_long_examples_are_reported_not_decoded(tiny_model):
 def test_unknown_strategy_is_an_error(tiny_model):
     with pytest.raises(ValueError, match="unknown decode strategy"):
         predict(tiny_model, GridTokenizer(), [EXAMPLE], TINY.max_len, DecodeConfig(decode="beam"))
+
+
+@pytest.mark.parametrize("keep_greedy", [True, False])
+def test_dfs_is_seeded_with_the_greedy_output(keep_greedy, one_thread):
+    """With a threshold of 1 no output can clear it (probability > 1), so DFS alone finds nothing;
+    seeded with the greedy path, the greedy grid is still a candidate."""
+    model = bigram_model({OUTPUT: 0, 0: ROW, ROW: END})
+    cfg = DecodeConfig(decode="dfs", dfs_threshold=1.0, dfs_keep_greedy=keep_greedy)
+    [p] = predict(model, GridTokenizer(), [EXAMPLE], TINY.max_len, cfg)
+    if keep_greedy:
+        assert p.candidates == 1 and [a.tolist() for a in p.attempts] == [[[0]]] and p.correct
+    else:
+        assert p.attempts == [] and p.status.startswith("no valid output")
