@@ -1,7 +1,8 @@
 """A Llama-style decoder-only transformer, written out in full, with a preallocated KV cache.
 
-Token embedding (+ optional grid position embeddings) -> n_layers x [RMSNorm -> causal multi-head attention with RoPE -> residual,
-RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output head. No biases anywhere.
+Token embedding (+ optional grid position embeddings) -> n_layers x [RMSNorm -> causal multi-head
+attention with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output head.
+No biases anywhere.
 
 Grid positions (ModelConfig.grid_positions, on in the trainer's preset): RoPE gives each token its
 place in the 1-D sequence, but an ARC rule is about 2-D places: "the cell below", "the cell at the same
@@ -17,7 +18,7 @@ and a decoding step with fixed shapes, which torch.compile turns into one graph 
     model.decode_step(tokens, cache, at)    one token per row, written at cache slot `at` (a tensor)
 
 The cache is preallocated to its maximum length (gpt-fast style), with per-slot tables (RoPE position,
-padding) built once, so a decoding step only slices it. Batched prompts of different lengths are
+padding, grid position state) built once, so a decoding step only slices it. Batched prompts of different lengths are
 left-padded; the cache records each row's padding, so padded slots are never attended to and positions
 start at 0 at each row's first real token. The cache's `length` can be set back to truncate it (used by
 depth-first search to backtrack).
