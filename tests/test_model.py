@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from arc.decode import left_pad
-from arc.model import GRID_INDEXES, ModelConfig, Transformer, grid_positions
+from arc.model import ModelConfig, Transformer
+from arc.positions import GRID_INDEXES, grid_positions
 from arc.tokenizer import PAD, ROW, GridTokenizer
 from conftest import TINY
 
