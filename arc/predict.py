@@ -12,6 +12,7 @@ run per prompt. Candidate scoring for "poe" is batched over (candidate, view) ro
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -74,11 +75,16 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
     if cfg.decode == "greedy":
         outputs: list[list[tuple[list[int], float]]] = [[] for _ in jobs]
         order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].prompt))  # similar lengths batch well
+        started, reported = time.time(), 0
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
             ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype)
             for i, tokens in zip(chunk, ids):
                 outputs[i] = [(tokens, float("nan"))]
+            done = start + len(chunk)
+            if len(order) >= 100 and 10 * done // len(order) > reported:  # about 10 lines on long runs
+                reported = 10 * done // len(order)
+                print(f"greedy: {done}/{len(order)} prompts decoded, {time.time() - started:.0f}s", flush=True)
         return outputs
     if cfg.decode == "dfs":
         outputs = [[(c.tokens, c.nll) for c in dfs_decode(
