@@ -48,6 +48,10 @@ class Example:
     train: list[Pair]  # the demonstrations shown before the test input
     test: Pair  # the test input (and its output, when known)
 
+    def hidden(self) -> "Example":
+        """The same example with the test output removed: all that prediction may see."""
+        return Example(self.task_id, self.test_index, self.train, Pair(self.test.input))
+
 
 # --------------------------------------------------------------------------------------------------
 # Loading and validation.
@@ -62,6 +66,7 @@ class Example:
 def grids_equal(a: Grid, b: Grid) -> bool:
     """Exact match, the ARC criterion: same shape and every cell equal."""
     return a.shape == b.shape and bool((a == b).all())
+
 
 MAX_SIDE = 30  # ARC grids are 1..30 cells per side; the tokenizer's sequence budget relies on this
 

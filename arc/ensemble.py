@@ -72,7 +72,7 @@ def make_views(n_train: int, k: int, seed: int, keep_background: bool = True) ->
 def _scored_row(tokenizer: GridTokenizer, example: Example, candidate: Grid, view: Augmentation,
                 max_len: int) -> EncodedRow | None:
     """The encoded row "view(task) with view(candidate) as the answer", or None if it cannot fit."""
-    hidden = Example(example.task_id, example.test_index, example.train, Pair(example.test.input))
+    hidden = example.hidden()
     # Fit in the view's frame, as prediction on that view does: the context budget is computed with the
     # answer hidden, so the demonstrations kept are the ones the model saw when it answered. (Fitting in
     # the original frame is not enough: a transpose turns h*(w+1) tokens into w*(h+1).)

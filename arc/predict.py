@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from arc.data import Example, Grid, Pair, grids_equal
+from arc.data import Example, Grid, grids_equal
 from arc.decode import greedy_decode
 from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts
 from arc.search import dfs_decode, sample_decode
@@ -113,7 +113,7 @@ def predict(model, tokenizer: GridTokenizer, examples: list[Example], max_len: i
     for i, ex in enumerate(examples):
         views = make_views(len(ex.train), cfg.views, cfg.seed + i)
         views_of.append(views)
-        hidden = Example(ex.task_id, ex.test_index, ex.train, Pair(ex.test.input))  # the answer is never seen
+        hidden = ex.hidden()  # the answer is never seen
         for v, view in enumerate(views):
             fitted = tokenizer.fit(view.apply(hidden), max_len)
             if fitted is None:

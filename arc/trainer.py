@@ -23,8 +23,8 @@ from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import ModelConfig, Transformer
 from arc.plot import write_loss_svg
-from arc.scoring import row_nll
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
+from arc.scoring import row_nll
 from arc.tokenizer import PAD, EncodedRow, GridTokenizer
 
 
@@ -46,7 +46,7 @@ class TrainConfig:
     d_model: int = 128  # residual width
     n_layers: int = 4  # transformer blocks
     n_heads: int = 4  # attention heads
-    grid_positions: bool = True  # learned row/column embeddings per cell (arc.model.grid_positions); off: plain Llama. With --init of a plain model (full fine-tune): added, zero-initialised
+    grid_positions: bool = True  # learned row/column embeddings per cell (arc.positions); off: plain Llama. With --init of a plain model (full fine-tune): added, zero-initialised
     # fine-tuning
     init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
     lora_rank: int = 0  # > 0: LoRA fine-tune of init with this rank

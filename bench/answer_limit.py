@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from arc.data import Example, Pair, load_tasks  # noqa: E402
+from arc.data import load_tasks  # noqa: E402
 from arc.tokenizer import GridTokenizer, grid_length  # noqa: E402
 
 SLACKS = (0.0, 1.0, 1.5, 2.0)
@@ -29,8 +29,7 @@ def main() -> None:
         for slack in SLACKS:
             cut, total = 0, 0
             for ex in examples:
-                hidden = Example(ex.task_id, ex.test_index, ex.train, Pair(ex.test.input))  # the limit never sees the answer
-                limit = tokenizer.answer_limit(hidden, slack)
+                limit = tokenizer.answer_limit(ex.hidden(), slack)  # the limit never sees the answer
                 cut += grid_length(ex.test.output) + 1 > limit
                 total += limit
             print(f"| {split} | {len(examples)} | {slack:g} | {cut} | {total / len(examples):.0f} |")

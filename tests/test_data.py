@@ -10,6 +10,7 @@ import pytest
 from arc.data import (
     TASK_SETS,
     DataError,
+    Example,
     Pair,
     Task,
     example_count,
@@ -334,3 +335,12 @@ def test_exclude_overlap_drops_copies_of_evaluated_tasks():
     assert dropped == ["40853293"] and len(kept) == 399
     arc2_kept, arc2_dropped = exclude_overlap(load_tasks("arc2", "training"), evaluation)
     assert len(arc2_dropped) == 376 and len(arc2_kept) == 624  # ids and reordered copies alike
+
+
+def test_hidden_example_drops_only_the_test_output():
+    demo = Pair(np.array([[1]]), np.array([[2]]))
+    ex = Example("t", 1, [demo], Pair(np.array([[3]]), np.array([[4]])))
+    hidden = ex.hidden()
+    assert hidden.test.output is None and hidden.test.input.tolist() == [[3]]
+    assert (hidden.task_id, hidden.test_index, hidden.train) == ("t", 1, [demo])
+    assert ex.test.output.tolist() == [[4]]  # the original is unchanged
