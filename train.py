@@ -28,6 +28,8 @@ if args.resume:
         parser.error("--resume needs --out, the run folder to continue")
     saved = read_config(given["out"])["training"]
     saved["lora_targets"] = tuple(saved["lora_targets"])
+    saved.setdefault("layout", "in_context")  # runs saved before the pair layout existed
+    saved.setdefault("rope", "1d")
     saved["stop_at_step"] = None  # an early stop applies to the run that asked for it, not to its continuation
     config = TrainConfig(**{**saved, **given})
 else:

@@ -40,6 +40,10 @@ class Task:
         """One Example per test input."""
         return [Example(self.id, i, list(self.train), pair) for i, pair in enumerate(self.test)]
 
+    def without_test_outputs(self) -> "Task":
+        """The task as a test-time learner may see it: demonstrations and test inputs, no test output."""
+        return Task(self.id, list(self.train), [Pair(p.input) for p in self.test])
+
 
 @dataclass(frozen=True)
 class Example:

@@ -21,13 +21,16 @@ Scoring is teacher-forced: one forward per batch of (candidate, view) rows, no d
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from arc.augment import Augmentation, identity_augmentation, random_augmentation
 from arc.data import Example, Grid, Pair
 from arc.scoring import row_nll
-from arc.tokenizer import EncodedRow, GridTokenizer, grid_length
+from arc.rows import EncodedRow, Rows
+from arc.tokenizer import grid_length
 
 
 def grid_key(grid: Grid) -> tuple:
@@ -41,9 +44,12 @@ def grid_key(grid: Grid) -> tuple:
 # --------------------------------------------------------------------------------------------------
 
 
-def make_views(n_train: int, k: int, seed: int, keep_background: bool = True) -> list[Augmentation]:
+def make_views(n_train: int, k: int, seed: int, keep_background: bool = True,
+               cover_transforms: bool = False) -> list[Augmentation]:
     """k augmentations for a task with n_train demonstrations: the identity first (the task as given is
-    always one of the experts), then k - 1 distinct random ones, reproducible from seed."""
+    always one of the experts), then k - 1 distinct random ones, reproducible from seed. With
+    cover_transforms view v takes D8 transform v % 8, so 8 views see all eight (the pair layout, whose
+    model was trained with an embedding per transform)."""
     if k < 1:
         raise ValueError(f"need at least one view, got k={k}")
     rng = np.random.default_rng(seed)
@@ -55,6 +61,8 @@ def make_views(n_train: int, k: int, seed: int, keep_background: bool = True) ->
         if len(views) == k:
             return views
         view = random_augmentation(rng, n_train, keep_background=keep_background)
+        if cover_transforms:
+            view = replace(view, transform=len(views) % 8)
         key = (view.transform, view.colours, view.order)
         if key not in seen:
             seen.add(key)
@@ -69,33 +77,34 @@ def make_views(n_train: int, k: int, seed: int, keep_background: bool = True) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def _scored_row(tokenizer: GridTokenizer, example: Example, candidate: Grid, view: Augmentation,
-                max_len: int) -> EncodedRow | None:
+def _scored_row(rows: Rows, example: Example, candidate: Grid, view: Augmentation, max_len: int,
+                task: int) -> EncodedRow | None:
     """The encoded row "view(task) with view(candidate) as the answer", or None if it cannot fit."""
     hidden = example.hidden()
     # Fit in the view's frame, as prediction on that view does: the context budget is computed with the
     # answer hidden, so the demonstrations kept are the ones the model saw when it answered. (Fitting in
     # the original frame is not enough: a transpose turns h*(w+1) tokens into w*(h+1).)
-    fitted = tokenizer.fit(view.apply(hidden), max_len)
+    fitted = rows.fit(view.apply(hidden), max_len)
     if fitted is None:
         return None
     answer = view.apply_grid(candidate)
-    if tokenizer.example_length(fitted, grid_length(answer) + 1) > max_len:
+    if rows.length(fitted, grid_length(answer) + 1) > max_len:
         return None  # a candidate larger than the budget reserved for it
     full = Example(fitted.task_id, fitted.test_index, fitted.train, Pair(fitted.test.input, answer))
-    return tokenizer.encode_example(full)  # loss mask: the answer's rows and its end token
+    return rows.encode(full, task=task, transform=view.transform)  # loss mask: the answer's rows and its end token
 
 
 @torch.inference_mode()
 def candidate_nll(
     model,
-    tokenizer: GridTokenizer,
+    rows: Rows,
     example: Example,
     candidates: list[Grid],
     views: list[Augmentation],
     max_len: int,
     batch_size: int = 16,
     autocast_dtype: torch.dtype | None = None,
+    task: int = 0,
 ) -> np.ndarray:
     """NLL (natural log, summed over the answer's tokens including the end token) of each candidate as
     the answer under each view: shape (n_candidates, n_views); +inf where the row cannot fit max_len.
@@ -103,16 +112,16 @@ def candidate_nll(
     Candidates are in the original frame; each view transforms the task and the candidate together.
     """
     nll = np.full((len(candidates), len(views)), np.inf, dtype=np.float64)
-    rows: list[tuple[int, int, EncodedRow]] = []
+    scored: list[tuple[int, int, EncodedRow]] = []
     for c, candidate in enumerate(candidates):
         for v, view in enumerate(views):
-            row = _scored_row(tokenizer, example, candidate, view, max_len)
+            row = _scored_row(rows, example, candidate, view, max_len, task)
             if row is not None:
-                rows.append((c, v, row))
-    if not rows:
+                scored.append((c, v, row))
+    if not scored:
         return nll
-    values, _ = row_nll(model, [r for _, _, r in rows], batch_size, autocast_dtype)
-    for (c, v, _), value in zip(rows, values):
+    values, _ = row_nll(model, [r for _, _, r in scored], batch_size, autocast_dtype)
+    for (c, v, _), value in zip(scored, values):
         nll[c, v] = value
     return nll
 

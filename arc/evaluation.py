@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from arc.batching import heldout_rows
 from arc.checkpoint import load_model, read_config
 from arc.data import Task, grids_equal, load_tasks, select_tasks
 from arc.lora import merge_lora
 from arc.predict import DecodeConfig, Prediction, predict
+from arc.rows import Rows, heldout_rows, make_rows
 from arc.runtime import autocast_dtype, resolve_device
 from arc.submission import build_submission, write_submission
 from arc.trainer import output_token_loss
@@ -133,19 +133,20 @@ def newest_checkpoint(root: str = "checkpoints") -> str:
     return str(configs[-1].parent)
 
 
-def predict_tasks(model, tokenizer, tasks: list[Task], cfg: EvalConfig, max_len: int, device, amp_dtype):
+def predict_tasks(model, rows: Rows, tasks: list[Task], cfg: EvalConfig, max_len: int, device, amp_dtype,
+                  task_index: dict[str, int]):
     """Predictions for every test input, and seconds spent per task. Without test-time training all
     examples are predicted together (better batching); with it, task by task under its own adapter."""
     if cfg.ttt.steps <= 0:
         started = time.time()
-        predictions = predict(model, tokenizer, [e for t in tasks for e in t.examples()], max_len, cfg.decoding, amp_dtype)
+        predictions = predict(model, rows, [e for t in tasks for e in t.examples()], max_len, cfg.decoding, amp_dtype, task_index)
         return predictions, {t.id: (time.time() - started) / max(len(tasks), 1) for t in tasks}, {}
     predictions, seconds, reports = [], {}, {}
     for n, task in enumerate(tasks):
         started = time.time()
         ttt = TTTConfig(**{**asdict(cfg.ttt), "seed": cfg.ttt.seed + n, "max_len": cfg.ttt.max_len or max_len})
-        with task_adapter(model, task.train, tokenizer, ttt, device, amp_dtype) as report:
-            predictions += predict(model, tokenizer, task.examples(), max_len, cfg.decoding, amp_dtype)
+        with task_adapter(model, task.train, rows, ttt, device, amp_dtype) as report:
+            predictions += predict(model, rows, task.examples(), max_len, cfg.decoding, amp_dtype)
         seconds[task.id], reports[task.id] = time.time() - started, asdict(report)
         print(f"[{n + 1}/{len(tasks)}] {task.id}: test-time training {report.steps} steps on {report.rows} rows "
               f"(loss {report.first_loss} -> {report.last_loss}), {seconds[task.id]:.1f}s with decoding", flush=True)
@@ -161,6 +162,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         if Path(adapter_base).resolve() != Path(checkpoint).resolve():
             raise ValueError(f"adapter {cfg.adapter} was trained on {adapter_base}, not on {checkpoint}")
     model, tokenizer, config = load_model(cfg.adapter or checkpoint, device)
+    layout = config.get("training", {}).get("layout", "in_context")  # checkpoints before the pair layout: in-context
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     max_len = cfg.max_len or model.cfg.max_len
@@ -175,6 +177,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     else:
         tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.limit)
     examples = [e for t in tasks for e in t.examples()]
+    rows = make_rows(layout, tokenizer)
+    task_index = {task_id: i for i, task_id in enumerate(config.get("task_ids", []))}
+    if layout == "pair":
+        if cfg.ttt.steps > 0:
+            raise ValueError("--ttt-steps is per-task LoRA training for the in-context layout; a pair-layout "
+                             "checkpoint already trained on its evaluated tasks' demonstrations")
+        unseen = [t.id for t in tasks if t.id not in task_index]
+        if unseen:
+            raise ValueError(f"{len(unseen)} task(s) have no embedding in {checkpoint}: {' '.join(unseen[:8])}")
     step, d = config.get("step"), cfg.decoding
     method = (f"{d.decode}, {d.views} view(s), select {d.select}, {d.attempts} attempt(s)"
               + (f", test-time training {cfg.ttt.steps} steps" if cfg.ttt.steps > 0 else ""))
@@ -184,14 +195,14 @@ def evaluate(cfg: EvalConfig) -> dict:
         print("note: this checkpoint was never trained; expect a score of 0")
 
     started = time.time()
-    predictions, seconds, ttt_reports = predict_tasks(model, tokenizer, tasks, cfg, max_len, device, amp_dtype)
+    predictions, seconds, ttt_reports = predict_tasks(model, rows, tasks, cfg, max_len, device, amp_dtype, task_index)
     results = score_tasks(tasks, predictions)
     for task_id, entry in results["tasks"].items():
         entry["seconds"] = seconds.get(task_id)
         if task_id in ttt_reports:
             entry["ttt"] = ttt_reports[task_id]
-    rows, _ = heldout_rows([e for e in examples if e.test.output is not None], tokenizer, max_len)
-    results["eval_loss"] = output_token_loss(model, rows, amp_dtype) if rows else None
+    scored, _ = heldout_rows([e for e in examples if e.test.output is not None], rows, max_len, task_index)
+    results["eval_loss"] = output_token_loss(model, scored, amp_dtype) if scored else None
     results.update(checkpoint=checkpoint, adapter=cfg.adapter, step=step, data=cfg.data, split=cfg.split,
                    task_set=task_set, method=method, decoding=asdict(cfg.decoding),
                    ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None,

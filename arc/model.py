@@ -4,12 +4,20 @@ Token embedding (+ optional grid position embeddings) -> n_layers x [RMSNorm -> 
 attention with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output head.
 No biases anywhere.
 
-Grid positions (ModelConfig.grid_positions, on in the trainer's preset): RoPE gives each token its
+Positions, two independent choices. Grid positions (ModelConfig.grid_positions): RoPE gives each token its
 place in the 1-D sequence, but an ARC rule is about 2-D places: "the cell below", "the cell at the same
 row and column of the input". With grid positions each cell also gets a learned embedding of its row and
 one of its column inside its grid, computed from the tokens themselves (row ends and markers), so a
 copy is a lookup by equal (row, col) instead of a count of row ends. Off, the model is exactly a Llama
-(bench/speed.py checks it against Hugging Face's).
+(bench/speed.py checks it against Hugging Face's). RoPE (ModelConfig.rope): "1d" rotates by the place in the
+sequence, as Llama does; "3d" rotates three slices of each head by the token's column, row and grid
+number instead (mdlARC's scheme), so attention scores depend on 2-D offsets and on which grid a cell
+is in, never on how far apart two cells are in the flattened sequence.
+
+Task and transform embeddings (ModelConfig.n_tasks, transform_embedding; the pair layout of arc.rows):
+one learned vector per task and one per D8 transform, added to every token of a row. A row then holds
+one (input, output) pair and the rule comes from the task's vector rather than from demonstrations in
+the context; `add_tasks` grows the table for tasks a checkpoint has not seen.
 
 One forward serves training and decoding:
     model(tokens)                  training / scoring: full causal attention over (B, T)
@@ -32,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from arc.positions import GRID_INDEXES, grid_positions
+from arc.positions import GRID_INDEXES, grid_numbers, grid_positions
 
 
 @dataclass
@@ -46,13 +54,16 @@ class ModelConfig:
     rope_theta: float = 10000.0  # RoPE base frequency
     norm_eps: float = 1e-5  # RMSNorm epsilon
     grid_positions: bool = False  # add learned row and column embeddings of each cell (arc.tokenizer layout); False: plain Llama
+    rope: str = "1d"  # 1d: rotate by the sequence position (Llama) | 3d: by (column, row, grid number) of each token
+    n_tasks: int = 0  # rows of the learned task embedding table (0: no task embedding)
+    transform_embedding: bool = False  # add a learned embedding of the row's D8 transform (0..7) to every token
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
     @property
-    def hidden(self) -> int:
+    def mlp_width(self) -> int:
         return self.mlp_hidden or 64 * math.ceil(8 * self.d_model / 3 / 64)
 
 
@@ -76,6 +87,18 @@ def rope_table(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return angles.cos(), angles.sin()
 
 
+def rope3d_angles(col: torch.Tensor, row: torch.Tensor, grid: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """3-D RoPE angles (B, T, head_dim // 2): the head's rotation pairs are split in three slices,
+    rotated by the token's column, row and grid number, each slice with its own frequency ladder."""
+    pairs = cfg.head_dim // 2
+    sizes = (pairs // 3, pairs // 3, pairs - 2 * (pairs // 3))
+    parts = []
+    for coordinate, n in zip((col, row, grid), sizes):
+        freqs = 1.0 / (cfg.rope_theta ** (torch.arange(n, device=col.device).float() / n))
+        parts.append(coordinate.float()[..., None] * freqs)  # (B, T, n)
+    return torch.cat(parts, dim=-1)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs of channels (first half, second half) of x (B, H, T, D) by position angles.
     cos/sin are (B or 1, 1, T, D/2)."""
@@ -90,7 +113,8 @@ class KVCache:
     `length` (slots filled, the same for every row) is a plain int that the caller may set back to
     truncate the cache (depth-first search backtracks that way)."""
 
-    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype, pad: torch.Tensor | None = None):
+    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype, pad: torch.Tensor | None = None,
+                 task: torch.Tensor | None = None, transform: torch.Tensor | None = None):
         shape = (batch, cfg.n_heads, max_len, cfg.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
@@ -106,9 +130,13 @@ class KVCache:
         self.pos = (self.slots[None, :] - self.pad[:, None]).clamp(0, cfg.max_len - 1)
         # whether each slot holds a real token: (B, 1, 1, max_len), broadcast over heads and queries
         self.real = (self.slots[None, :] >= self.pad[:, None])[:, None, None]
-        # grid position state before each slot (B, max_len + 1, 2), for models with grid_positions: slot s's
-        # entry is written when slot s - 1 is filled, so truncating `length` leaves the right state behind
-        self.grid_state = torch.zeros(batch, max_len + 1, 2, dtype=torch.long, device=device)
+        # grid state before each slot (B, max_len + 1, 3): (row, col, grid number), for models with grid
+        # positions or 3-D RoPE; slot s's entry is written when slot s - 1 is filled, so truncating
+        # `length` leaves the right state behind
+        self.grid_state = torch.zeros(batch, max_len + 1, 3, dtype=torch.long, device=device)
+        # each row's task and D8 transform (pair layout): every token fed through the cache gets their embeddings
+        self.task = None if task is None else task.to(device)
+        self.transform = None if transform is None else transform.to(device)
 
     def mask(self, t: int) -> torch.Tensor | None:
         """Which slots each of the next t queries may see: (B, 1, t, length + t) bool, or None where
@@ -172,9 +200,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.w_gate = nn.Linear(cfg.d_model, cfg.hidden, bias=False)
-        self.w_up = nn.Linear(cfg.d_model, cfg.hidden, bias=False)
-        self.w_down = nn.Linear(cfg.hidden, cfg.d_model, bias=False)
+        self.w_gate = nn.Linear(cfg.d_model, cfg.mlp_width, bias=False)
+        self.w_up = nn.Linear(cfg.d_model, cfg.mlp_width, bias=False)
+        self.w_down = nn.Linear(cfg.mlp_width, cfg.d_model, bias=False)
 
     def forward(self, x):
         return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
@@ -203,6 +231,10 @@ class Transformer(nn.Module):
             # grid (copying, the commonest ARC operation) without counting row ends along the 1-D sequence
             self.embed_row = nn.Embedding(GRID_INDEXES, cfg.d_model)
             self.embed_col = nn.Embedding(GRID_INDEXES, cfg.d_model)
+        if cfg.n_tasks:
+            self.embed_task = nn.Embedding(cfg.n_tasks, cfg.d_model)
+        if cfg.transform_embedding:
+            self.embed_transform = nn.Embedding(8, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -220,36 +252,61 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def new_cache(self, batch: int, max_len: int | None = None, pad: torch.Tensor | None = None, dtype=None) -> KVCache:
+    def new_cache(self, batch: int, max_len: int | None = None, pad: torch.Tensor | None = None, dtype=None,
+                  task: torch.Tensor | None = None, transform: torch.Tensor | None = None) -> KVCache:
         device = self.embed.weight.device
-        return KVCache(self.cfg, batch, max_len or self.cfg.max_len, device, dtype or self.embed.weight.dtype, pad)
+        return KVCache(self.cfg, batch, max_len or self.cfg.max_len, device, dtype or self.embed.weight.dtype, pad,
+                       task, transform)
 
-    def embed_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Token embeddings (B, T, C), plus the grid position embeddings when the model has them; and the
-        grid position state after each token (B, T, 2) (None without grid positions)."""
+    def embed_tokens(self, tokens: torch.Tensor, state: torch.Tensor, seq_pos: torch.Tensor | None,
+                     task: torch.Tensor | None, transform: torch.Tensor | None):
+        """What the blocks need for tokens (B, T): the input vectors (B, T, C), RoPE's cos and sin
+        (broadcastable to (B, 1, T, D/2)), and the grid state after each token (B, T, 3), or None for a
+        model that uses neither grid positions nor 3-D RoPE.
+
+        state (B, 3): the (row, col, grid number) state before the first token; seq_pos (B, T): each
+        token's sequence position (None: 0..T-1); task, transform (B,): each row's ids (pair layout)."""
         x = self.embed(tokens)
-        if not self.cfg.grid_positions:
-            return x, None
-        row, col, state = grid_positions(tokens, state)
-        return x + self.embed_row(row) + self.embed_col(col), state
+        after = None
+        if self.cfg.grid_positions or self.cfg.rope == "3d":
+            row, col, after = grid_positions(tokens, state[:, :2])
+            grid = grid_numbers(tokens, state[:, 2])
+            after = torch.cat([after, grid[..., None]], dim=-1)
+        if self.cfg.grid_positions:
+            x = x + self.embed_row(row) + self.embed_col(col)
+        if self.cfg.n_tasks:
+            if task is None:
+                raise ValueError("this model has task embeddings: pass each row's task id")
+            x = x + self.embed_task(task)[:, None]  # (B, C) -> (B, 1, C): the same vector on every token
+        if self.cfg.transform_embedding:
+            if transform is None:
+                raise ValueError("this model has transform embeddings: pass each row's D8 transform")
+            x = x + self.embed_transform(transform)[:, None]
+        if self.cfg.rope == "3d":
+            angles = rope3d_angles(col, row, grid, self.cfg)[:, None]  # (B, 1, T, D/2)
+            return x, angles.cos(), angles.sin(), after
+        if seq_pos is None:
+            T = tokens.shape[1]
+            return x, self.rope_cos[None, None, :T], self.rope_sin[None, None, :T], after  # (1, 1, T, D/2)
+        return x, self.rope_cos[seq_pos][:, None], self.rope_sin[seq_pos][:, None], after  # (B, 1, T, D/2)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """tokens (B, T) -> logits (B, T, vocab) in fp32."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, task: torch.Tensor | None = None,
+                transform: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, vocab) in fp32. task, transform (B,): each row's task and D8
+        transform for models with those embeddings (with a cache, the cache's are used)."""
         B, T = tokens.shape
         if cache is None:
             if T > self.cfg.max_len:
                 raise ValueError(f"sequence of {T} tokens exceeds max_len {self.cfg.max_len}")
-            cos, sin = self.rope_cos[None, None, :T], self.rope_sin[None, None, :T]  # (1, 1, T, D/2)
             mask, at = None, None
-            x, _ = self.embed_tokens(tokens, tokens.new_zeros(B, 2))
+            x, cos, sin, _ = self.embed_tokens(tokens, tokens.new_zeros(B, 3), None, task, transform)
         else:
             at = cache.length
             if at + T > cache.max_len:
                 raise ValueError(f"cache overflow: {at} + {T} > {cache.max_len}")
-            pos = cache.pos[:, at : at + T]  # (B, T)
-            cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # (B, 1, T, D/2)
             mask = cache.mask(T)
-            x, state = self.embed_tokens(tokens, cache.grid_state[:, at])
+            x, cos, sin, state = self.embed_tokens(tokens, cache.grid_state[:, at], cache.pos[:, at : at + T],
+                                                   cache.task, cache.transform)
             if state is not None:
                 cache.grid_state[:, at + 1 : at + T + 1] = state
         for i, block in enumerate(self.blocks):
@@ -266,15 +323,29 @@ class Transformer(nn.Module):
         attends over the whole preallocated cache with the slots after `at` masked out, and takes the slot
         as a tensor, so every step has the same shapes and no Python number that changes; one compiled
         graph then serves every step. (Eager, forward is cheaper: it attends to the filled slots only.)"""
-        pos = cache.pos.index_select(1, at)  # (B, 1)
-        cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # (B, 1, 1, D/2)
         mask = cache.real & (cache.slots <= at)  # (B, 1, 1, max_len): filled and not padding
-        x, state = self.embed_tokens(tokens, cache.grid_state.index_select(1, at)[:, 0])
+        x, cos, sin, state = self.embed_tokens(tokens, cache.grid_state.index_select(1, at)[:, 0],
+                                               cache.pos.index_select(1, at), cache.task, cache.transform)
         if state is not None:
             cache.grid_state.index_copy_(1, at + 1, state)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, cache, i, at)
         return self.head(self.norm(x[:, -1])).float()
+
+    def add_tasks(self, n: int) -> range:
+        """Grow the task embedding table by n rows, each started at the mean of the trained rows (a
+        "typical task"), and return their ids. Used to predict tasks a checkpoint was not trained on:
+        their rows are then trained on their demonstrations (arc.adapt)."""
+        if not self.cfg.n_tasks:
+            raise ValueError("the model has no task embeddings")
+        old = self.embed_task.weight.data
+        grown = nn.Embedding(self.cfg.n_tasks + n, self.cfg.d_model, device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            grown.weight[: self.cfg.n_tasks] = old
+            grown.weight[self.cfg.n_tasks :] = old.mean(0)
+        self.embed_task = grown
+        first, self.cfg = self.cfg.n_tasks, replace(self.cfg, n_tasks=self.cfg.n_tasks + n)
+        return range(first, self.cfg.n_tasks)
 
     def add_grid_positions(self) -> None:
         """Give a model trained without grid positions its row/column embeddings, initialised to zero, so

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from arc.tokenizer import MAX_SIDE, ROW
+from arc.tokenizer import END, INPUT, MAX_SIDE, OUTPUT, ROW
 
 # Grid positions: the embedding index of a token's row and of its column inside the grid it belongs to.
 # 0 for the markers (I, O, B, E, P), 1..30 for the cells of a grid (a row end takes the column after its
@@ -48,3 +48,19 @@ def grid_positions(tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Ten
     row = torch.where(cell, (row + 1).clamp(max=GRID_INDEXES - 1), 0)
     col = torch.where(cell, (col + 1).clamp(max=GRID_INDEXES - 1), 0)
     return row, col, torch.stack([after_row, after_col], dim=-1)
+
+
+# The markers that open a new grid number: 'I' (an input follows), 'O' (an output follows) and 'E' (an
+# output ended). B and P do not count, so left padding leaves every real token's number unchanged.
+GRID_MARKERS = (INPUT, OUTPUT, END)
+
+
+def grid_numbers(tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Which grid each token belongs to: `start` (B,) plus the grid markers up to and including it, (B, T).
+
+    In the pair layout `I <input> O <output> E` the input's tokens get 1, the output's 2 and E 3; in the
+    in-context layout the number keeps counting through the demonstrations. It is the third coordinate
+    of 3-D RoPE (arc.model): together with the row and column it tells the input's cell from the
+    output's cell at the same place. The last token's number is the state the next chunk starts from."""
+    is_marker = torch.isin(tokens, torch.tensor(GRID_MARKERS, device=tokens.device))
+    return start[:, None] + is_marker.long().cumsum(1)

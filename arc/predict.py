@@ -20,6 +20,7 @@ import numpy as np
 from arc.data import Example, Grid, grids_equal
 from arc.decode import greedy_decode
 from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts
+from arc.rows import Rows, answer_limit
 from arc.search import dfs_decode, sample_decode
 from arc.tokenizer import END, PAD, GridTokenizer
 
@@ -27,7 +28,7 @@ from arc.tokenizer import END, PAD, GridTokenizer
 @dataclass
 class DecodeConfig:
     decode: str = "greedy"  # greedy | sample | dfs
-    views: int = 1  # augmented views to generate under (1: the task as given)
+    views: int = 0  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
     select: str = "vote"  # vote | poe: how the attempts are chosen among the pooled candidates
     score_views: int = 8  # views that score each candidate for "poe"
     attempts: int = 2  # attempts per test input (the ARC Prize allows 2)
@@ -68,6 +69,8 @@ class _Job:
     view_index: int
     prompt: list[int]
     max_new: int
+    task: int  # task embedding row (pair layout)
+    transform: int  # the view's D8 transform
 
 
 def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[list[tuple[list[int], float]]]:
@@ -78,7 +81,8 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
         started, reported = time.time(), 0
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
-            ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype)
+            ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype,
+                                tasks=[jobs[i].task for i in chunk], transforms=[jobs[i].transform for i in chunk])
             for i, tokens in zip(chunk, ids):
                 outputs[i] = [(tokens, float("nan"))]
             done = start + len(chunk)
@@ -88,7 +92,8 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
         return outputs
     if cfg.decode == "dfs":
         outputs = [[(c.tokens, c.nll) for c in dfs_decode(
-            model, job.prompt, job.max_new, END, cfg.dfs_threshold, cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype)]
+            model, job.prompt, job.max_new, END, cfg.dfs_threshold, cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype,
+            job.task, job.transform)]
             for job in jobs]
         if cfg.dfs_keep_greedy:
             # DFS's first path is the greedy one, but it is pruned once its probability drops below the
@@ -100,35 +105,46 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
         return outputs
     if cfg.decode == "sample":
         return [[(c.tokens, c.nll) for c in sample_decode(
-            model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, cfg.seed + k, amp_dtype)]
+            model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, cfg.seed + k, amp_dtype,
+            job.task, job.transform)]
             for k, job in enumerate(jobs)]
     raise ValueError(f"unknown decode strategy {cfg.decode!r}: greedy | sample | dfs")
 
 
-def predict(model, tokenizer: GridTokenizer, examples: list[Example], max_len: int, cfg: DecodeConfig,
-            amp_dtype=None) -> list[Prediction]:
-    """Attempts for every example (see the module docstring for the steps)."""
+def default_views(rows: Rows) -> int:
+    """Views when DecodeConfig.views is 0: the in-context model sees the task as given; the pair-layout
+    model was trained under all 8 D8 transforms (each with its embedding), so it votes over all 8."""
+    return 8 if rows.name == "pair" else 1
+
+
+def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: DecodeConfig,
+            amp_dtype=None, task_index: dict[str, int] | None = None) -> list[Prediction]:
+    """Attempts for every example (see the module docstring for the steps). task_index: each task's
+    embedding row (pair layout)."""
     predictions = [Prediction(ex) for ex in examples]
+    n_views = cfg.views or default_views(rows)
+    pair = rows.name == "pair"
     views_of, jobs = [], []
     for i, ex in enumerate(examples):
-        views = make_views(len(ex.train), cfg.views, cfg.seed + i)
+        task = (task_index or {}).get(ex.task_id, 0)
+        views = make_views(len(ex.train), n_views, cfg.seed + i, cover_transforms=pair)
         views_of.append(views)
         hidden = ex.hidden()  # the answer is never seen
         for v, view in enumerate(views):
-            fitted = tokenizer.fit(view.apply(hidden), max_len)
+            fitted = rows.fit(view.apply(hidden), max_len)
             if fitted is None:
                 continue
-            prompt = tokenizer.encode_prompt(fitted)
+            prompt = rows.prompt(fitted)
             predictions[i].prompt_tokens = max(predictions[i].prompt_tokens, len(prompt))
-            limit = tokenizer.answer_limit(fitted, cfg.limit_slack)
-            jobs.append(_Job(i, v, prompt, min(limit, max_len - len(prompt))))
+            limit = answer_limit(fitted, cfg.limit_slack)
+            jobs.append(_Job(i, v, prompt, min(limit, max_len - len(prompt)), task, view.transform))
 
     # pool each example's candidates in the original frame: key -> [grid, views that produced it, best nll]
     pools: list[dict[tuple, list]] = [{} for _ in examples]
     failures: list[set[str]] = [set() for _ in examples]
     for job, outputs in zip(jobs, _generate(model, jobs, cfg, amp_dtype)):
         for tokens, nll in outputs:
-            grid, why = tokenizer.parse_grid(tokens)
+            grid, why = GridTokenizer.parse_output(tokens)
             if grid is None:
                 failures[job.example_index].add(why)
                 continue
@@ -150,8 +166,9 @@ def predict(model, tokenizer: GridTokenizer, examples: list[Example], max_len: i
         by_vote = sorted(range(len(grids)), key=lambda k: (-votes[k], nlls[k], k))
         pred.attempts_by["vote"] = [grids[k] for k in by_vote[: cfg.attempts]]
         if cfg.select == "poe":
-            score_views = make_views(len(pred.example.train), cfg.score_views, cfg.seed + 7919 * (i + 1))
-            nll = candidate_nll(model, tokenizer, pred.example, grids, score_views, max_len, cfg.batch_size, amp_dtype)
+            score_views = make_views(len(pred.example.train), cfg.score_views, cfg.seed + 7919 * (i + 1), cover_transforms=pair)
+            nll = candidate_nll(model, rows, pred.example, grids, score_views, max_len, cfg.batch_size, amp_dtype,
+                                (task_index or {}).get(pred.example.task_id, 0))
             pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)
         elif cfg.select != "vote":
             raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")

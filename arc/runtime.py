@@ -60,7 +60,8 @@ def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     compiled = torch.compile(model, dynamic=True)
     device = next(model.parameters()).device
     try:
-        compiled(torch.zeros(2, 16, dtype=torch.long, device=device)).sum().backward()
+        zeros = torch.zeros(2, dtype=torch.long, device=device)
+        compiled(torch.zeros(2, 16, dtype=torch.long, device=device), task=zeros, transform=zeros).sum().backward()
     except Exception as error:  # noqa: BLE001 - any compiler failure means: use eager
         print(f"torch.compile failed ({type(error).__name__}: {error}); training in eager mode")
         compiled = model

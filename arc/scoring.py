@@ -12,8 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arc.batching import IGNORE, collate
-from arc.tokenizer import EncodedRow
+from arc.rows import IGNORE, EncodedRow, collate
 
 
 @torch.no_grad()
@@ -33,10 +32,10 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            inputs, targets = collate([rows[i] for i in chunk])
-            inputs, targets = inputs.to(device), targets.to(device)
+            batch = collate([rows[i] for i in chunk]).to(device)
+            targets = batch.targets
             with amp:
-                logits = model(inputs)
+                logits = model(batch.inputs, task=batch.task, transform=batch.transform)
             per_token = F.cross_entropy(  # (B * T,), zero where the target is IGNORE
                 logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
             )

@@ -1,6 +1,12 @@
 """The training loop: AdamW, warmup + cosine schedule, gradient accumulation and clipping, bf16
 autocast where it pays, periodic eval loss on held-out tasks, atomic checkpoints and exact resume.
 
+Two row layouts (arc.rows), chosen by TrainConfig.layout:
+    pair        one (input, output) pair per row, a learned embedding per task and per D8 transform;
+                trained on the training tasks' pairs AND the evaluated tasks' demonstrations (never
+                their test outputs, which give the eval loss), so the evaluated tasks get embeddings
+    in_context  every demonstration in the context (the walkthrough's layout)
+
 Three modes, chosen by TrainConfig:
     from scratch        init=None: a fresh model of the configured size, every parameter trained
     full fine-tune      init=CKPT: start from CKPT's weights, every parameter trained
@@ -17,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from arc.batching import IGNORE, RowSampler, heldout_rows
+from arc.batching import InContextSampler, PairSampler
 from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import DEFAULT_TARGETS, add_lora
@@ -25,17 +31,22 @@ from arc.model import ModelConfig, Transformer
 from arc.plot import write_loss_svg
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.scoring import row_nll
-from arc.tokenizer import PAD, EncodedRow, GridTokenizer
+from arc.rows import IGNORE, EncodedRow, heldout_rows, make_rows
+from arc.tokenizer import PAD, GridTokenizer
 
 
 @dataclass
 class TrainConfig:
     # data
+    layout: str = "pair"  # pair: one (input, output) pair per row with task embeddings | in_context: demonstrations in the context
     data: str = "arc1"  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
     split: str = "training"  # training | evaluation (for arc1/arc2)
     eval_data: str = "arc1"  # where the held-out tasks come from
     eval_split: str = "evaluation"
-    eval_set: str = "seed20"  # held-out task set (or "all"): its test outputs give the eval loss, never trained on
+    eval_set: str = "seed20"  # evaluated task set (or "all"): its test outputs give the eval loss, never trained on; pair layout: its demonstrations are trained on
+    evaluated_share: float = 0.5  # (pair) share of rows drawn from the evaluated tasks' demonstrations
+    input_loss: bool = False  # (pair) loss on the input grids too, and rows of the evaluated tasks' test inputs
+    keep_background: bool = True  # colour permutations keep 0 (black) fixed; off: all 10 colours permuted
     exclude_evaluated: str | None = "arc1:evaluation"  # data:split whose copies (same id or content) leave the training data; "none" keeps all
     max_examples: int | None = None  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = 0.0  # share of training rows drawn from generated tasks (arc.generators)
@@ -46,7 +57,9 @@ class TrainConfig:
     d_model: int = 128  # residual width
     n_layers: int = 4  # transformer blocks
     n_heads: int = 4  # attention heads
-    grid_positions: bool = True  # learned row/column embeddings per cell (arc.positions); off: plain Llama. With --init of a plain model (full fine-tune): added, zero-initialised
+    grid_positions: bool = False  # learned row/column embeddings per cell (arc.positions). With --init of a plain model (full fine-tune): added, zero-initialised
+    rope: str = "3d"  # 3d: RoPE over (column, row, grid number) | 1d: over the sequence position (Llama)
+    task_embedding: bool = True  # (pair) a learned vector per task and per D8 transform added to every token
     # fine-tuning
     init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
     lora_rank: int = 0  # > 0: LoRA fine-tune of init with this rank
@@ -102,11 +115,14 @@ def output_token_loss(model: Transformer, rows: list[EncodedRow], amp_dtype=None
     return float(nll.sum() / max(int(counts.sum()), 1))
 
 
-def build_model(cfg: TrainConfig, device: torch.device) -> tuple[Transformer, dict]:
-    """The model to train, and the config.json entries that describe it."""
+def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tuple[Transformer, dict]:
+    """The model to train, and the config.json entries that describe it. n_tasks: rows of the task
+    embedding table (pair layout)."""
     if cfg.init is None:
+        embeddings = cfg.layout == "pair" and cfg.task_embedding
         model = Transformer(ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_len=cfg.max_len,
-                                        grid_positions=cfg.grid_positions))
+                                        grid_positions=cfg.grid_positions, rope=cfg.rope,
+                                        n_tasks=n_tasks if embeddings else 0, transform_embedding=embeddings))
         return model.to(device), {"model": asdict(model.cfg)}
     model, _, init_config = load_model(cfg.init, device)
     if cfg.max_len > model.cfg.max_len:
@@ -134,6 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     amp_dtype = autocast_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()
+    rows = make_rows(cfg.layout, tokenizer)
 
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
@@ -141,14 +158,25 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         train_tasks, excluded = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))
     heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
     check_no_leak(train_tasks, heldout_tasks)
-    sampler = RowSampler(
-        train_tasks, tokenizer, cfg.max_len, cfg.seed, augment=cfg.augment,
-        train_on_demo_outputs=cfg.train_on_demo_outputs, max_examples=cfg.max_examples,
-        generated_fraction=cfg.generated_fraction,
-    )
-    eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], tokenizer, cfg.max_len)
+    if cfg.layout == "pair":
+        # the evaluated tasks as a test-time learner sees them: their test outputs are dropped here,
+        # before the sampler (which refuses any task that still has one) can see them
+        evaluated = [t.without_test_outputs() for t in heldout_tasks]
+        sampler = PairSampler(train_tasks, evaluated, rows, cfg.max_len, cfg.seed, cfg.evaluated_share, cfg.input_loss,
+                              cfg.augment, cfg.keep_background, cfg.max_examples)
+        task_ids = sampler.task_ids
+    else:
+        sampler = InContextSampler(
+            train_tasks, rows, cfg.max_len, cfg.seed, augment=cfg.augment, keep_background=cfg.keep_background,
+            train_on_demo_outputs=cfg.train_on_demo_outputs, max_examples=cfg.max_examples,
+            generated_fraction=cfg.generated_fraction,
+        )
+        task_ids = []
+    task_index = {task_id: i for i, task_id in enumerate(task_ids)}
+    eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], rows, cfg.max_len, task_index)
 
-    model, described = build_model(cfg, device)
+    model, described = build_model(cfg, device, len(task_ids))
+    described["task_ids"] = task_ids
     model.train()
     optimizer = make_optimizer(model, cfg, device)
     start_step, metrics = 0, {}
@@ -157,7 +185,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         model.load_state_dict(load_model(out, device)[0].state_dict())
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        start_step, metrics = state["step"], read_config(out).get("metrics", {})
+        saved = read_config(out)
+        if saved.get("task_ids", []) != task_ids:
+            raise ValueError(f"{out}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
+        start_step, metrics = state["step"], saved.get("metrics", {})
         print(f"resumed from {out} at step {start_step}")
 
     lora = cfg.lora_rank > 0
@@ -185,12 +216,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro = [sampler.batch(step * cfg.grad_accum + m, cfg.batch_size) for m in range(cfg.grad_accum)]
-        n_targets = sum(int((t != IGNORE).sum()) for _, t in micro)
+        n_targets = sum(int((b.targets != IGNORE).sum()) for b in micro)
         loss_sum = 0.0
-        for inputs, targets in micro:
-            inputs, targets = inputs.to(device), targets.to(device)
+        for batch in micro:
+            inputs, targets, task, transform = batch.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = forward(inputs)
+                logits = forward(inputs, task=task, transform=transform)
             # summed over the step's output tokens and divided once: a mean per output token across micro-batches
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
             loss.backward()

@@ -12,7 +12,7 @@ others its context. Every row gets a fresh augmentation (D8 transform, colour pe
 demonstration order), so a 3-demonstration task yields many distinct rows.
 
 Usage, per task:
-    with task_adapter(model, task.train, tokenizer, TTTConfig(), device) as report:
+    with task_adapter(model, task.train, InContextRows(tokenizer), TTTConfig(), device) as report:
         ...decode the task's test inputs with `model`...
     # here the model is exactly the base model again: same modules, bitwise-equal weights
 """
@@ -29,10 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from arc.augment import random_augmentation
-from arc.batching import IGNORE, collate
 from arc.data import Example, Pair
 from arc.lora import DEFAULT_TARGETS, add_lora, lora_modules, lora_parameters, remove_lora
-from arc.tokenizer import EncodedRow, GridTokenizer
+from arc.rows import IGNORE, EncodedRow, InContextRows, collate
 
 
 @dataclass
@@ -58,7 +57,7 @@ class TTTReport:
     skipped: str | None  # why TTT did not run for this task (then no adapter was added), else None
 
 
-def leave_one_out_rows(demos: list[Pair], tokenizer: GridTokenizer, max_len: int, rng: np.random.Generator,
+def leave_one_out_rows(demos: list[Pair], rows: InContextRows, max_len: int, rng: np.random.Generator,
                        count: int, augment: bool = True) -> list[EncodedRow]:
     """Up to `count` training rows built from the demonstrations alone.
 
@@ -71,16 +70,16 @@ def leave_one_out_rows(demos: list[Pair], tokenizer: GridTokenizer, max_len: int
     n = len(demos)
     if n < 2:
         return []
-    rows = []
+    encoded = []
     for i in range(count):
         held = i % n
         example = Example("ttt", 0, demos[:held] + demos[held + 1:], demos[held])
         if augment:
             example = random_augmentation(rng, n - 1).apply(example)
-        fitted = tokenizer.fit(example, max_len)
+        fitted = rows.fit(example, max_len)
         if fitted is not None:
-            rows.append(tokenizer.encode_example(fitted, train_on_demo_outputs=True))
-    return rows
+            encoded.append(rows.encode(fitted, train_on_demo_outputs=True))
+    return encoded
 
 
 def _refuse_existing_adapter(model: nn.Module) -> None:
@@ -91,7 +90,7 @@ def _refuse_existing_adapter(model: nn.Module) -> None:
                          f"{len(lora_modules(model))} (e.g. a trained adapter: evaluate TTT on its base)")
 
 
-def test_time_train(model: nn.Module, demos: list[Pair], tokenizer: GridTokenizer, cfg: TTTConfig,
+def test_time_train(model: nn.Module, demos: list[Pair], layout: InContextRows, cfg: TTTConfig,
                     device: torch.device, autocast_dtype: torch.dtype | None = None) -> TTTReport:
     """Add a fresh LoRA to `model` and train it on the demonstrations' leave-one-out rows.
 
@@ -103,7 +102,7 @@ def test_time_train(model: nn.Module, demos: list[Pair], tokenizer: GridTokenize
     started = time.time()
     max_len = cfg.max_len or model.cfg.max_len
     rng = np.random.default_rng(cfg.seed)
-    rows = leave_one_out_rows(demos, tokenizer, max_len, rng, max(1, cfg.steps) * cfg.batch_size, cfg.augment)
+    rows = leave_one_out_rows(demos, layout, max_len, rng, max(1, cfg.steps) * cfg.batch_size, cfg.augment)
     if not rows:
         why = (f"{len(demos)} demonstration(s): leave-one-out needs at least 2" if len(demos) < 2
                else f"no leave-one-out row fits in max_len {max_len}")
@@ -125,7 +124,7 @@ def test_time_train(model: nn.Module, demos: list[Pair], tokenizer: GridTokenize
             group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
         # Consecutive fresh rows; wraps around when some were dropped for length.
         batch = [rows[(step * cfg.batch_size + j) % len(rows)] for j in range(cfg.batch_size)]
-        inputs, targets = (t.to(device) for t in collate(batch))
+        inputs, targets, _, _ = collate(batch).to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(inputs)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)  # mean per output token
@@ -143,7 +142,7 @@ test_time_train.__test__ = False  # its name starts with "test": tell pytest it 
 
 
 @contextlib.contextmanager
-def task_adapter(model: nn.Module, demos: list[Pair], tokenizer: GridTokenizer, cfg: TTTConfig,
+def task_adapter(model: nn.Module, demos: list[Pair], layout: InContextRows, cfg: TTTConfig,
                  device: torch.device, autocast_dtype: torch.dtype | None = None) -> Iterator[TTTReport]:
     """Run test_time_train and yield its report with the adapter active; on leaving (even by an
     exception) remove the adapter and restore requires_grad flags and train/eval mode.
@@ -156,7 +155,7 @@ def task_adapter(model: nn.Module, demos: list[Pair], tokenizer: GridTokenizer, 
     flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     try:
-        yield test_time_train(model, demos, tokenizer, cfg, device, autocast_dtype)
+        yield test_time_train(model, demos, layout, cfg, device, autocast_dtype)
     finally:
         remove_lora(model)
         for p, flag in flags:

@@ -1,4 +1,4 @@
-"""How long an answer may get: the decoding length limit from the demonstrations (arc.tokenizer.answer_limit)
+"""How long an answer may get: the decoding length limit from the demonstrations (arc.rows.answer_limit)
 against the true answers of ARC-AGI-1, for several slacks.
 
 A model that never writes its end token decodes until the limit, so the limit is most of the cost of a
@@ -15,13 +15,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from arc.data import load_tasks  # noqa: E402
-from arc.tokenizer import GridTokenizer, grid_length  # noqa: E402
+from arc.rows import answer_limit  # noqa: E402
+from arc.tokenizer import grid_length  # noqa: E402
 
 SLACKS = (0.0, 1.0, 1.5, 2.0)
 
 
 def main() -> None:
-    tokenizer = GridTokenizer()
     print("| split | test outputs | slack | outputs cut off | mean limit (tokens) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for split in ("training", "evaluation"):
@@ -29,7 +29,7 @@ def main() -> None:
         for slack in SLACKS:
             cut, total = 0, 0
             for ex in examples:
-                limit = tokenizer.answer_limit(ex.hidden(), slack)  # the limit never sees the answer
+                limit = answer_limit(ex.hidden(), slack)  # the limit never sees the answer
                 cut += grid_length(ex.test.output) + 1 > limit
                 total += limit
             print(f"| {split} | {len(examples)} | {slack:g} | {cut} | {total / len(examples):.0f} |")

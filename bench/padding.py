@@ -2,8 +2,8 @@
 
     python bench/padding.py [--rows 1024] [--batch-size 8] [--max-len 2048]
 
-Draws training rows exactly as the trainer does (arc.batching.RowSampler on ARC-AGI-1 training) and
-reports padded tokens / all tokens for batches of consecutive rows vs RowSampler.batch.
+Draws training rows exactly as the trainer does (arc.batching.InContextSampler on ARC-AGI-1 training) and
+reports padded tokens / all tokens for batches of consecutive rows vs InContextSampler.batch.
 """
 import argparse
 import sys
@@ -11,8 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from arc.batching import BUCKET_BATCHES, RowSampler  # noqa: E402
+from arc.batching import BUCKET_BATCHES, InContextSampler  # noqa: E402
 from arc.data import load_tasks  # noqa: E402
+from arc.rows import InContextRows  # noqa: E402
 from arc.tokenizer import PAD, GridTokenizer  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,7 +22,7 @@ parser.add_argument("--batch-size", type=int, default=8)
 parser.add_argument("--max-len", type=int, default=2048)
 args = parser.parse_args()
 
-sampler = RowSampler(load_tasks("arc1", "training"), GridTokenizer(), args.max_len, seed=0)
+sampler = InContextSampler(load_tasks("arc1", "training"), InContextRows(GridTokenizer()), args.max_len, seed=0)
 lengths = [len(sampler.row(i).ids) - 1 for i in range(args.rows)]  # inputs are one shorter than rows
 batches = [lengths[i : i + args.batch_size] for i in range(0, args.rows, args.batch_size)]
 random_total = sum(len(b) * max(b) for b in batches)
@@ -29,7 +30,7 @@ random_padding = random_total - sum(lengths)
 
 bucketed_total = bucketed_padding = 0
 for index in range(args.rows // args.batch_size):
-    inputs, _ = sampler.batch(index, args.batch_size)
+    inputs = sampler.batch(index, args.batch_size).inputs
     bucketed_total += inputs.numel()
     bucketed_padding += int((inputs == PAD).sum())
 

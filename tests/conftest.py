@@ -73,7 +73,7 @@ def tiny_train_config(tmp_path, task_dirs):
 
     def make(out: str, **overrides) -> TrainConfig:
         base = TrainConfig(
-            data=train_dir, eval_data=eval_dir, eval_set="all", max_len=TINY.max_len,
+            layout="in_context", rope="1d", data=train_dir, eval_data=eval_dir, eval_set="all", max_len=TINY.max_len,
             d_model=TINY.d_model, n_layers=TINY.n_layers, n_heads=TINY.n_heads, grid_positions=TINY.grid_positions,
             max_steps=6, batch_size=2, warmup_steps=2, precision="fp32", compile=False, device="cpu",
             log_every=1000, eval_every=1000, save_every=1000, out=str(tmp_path / out), seed=0,

@@ -7,6 +7,7 @@ from arc.augment import identity_augmentation
 from arc.data import Example, Pair
 from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts, vote
 from arc.model import ModelConfig, Transformer
+from arc.rows import InContextRows
 from arc.tokenizer import GridTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +38,7 @@ CANDIDATES = [g([[1, 2], [3, 4]]), g([[0, 5, 5]]), g([[7], [0], [9]])]
 def direct_nll(model, tokenizer, ex: Example, candidate, view) -> float:
     """The reference: build the augmented example by hand, one full forward, sum -log p over the answer."""
     shown = view.apply(Example(ex.task_id, ex.test_index, ex.train, Pair(ex.test.input, candidate)))
-    row = tokenizer.encode_example(shown)
+    row = tokenizer.encode(shown)
     ids = torch.from_numpy(row.ids)
     with torch.no_grad():
         logp = torch.log_softmax(model(ids[None])[0].double(), dim=-1)  # (T, vocab)
@@ -60,7 +61,7 @@ def test_make_views():
 
 
 def test_candidate_nll_matches_direct_computation(model):
-    tok, ex = GridTokenizer(), example()
+    tok, ex = InContextRows(GridTokenizer()), example()
     views = make_views(len(ex.train), 4, seed=3)
     nll = candidate_nll(model, tok, ex, CANDIDATES, views, max_len=CFG.max_len, batch_size=16)
     assert nll.shape == (3, 4) and np.isfinite(nll).all()
@@ -72,10 +73,10 @@ def test_candidate_nll_matches_direct_computation(model):
 
 
 def test_candidate_nll_too_long_is_inf(model):
-    tok, ex = GridTokenizer(), example()
+    tok, ex = InContextRows(GridTokenizer()), example()
     views = make_views(len(ex.train), 2, seed=0)
     big = np.zeros((6, 6), dtype=np.uint8)  # 43 answer tokens
-    prompt = tok.example_length(ex, 0)  # all demonstrations fit; room is left for 13 answer tokens
+    prompt = tok.length(ex, 0)  # all demonstrations fit; room is left for 13 answer tokens
     nll = candidate_nll(model, tok, ex, [CANDIDATES[0], big], views, max_len=prompt + 13)
     assert np.isfinite(nll[0]).all() and np.isinf(nll[1]).all()
     assert np.isinf(product_of_experts(nll)[1])

@@ -20,6 +20,7 @@ from arc.predict import DecodeConfig, Prediction, predict
 def predict_greedy(model, tok, examples, max_len, batch_size=8):
     return predict(model, tok, examples, max_len, DecodeConfig(batch_size=batch_size))
 from arc.model import Transformer
+from arc.rows import InContextRows
 from arc.tokenizer import END, OUTPUT, ROW, GridTokenizer
 from conftest import TINY, bigram_model, write_tasks
 
@@ -82,7 +83,7 @@ SMALL = Example("small", 0, [Pair(g([[1, 2]]), g([[3], [4]]))], Pair(g([[5]]), g
 
 
 def test_predict_greedy_with_rigged_models():
-    tok = GridTokenizer()
+    tok = InContextRows(GridTokenizer())
     right = bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END})  # writes "67\nE"
     [p] = predict_greedy(right, tok, [SMALL], max_len=TINY.max_len)
     assert (p.status, p.prompt_tokens, p.correct) == ("ok", 15, True)
@@ -101,7 +102,7 @@ def test_predict_greedy_with_rigged_models():
 
 
 def test_predict_greedy_batches_keep_each_example_in_place():
-    tok = GridTokenizer()
+    tok = InContextRows(GridTokenizer())
     model = bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END})
     long_demo = Pair(g([[1] * 5] * 4), g([[2] * 5] * 4))
     examples = [  # prompts of different lengths: they are sorted by length for batching
@@ -118,7 +119,7 @@ def test_predict_greedy_batches_keep_each_example_in_place():
 
 
 def test_prediction_does_not_depend_on_the_hidden_answer():
-    tok = GridTokenizer()
+    tok = InContextRows(GridTokenizer())
     model = bigram_model({OUTPUT: 6, 6: ROW, ROW: END})
     demo = Pair(g([[1]]), g([[2]]))
     big_truth = Example("x", 0, [demo], Pair(g([[3]]), g(np.zeros((5, 5), dtype=int))))  # answer: 31 tokens

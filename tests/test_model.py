@@ -37,8 +37,8 @@ def test_output_shape_and_dtype(tiny_model):
 
 def test_config_defaults():
     cfg = ModelConfig(d_model=96, n_heads=4)
-    assert (cfg.head_dim, cfg.hidden) == (24, 256)  # 8/3 * 96 = 256, already a multiple of 64
-    assert ModelConfig(d_model=32, mlp_hidden=50).hidden == 50
+    assert (cfg.head_dim, cfg.mlp_width) == (24, 256)  # 8/3 * 96 = 256, already a multiple of 64
+    assert ModelConfig(d_model=32, mlp_hidden=50).mlp_width == 50
 
 
 def test_causal(tiny_model):

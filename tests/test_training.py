@@ -18,6 +18,7 @@ from arc.data import DataError, load_tasks
 from arc.predict import DecodeConfig, predict
 from arc.lora import LoRALinear, add_lora, load_adapter
 from arc.model import Transformer
+from arc.rows import InContextRows
 from arc.trainer import TrainConfig, lr_at, train
 from conftest import TINY, write_tasks
 
@@ -164,13 +165,14 @@ def test_tiny_model_learns_one_task(tiny_train_config, tmp_path):
                             warmup_steps=20, augment=False)
     out = train(cfg)
     model, tokenizer, _ = load_model(out)
+    rows = InContextRows(tokenizer)
     examples = load_tasks(data)[0].examples()
-    [prediction] = predict(model.eval(), tokenizer, examples, TINY.max_len, DecodeConfig())
+    [prediction] = predict(model.eval(), rows, examples, TINY.max_len, DecodeConfig())
     assert prediction.status == "ok"
     assert prediction.attempts[0].tolist() == FLIP["test"][0]["output"]
     assert prediction.correct
     untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
-    assert not predict(untrained.eval(), tokenizer, examples, TINY.max_len, DecodeConfig())[0].correct
+    assert not predict(untrained.eval(), rows, examples, TINY.max_len, DecodeConfig())[0].correct
 
 
 # --- train.py's command line ------------------------------------------------------------------------

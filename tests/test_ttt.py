@@ -12,11 +12,12 @@ from arc.augment import d8_apply
 from arc.data import Pair, Task
 from arc.lora import DEFAULT_TARGETS, add_lora, lora_modules
 from arc.model import Transformer
-from arc.tokenizer import GridTokenizer, grid_length
+from arc.rows import InContextRows
+from arc.tokenizer import SYMBOLS, GridTokenizer, grid_length
 from arc.trainer import output_token_loss
 from conftest import TINY
 
-TOK = GridTokenizer()
+ROWS = InContextRows(GridTokenizer())
 CPU = torch.device("cpu")
 
 
@@ -41,14 +42,14 @@ def grid_of(text: str) -> np.ndarray:
 
 def pairs_of(ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Decode a row 'B I..O..E I..O..E ...' back into its (input, output) grids; the last is the test."""
-    text = TOK.decode_text(ids)
+    text = "".join(SYMBOLS[i] for i in ids)
     assert text[0] == "B" and text[-1] == "E"
     return [tuple(grid_of(g) for g in chunk[1:].split("O")) for chunk in text[1:-1].split("E")]
 
 
 def test_rows_without_augmentation_hold_out_each_demo_in_turn():
     task = swap_task(0, nines=True)
-    rows = ttt.leave_one_out_rows(task.train, TOK, 128, np.random.default_rng(0), count=6, augment=False)
+    rows = ttt.leave_one_out_rows(task.train, ROWS, 128, np.random.default_rng(0), count=6, augment=False)
     assert len(rows) == 6
     for i, row in enumerate(rows):
         assert 9 not in row.ids  # the task's test input (all 9s) is never shown
@@ -64,7 +65,7 @@ def test_rows_without_augmentation_hold_out_each_demo_in_turn():
 
 def test_augmented_rows_are_symmetries_of_a_demo():
     task = swap_task(1)
-    rows = ttt.leave_one_out_rows(task.train, TOK, 128, np.random.default_rng(0), count=8)
+    rows = ttt.leave_one_out_rows(task.train, ROWS, 128, np.random.default_rng(0), count=8)
     assert len({r.ids.tobytes() for r in rows}) > 1  # fresh augmentation per row
 
     def matches(pair: Pair, got_in: np.ndarray, got_out: np.ndarray) -> bool:
@@ -87,10 +88,10 @@ def test_augmented_rows_are_symmetries_of_a_demo():
 
 def test_one_demo_gives_no_rows_and_skips():
     task = swap_task(0, n_train=1)
-    assert ttt.leave_one_out_rows(task.train, TOK, 128, np.random.default_rng(0), count=4) == []
+    assert ttt.leave_one_out_rows(task.train, ROWS, 128, np.random.default_rng(0), count=4) == []
     torch.manual_seed(0)
     model = Transformer(TINY)
-    with ttt.task_adapter(model, task.train, TOK, ttt.TTTConfig(steps=2), CPU) as report:
+    with ttt.task_adapter(model, task.train, ROWS, ttt.TTTConfig(steps=2), CPU) as report:
         assert report.skipped and "at least 2" in report.skipped and report.steps == 0
         assert not lora_modules(model)
 
@@ -122,7 +123,7 @@ def test_task_adapter_leaves_the_base_model_bitwise_unchanged(fail, one_thread):
     before = snapshot(model)
     task = swap_task(2)
     with pytest.raises(RuntimeError, match="inside") if fail else contextlib.nullcontext():
-        with ttt.task_adapter(model, task.train, TOK, ttt.TTTConfig(steps=3, lr=1e-2), CPU) as report:
+        with ttt.task_adapter(model, task.train, ROWS, ttt.TTTConfig(steps=3, lr=1e-2), CPU) as report:
             assert report.skipped is None and report.steps == 3 and not model.training
             assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers
             assert not any(m.merged for m in lora_modules(model).values())
@@ -135,7 +136,7 @@ def test_task_adapter_refuses_a_model_that_already_has_an_adapter():
     model = Transformer(TINY)
     add_lora(model, rank=2, alpha=4.0)
     with pytest.raises(ValueError, match="without LoRA"):
-        with ttt.task_adapter(model, swap_task(0).train, TOK, ttt.TTTConfig(steps=1), CPU):
+        with ttt.task_adapter(model, swap_task(0).train, ROWS, ttt.TTTConfig(steps=1), CPU):
             pass
     assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers  # the existing adapter is kept
 
@@ -149,12 +150,12 @@ def test_ttt_lowers_the_loss(one_thread):
     # statistics (colours, row ends, shape), not the swap rule itself: this tests the mechanism.
     nn.init.normal_(model.head.weight, std=TINY.d_model ** -0.5)
     task = swap_task(0)
-    test_row = TOK.encode_example(task.examples()[0])  # the real test pair: never trained on
+    test_row = ROWS.encode(task.examples()[0])  # the real test pair: never trained on
     tokens = torch.from_numpy(test_row.ids)[None]
     with torch.no_grad():
         base_logits = model(tokens)
     base_test_loss = output_token_loss(model, [test_row])
-    with ttt.task_adapter(model, task.train, TOK, ttt.TTTConfig(steps=32, lr=3e-3), CPU) as report:
+    with ttt.task_adapter(model, task.train, ROWS, ttt.TTTConfig(steps=32, lr=3e-3), CPU) as report:
         assert report.rows == 32 * 4 and report.steps == 32
         assert report.last_loss < 0.7 * report.first_loss, report
         with torch.no_grad():
