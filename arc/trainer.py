@@ -157,6 +157,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         data, _, split = cfg.exclude_evaluated.partition(":")
         train_tasks, excluded = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))
     heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
+    if (cfg.eval_data, cfg.eval_split) == (cfg.data, cfg.split):
+        # tasks held out of the training split itself (a dev set: --eval-split training --eval-set dev20)
+        # leave the training tasks by id; any other copy of them is still refused below
+        held = {t.id for t in heldout_tasks}
+        excluded += sorted(held)
+        train_tasks = [t for t in train_tasks if t.id not in held]
     check_no_leak(train_tasks, heldout_tasks)
     if cfg.layout == "pair":
         # the evaluated tasks as a test-time learner sees them: their test outputs are dropped here,
