@@ -23,6 +23,7 @@ import numpy as np
 from arc.batching import heldout_rows
 from arc.checkpoint import load_model, read_config
 from arc.data import Task, grids_equal, load_tasks, select_tasks
+from arc.files import atomic_write_text
 from arc.lora import merge_lora
 from arc.predict import DecodeConfig, Prediction, predict
 from arc.runtime import autocast_dtype, resolve_device
@@ -101,9 +102,7 @@ def print_table(results: dict) -> None:
 def write_results(results: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    tmp = path.with_name("results.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=1))
     return path
 
 

@@ -12,12 +12,12 @@ scores nothing at all, so validate_submission checks everything the format requi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from arc.data import Grid, Task, grids_equal, parse_grid
+from arc.files import atomic_write_text
 
 ATTEMPTS = ("attempt_1", "attempt_2")
 
@@ -84,9 +84,7 @@ def write_submission(path: str | Path, submission: dict) -> Path:
     validate_submission(submission)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(submission))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(submission))
     return path
 
 
