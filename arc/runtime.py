@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -47,6 +48,12 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if device.type == "cpu" and cpu_has_amx() else None
+
+
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """A context running its body under autocast to dtype on device_type ("cpu", "cuda"); with
+    dtype None, a context that changes nothing (plain fp32)."""
+    return torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:

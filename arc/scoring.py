@@ -6,13 +6,12 @@ mean per output token over held-out test outputs) and product-of-experts re-scor
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from arc.batching import IGNORE, collate
+from arc.runtime import autocast
 from arc.tokenizer import EncodedRow
 
 
@@ -27,7 +26,6 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
     nll, counts = np.zeros(len(rows), dtype=np.float64), np.zeros(len(rows), dtype=np.int64)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
     device = next(model.parameters()).device
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     was_training = model.training
     model.eval()
     try:
@@ -35,7 +33,7 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
             chunk = order[start : start + batch_size]
             inputs, targets = collate([rows[i] for i in chunk])
             inputs, targets = inputs.to(device), targets.to(device)
-            with amp:
+            with autocast(device.type, autocast_dtype):
                 logits = model(inputs)
             per_token = F.cross_entropy(  # (B * T,), zero where the target is IGNORE
                 logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
