@@ -27,8 +27,8 @@ from arc.files import atomic_write_text
 from arc.lora import merge_lora
 from arc.predict import DecodeConfig, Prediction, predict
 from arc.runtime import autocast_dtype, resolve_device
+from arc.scoring import output_token_loss
 from arc.submission import build_submission, write_submission
-from arc.trainer import output_token_loss
 from arc.ttt import TTTConfig, task_adapter
 
 

@@ -1,7 +1,7 @@
 """Teacher-forced scoring of encoded rows: the summed negative log-likelihood of each row's targets.
 
-One forward per batch, no decoding. Two callers: the eval loss (arc.trainer.output_token_loss: the
-mean per output token over held-out test outputs) and product-of-experts re-scoring
+One forward per batch, no decoding. Two callers: the eval loss (output_token_loss: the mean per
+output token over held-out test outputs) and product-of-experts re-scoring
 (arc.ensemble.candidate_nll: each candidate answer's NLL under each augmented view).
 """
 from __future__ import annotations
@@ -43,3 +43,9 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
     finally:
         model.train(was_training)
     return nll, counts
+
+
+def output_token_loss(model, rows: list[EncodedRow], amp_dtype: torch.dtype | None = None, batch_size: int = 8) -> float:
+    """Mean cross-entropy per output token over rows (the eval loss), on the model's device."""
+    nll, counts = row_nll(model, rows, batch_size, amp_dtype)
+    return float(nll.sum() / max(int(counts.sum()), 1))

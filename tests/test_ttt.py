@@ -13,7 +13,7 @@ from arc.data import Pair, Task
 from arc.lora import DEFAULT_TARGETS, add_lora, lora_modules
 from arc.model import Transformer
 from arc.tokenizer import GridTokenizer, grid_length
-from arc.trainer import output_token_loss
+from arc.scoring import output_token_loss
 from conftest import TINY
 
 TOK = GridTokenizer()
