@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,14 +33,18 @@ from arc.submission import build_submission, write_submission
 from arc.ttt import TTTConfig, task_adapter
 
 
-def _task_scores(tasks: list[Task], by_task: dict[str, list[Prediction]], answered) -> list[float]:
-    """Per task with known outputs: the fraction of its test inputs that `answered(prediction)` says are right."""
-    scores = []
-    for task in tasks:
-        known = [answered(p) for p in by_task.get(task.id, []) if p.example.test.output is not None]
-        if known:
-            scores.append(sum(known) / len(known))
-    return scores
+def task_score(predictions: list[Prediction], answered: Callable[[Prediction], bool]) -> float | None:
+    """One task's ARC score: the fraction of its test inputs with a known output that `answered` says are
+    right; None when no output is known."""
+    known = [answered(p) for p in predictions if p.example.test.output is not None]
+    return sum(known) / len(known) if known else None
+
+
+def mean_score(tasks: list[Task], by_task: dict[str, list[Prediction]], answered: Callable[[Prediction], bool]) -> float | None:
+    """The set's ARC score: the mean task_score over the tasks with a known output; None without any."""
+    scores = [task_score(by_task.get(t.id, []), answered) for t in tasks]
+    known = [s for s in scores if s is not None]
+    return float(np.mean(known)) if known else None
 
 
 def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
@@ -49,34 +54,27 @@ def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
     by_task: dict[str, list[Prediction]] = {}
     for p in predictions:
         by_task.setdefault(p.example.task_id, []).append(p)
-    per_task, scores = {}, []
+    per_task = {}
     for task in tasks:
         preds = sorted(by_task.get(task.id, []), key=lambda p: p.example.test_index)
-        correct = [p.correct for p in preds]
-        known = [c for c in correct if c is not None]
-        task_score = sum(known) / len(known) if known else None
-        if task_score is not None:
-            scores.append(task_score)
         per_task[task.id] = {
-            "score": task_score,
+            "score": task_score(preds, lambda p: p.correct),
             "tests": [
                 {"attempts": [a.tolist() for a in p.attempts], "correct": p.correct, "status": p.status,
                  "prompt_tokens": p.prompt_tokens, "candidates": p.candidates, "votes": p.votes}
                 for p in preds
             ],
         }
-    mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
-    pass1 = _task_scores(tasks, by_task, lambda p: bool(p.attempts) and grids_equal(p.attempts[0], p.example.test.output))
+    scores = [entry["score"] for entry in per_task.values() if entry["score"] is not None]
     methods = sorted({m for p in predictions for m in p.attempts_by})
-    by_method = {m: mean(_task_scores(tasks, by_task, lambda p, m=m: any(
-        grids_equal(a, p.example.test.output) for a in p.attempts_by.get(m, [])))) for m in methods}
     return {
         "tasks_total": len(tasks),
         "tasks_scored": len(scores),  # tasks whose true outputs are known
         "tasks_solved": sum(s == 1.0 for s in scores),
-        "score": mean(scores),
-        "score_pass1": mean(pass1),
-        "score_by_selection": by_method,
+        "score": mean_score(tasks, by_task, lambda p: p.correct),
+        "score_pass1": mean_score(tasks, by_task, lambda p: bool(p.attempts) and grids_equal(p.attempts[0], p.example.test.output)),
+        "score_by_selection": {m: mean_score(tasks, by_task, lambda p, m=m: any(
+            grids_equal(a, p.example.test.output) for a in p.attempts_by.get(m, []))) for m in methods},
         "tasks": per_task,
     }
 

@@ -77,6 +77,19 @@ def test_invalid_output_is_wrong_and_unknown_truth_is_unscored():
     assert (results["tasks_total"], results["tasks_scored"], results["score"]) == (2, 1, 0.0)
 
 
+def test_scores_count_known_outputs_only_and_each_attempt_rule():
+    mixed = task("mixed", [[[1]], None, [[2]]])  # the second test output is unknown
+    preds = predictions(mixed, [[[[0]], [[1]]], [[[5]]], [[[0]]]])
+    preds[0].attempts_by = {"vote": [g([[1]])], "poe": [g([[0]])]}
+    results = score_tasks([mixed, task("hidden", [None])], preds + predictions(task("hidden", [None]), [[[[1]]]]))
+    assert results["tasks"]["mixed"]["score"] == 0.5  # of the two known: the first (by attempt_2), not the third
+    assert results["score"] == 0.5 and results["tasks_scored"] == 1
+    assert results["score_pass1"] == 0.0  # the first attempts are all wrong
+    assert results["score_by_selection"] == {"poe": 0.0, "vote": 0.5}
+    nothing_known = score_tasks([task("hidden", [None])], predictions(task("hidden", [None]), [[[[1]]]]))
+    assert (nothing_known["score"], nothing_known["score_pass1"], nothing_known["tasks_scored"]) == (None, None, 0)
+
+
 # demo [[1,2]] -> [[3],[4]]; test [[5]] -> [[6,7]]: prompt ends at the test's O
 SMALL = Example("small", 0, [Pair(g([[1, 2]]), g([[3], [4]]))], Pair(g([[5]]), g([[6, 7]])))
 
