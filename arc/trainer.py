@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -72,7 +72,6 @@ class TrainConfig:
     eval_every: int = 100  # steps between eval-loss measurements (and at the end)
     save_every: int = 100  # steps between checkpoints (and at the end)
     stop_at_step: int | None = None  # leave early after this step with a resumable checkpoint
-    extra: dict = field(default_factory=dict)  # free-form notes saved with the config (e.g. the preset name)
 
 
 def build_model(cfg: TrainConfig, device: torch.device) -> tuple[Transformer, dict]:

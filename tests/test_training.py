@@ -186,7 +186,6 @@ def test_cli_flags_parse_to_typed_values():
 def test_cli_unset_flags_are_absent():
     assert parse([]) == {}
     assert parse(["--augment"]) == {"augment": True}
-    assert "extra" not in parse([])  # free-form dict fields are not flags
 
 
 def test_cli_rejects_bad_values():
