@@ -25,8 +25,9 @@ import numpy as np
 
 from arc.data import Example, Grid, Pair
 
-# Numpy views, not copies: the colour lookup in apply_grid/invert_grid makes the one copy.
-_VIEWS: tuple[Callable[[Grid], Grid], ...] = (
+# The 8 transforms as numpy views of the grid, not copies: the colour lookup in apply_grid/invert_grid
+# makes the one copy.
+_TRANSFORMS: tuple[Callable[[Grid], Grid], ...] = (
     lambda g: g,
     lambda g: np.rot90(g, 1),
     lambda g: np.rot90(g, 2),
@@ -70,11 +71,11 @@ class Augmentation:
     def apply_grid(self, grid: Grid) -> Grid:
         # Fancy indexing allocates the result, so the view needs no copy of its own; it may come out
         # non-contiguous for transposed views, hence ascontiguousarray (a no-op when it already is).
-        return np.ascontiguousarray(self._lut[_VIEWS[self.transform](grid)])
+        return np.ascontiguousarray(self._lut[_TRANSFORMS[self.transform](grid)])
 
     def invert_grid(self, grid: Grid) -> Grid:
         """Map a grid from the augmented frame back to the original one (e.g. a prediction)."""
-        return np.ascontiguousarray(self._inverse_lut[_VIEWS[_INVERSE[self.transform]](grid)])
+        return np.ascontiguousarray(self._inverse_lut[_TRANSFORMS[_INVERSE[self.transform]](grid)])
 
     def _pair(self, pair: Pair) -> Pair:
         output = None if pair.output is None else self.apply_grid(pair.output)

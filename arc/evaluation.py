@@ -112,7 +112,7 @@ class EvalConfig:
     split: str = "evaluation"  # training | evaluation (for arc1/arc2)
     task_set: str | None = None  # seed20 | all (default: seed20 on arc1 evaluation, else all)
     tasks: tuple[str, ...] = ()  # explicit task ids, comma-separated (overrides --task-set)
-    limit: int | None = None  # keep only the first N tasks
+    max_tasks: int | None = None  # keep only the first N tasks
     max_len: int | None = None  # context budget per example (default: the model's max_len)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default)
@@ -168,9 +168,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     all_tasks = load_tasks(cfg.data, cfg.split)
     if cfg.tasks:
         task_set = "selected"
-        tasks = select_tasks(all_tasks, ids=list(cfg.tasks), limit=cfg.limit)
+        tasks = select_tasks(all_tasks, ids=list(cfg.tasks), limit=cfg.max_tasks)
     else:
-        tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.limit)
+        tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.max_tasks)
     examples = [e for t in tasks for e in t.examples()]
     step, d = config.get("step"), cfg.decoding
     method = (f"{d.decode}, {d.views} view(s), select {d.select}, {d.attempts} attempt(s)"

@@ -187,11 +187,11 @@ def test_evaluate_untrained_checkpoint_writes_results_json(untrained_checkpoint,
     assert [len(submission[k]) for k in ("aaa", "bbb")] == [1, 2]
 
 
-def test_evaluate_selected_ids_and_limit(untrained_checkpoint, tmp_path):
+def test_evaluate_selected_ids_and_max_tasks(untrained_checkpoint, tmp_path):
     data = eval_tasks(tmp_path)
     common = dict(checkpoint=untrained_checkpoint, data=data, device="cpu", precision="fp32")
     assert evaluate(EvalConfig(**common, tasks=("bbb",), out=str(tmp_path / "o1")))["tasks_total"] == 1
-    assert list(evaluate(EvalConfig(**common, task_set="all", limit=1, out=str(tmp_path / "o2")))["tasks"]) == ["aaa"]
+    assert list(evaluate(EvalConfig(**common, task_set="all", max_tasks=1, out=str(tmp_path / "o2")))["tasks"]) == ["aaa"]
 
 
 def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint, tmp_path):
@@ -206,8 +206,8 @@ def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint,
 def test_eval_cli_flags():
     parser = argparse.ArgumentParser()
     add_config_flags(parser, EvalConfig)
-    given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--limit", "3", "--max-len", "256"]), EvalConfig)
-    assert given == {"tasks": ("a1", "b2"), "limit": 3, "max_len": 256}
+    given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--max-tasks", "3", "--max-len", "256"]), EvalConfig)
+    assert given == {"tasks": ("a1", "b2"), "max_tasks": 3, "max_len": 256}
     assert given_flags(parser.parse_args([]), EvalConfig) == {}
 
 
