@@ -106,8 +106,8 @@ def write_results(results: dict, out: Path) -> Path:
 
 @dataclass
 class EvalConfig:
-    checkpoint: str | None = None  # checkpoint folder (default: the newest run under checkpoints/)
-    adapter: str | None = None  # a LoRA run folder whose adapter goes on top of the checkpoint
+    checkpoint: str | None = None  # checkpoint folder (default: the adapter's base with --adapter, else the newest run under checkpoints/)
+    adapter: str | None = None  # a LoRA run folder whose adapter goes on top of its base checkpoint (--checkpoint, when given, must be that base)
     data: str = "arc1"  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
     split: str = "evaluation"  # training | evaluation (for arc1/arc2)
     task_set: str | None = None  # seed20 | all (default: seed20 on arc1 evaluation, else all)
@@ -152,11 +152,16 @@ def predict_tasks(model, tokenizer, tasks: list[Task], cfg: EvalConfig, max_len:
 def evaluate(cfg: EvalConfig) -> dict:
     device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
-    checkpoint = cfg.checkpoint or newest_checkpoint()
-    if cfg.adapter and cfg.checkpoint:
-        adapter_base = read_config(cfg.adapter)["base"]
-        if Path(adapter_base).resolve() != Path(checkpoint).resolve():
-            raise ValueError(f"adapter {cfg.adapter} was trained on {adapter_base}, not on {checkpoint}")
+    if cfg.adapter:
+        # load_model puts the adapter on the base its run recorded: that is the checkpoint evaluated
+        base = read_config(cfg.adapter).get("base")
+        if base is None:
+            raise ValueError(f"--adapter {cfg.adapter}: not a LoRA run folder (its config.json names no base checkpoint)")
+        if cfg.checkpoint and Path(base).resolve() != Path(cfg.checkpoint).resolve():
+            raise ValueError(f"adapter {cfg.adapter} was trained on {base}, not on {cfg.checkpoint}")
+        checkpoint = cfg.checkpoint or base
+    else:
+        checkpoint = cfg.checkpoint or newest_checkpoint()
     model, tokenizer, config = load_model(cfg.adapter or checkpoint, device)
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()

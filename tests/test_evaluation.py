@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from arc.checkpoint import save_checkpoint
+from arc.checkpoint import load_model, save_checkpoint
 from arc.cli import add_config_flags, given_flags
 from arc.data import Example, Pair, Task
 from arc.data import load_tasks
@@ -19,6 +19,7 @@ from arc.predict import DecodeConfig, Prediction, predict
 
 def predict_greedy(model, tok, examples, max_len, batch_size=8):
     return predict(model, tok, examples, max_len, DecodeConfig(batch_size=batch_size))
+from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import Transformer
 from arc.tokenizer import END, OUTPUT, ROW, GridTokenizer
 from conftest import TINY, bigram_model, write_tasks
@@ -192,6 +193,23 @@ def test_evaluate_selected_ids_and_max_tasks(untrained_checkpoint, tmp_path):
     common = dict(checkpoint=untrained_checkpoint, data=data, device="cpu", precision="fp32")
     assert evaluate(EvalConfig(**common, tasks=("bbb",), out=str(tmp_path / "o1")))["tasks_total"] == 1
     assert list(evaluate(EvalConfig(**common, task_set="all", max_tasks=1, out=str(tmp_path / "o2")))["tasks"]) == ["aaa"]
+
+
+def test_evaluate_adapter_alone_uses_and_records_its_base(untrained_checkpoint, tmp_path, monkeypatch):
+    model, tok, _ = load_model(untrained_checkpoint)
+    add_lora(model, rank=2, alpha=32.0)
+    lora = {"rank": 2, "alpha": 32.0, "dropout": 0.0, "targets": list(DEFAULT_TARGETS)}
+    adapter = str(tmp_path / "lora")
+    save_checkpoint(adapter, model, {"model": asdict(TINY), "step": 0, "base": untrained_checkpoint, "lora": lora}, tok, lora=True)
+    monkeypatch.chdir(tmp_path / "lora")  # no checkpoints/ folder here: nothing to fall back on
+    common = dict(adapter=adapter, data=eval_tasks(tmp_path), task_set="all", device="cpu", precision="fp32")
+    results = evaluate(EvalConfig(**common, out=str(tmp_path / "o1")))
+    assert (results["checkpoint"], results["adapter"]) == (untrained_checkpoint, adapter)
+    assert json.loads((tmp_path / "o1" / "results.json").read_text())["checkpoint"] == untrained_checkpoint
+    with pytest.raises(ValueError, match="was trained on"):
+        evaluate(EvalConfig(**common, checkpoint=adapter, out=str(tmp_path / "o2")))
+    with pytest.raises(ValueError, match="not a LoRA run folder"):
+        evaluate(EvalConfig(**{**common, "adapter": untrained_checkpoint}, out=str(tmp_path / "o3")))
 
 
 def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint, tmp_path):
