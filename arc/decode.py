@@ -28,11 +28,11 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 
 # Whether greedy_decode runs its one-token steps through torch.compile (Transformer.decode_step). Off by
-# default: on the project's 2-core CPU a compiled step was 1.2-1.7x faster than eager for the default
-# model and 1.0-1.1x for the 5M model (reading its weights and cache dominates), but each of its graphs
-# (one for batch 1, one for larger batches, per model shape) took 30-40 s to compile cold, so it pays
-# only on long runs. On CUDA, where eager decoding is bound by kernel launches, it should pay at once
-# (not measured yet). Pass compile= to greedy_decode, or set ARC_COMPILE_DECODE=1 in the environment
+# default: on CPU a compiled step is only somewhat faster than eager (least for larger models, where
+# reading the weights and the cache dominates), but each of its graphs (one for batch 1, one for larger
+# batches, per model shape) takes tens of seconds to compile cold, so it pays only on long runs
+# (RESULTS.md, "Figures behind the code's defaults"). On CUDA, where eager decoding is bound by kernel
+# launches, it should pay at once (not measured yet). Pass compile= to greedy_decode, or set ARC_COMPILE_DECODE=1 in the environment
 # (reaches every process, e.g. bench/speed.py's cases).
 COMPILE = os.environ.get("ARC_COMPILE_DECODE", "0") == "1"
 _compiled = None  # torch.compile(Transformer.decode_step), made on first use; False once compiling failed
@@ -47,8 +47,8 @@ def one_token_step(model: Transformer, cache: KVCache, compile: bool) -> Callabl
     global _compiled
     if compile and _compiled is None:
         # dynamic: one graph for every cache length and batch size (batch 1 gets its own), not a recompile
-        # per decode call; cpp_wrapper: the graph's kernels are called from C++ rather than Python
-        # (measured ~0.5 ms less per step for the default model on CPU)
+        # per decode call; cpp_wrapper: the graph's kernels are called from C++ rather than Python, which
+        # saves per-step overhead (RESULTS.md)
         _compiled = torch.compile(Transformer.decode_step, dynamic=True, fullgraph=True, options={"cpp_wrapper": True})
     at = torch.tensor([cache.length], device=cache.slots.device)  # the slot the next token goes to
 
