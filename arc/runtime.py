@@ -57,9 +57,10 @@ def autocast(device_type: str, dtype: torch.dtype | None):
 
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """torch.compile the model for training (fuses RoPE, RMSNorm and SwiGLU's elementwise work), with
-    dynamic shapes so batches of any length reuse one graph. It pays most with several threads on a busy
-    machine, where eager's many small parallel ops suffer most (RESULTS.md). A warm-up forward/backward on a tiny batch proves it works
-    on this machine's toolchain; on failure we fall back to eager with a message."""
+    dynamic shapes so batches of any length reuse one graph. It pays most with several threads on a
+    busy machine, where eager's many small parallel ops suffer most (RESULTS.md). A warm-up
+    forward/backward on a tiny batch proves it works on this machine's toolchain; on failure we fall
+    back to eager with a message."""
     if not enabled:
         return model
     compiled = torch.compile(model, dynamic=True)
