@@ -23,14 +23,11 @@ from typing import Callable
 
 import numpy as np
 
-from arc.data import Example, Grid, Pair, Task
+from arc.data import Example, Grid, Pair
 
-D8_NAMES: tuple[str, ...] = (
-    "identity", "rot90", "rot180", "rot270", "transpose", "flip_lr", "flip_ud", "anti_transpose",
-)
-
-# Views, not copies: d8_apply copies once at the end, so each transform costs a single allocation.
-_VIEWS: tuple[Callable[[Grid], Grid], ...] = (
+# The 8 transforms as numpy views of the grid, not copies: the colour lookup in apply_grid/invert_grid
+# makes the one copy.
+_TRANSFORMS: tuple[Callable[[Grid], Grid], ...] = (
     lambda g: g,
     lambda g: np.rot90(g, 1),
     lambda g: np.rot90(g, 2),
@@ -42,23 +39,6 @@ _VIEWS: tuple[Callable[[Grid], Grid], ...] = (
 )
 _INVERSE: tuple[int, ...] = (0, 3, 2, 1, 4, 5, 6, 7)
 N_COLOURS = 10
-
-
-def _check_transform(k: int) -> None:
-    if not 0 <= k < 8:
-        raise ValueError(f"D8 transform must be in 0..7, got {k}")
-
-
-def d8_apply(grid: Grid, k: int) -> Grid:
-    """Transform k of the grid (see the module docstring), as a new C-contiguous array."""
-    _check_transform(k)
-    return _VIEWS[k](grid).copy()
-
-
-def d8_invert(grid: Grid, k: int) -> Grid:
-    """Undo transform k: d8_invert(d8_apply(g, k), k) == g."""
-    _check_transform(k)
-    return _VIEWS[_INVERSE[k]](grid).copy()
 
 
 @dataclass(frozen=True)
@@ -76,7 +56,8 @@ class Augmentation:
     _inverse_lut: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_transform(self.transform)
+        if not 0 <= self.transform < 8:
+            raise ValueError(f"D8 transform must be in 0..7, got {self.transform}")
         if sorted(self.colours) != list(range(N_COLOURS)):
             raise ValueError(f"colours must be a permutation of 0..9, got {self.colours}")
         if sorted(self.order) != list(range(len(self.order))):
@@ -87,37 +68,24 @@ class Augmentation:
         object.__setattr__(self, "_lut", lut)
         object.__setattr__(self, "_inverse_lut", inverse)
 
-    @property
-    def is_identity(self) -> bool:
-        return (
-            self.transform == 0
-            and self.colours == tuple(range(N_COLOURS))
-            and self.order == tuple(range(len(self.order)))
-        )
-
     def apply_grid(self, grid: Grid) -> Grid:
         # Fancy indexing allocates the result, so the view needs no copy of its own; it may come out
         # non-contiguous for transposed views, hence ascontiguousarray (a no-op when it already is).
-        return np.ascontiguousarray(self._lut[_VIEWS[self.transform](grid)])
+        return np.ascontiguousarray(self._lut[_TRANSFORMS[self.transform](grid)])
 
     def invert_grid(self, grid: Grid) -> Grid:
         """Map a grid from the augmented frame back to the original one (e.g. a prediction)."""
-        return np.ascontiguousarray(self._inverse_lut[_VIEWS[_INVERSE[self.transform]](grid)])
+        return np.ascontiguousarray(self._inverse_lut[_TRANSFORMS[_INVERSE[self.transform]](grid)])
 
     def _pair(self, pair: Pair) -> Pair:
         output = None if pair.output is None else self.apply_grid(pair.output)
         return Pair(self.apply_grid(pair.input), output)
 
-    def _demos(self, train: list[Pair]) -> list[Pair]:
-        if len(train) != len(self.order):
-            raise ValueError(f"augmentation orders {len(self.order)} demonstrations, got {len(train)}")
-        return [self._pair(train[i]) for i in self.order]
-
     def apply(self, example: Example) -> Example:
-        return Example(example.task_id, example.test_index, self._demos(example.train), self._pair(example.test))
-
-    def apply_task(self, task: Task) -> Task:
-        return Task(task.id, self._demos(task.train), [self._pair(p) for p in task.test])
+        if len(example.train) != len(self.order):
+            raise ValueError(f"augmentation orders {len(self.order)} demonstrations, got {len(example.train)}")
+        train = [self._pair(example.train[i]) for i in self.order]
+        return Example(example.task_id, example.test_index, train, self._pair(example.test))
 
 
 def identity_augmentation(n_train: int) -> Augmentation:

@@ -7,35 +7,23 @@ A checkpoint folder holds
     tokenizer.json      the grid tokenizer (loads with tokenizers.Tokenizer.from_file)
     train_state.pt      optimizer and RNG state, for --resume (not needed to evaluate)
 
-Every file is written to a temporary name and renamed into place (os.replace is atomic on POSIX), and
+Every file is written to a temporary name, flushed to disk and renamed into place (arc.files), and
 config.json is renamed last: a crash part-way leaves either the old or the new version of each file,
 and the step recorded inside each file tells `load_train_state` whether they belong together.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from arc.files import atomic_write
 from arc.lora import add_lora, load_adapter, save_adapter
 from arc.model import ModelConfig, Transformer
 from arc.tokenizer import GridTokenizer
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), flush it to disk, then rename it over path."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left over when something failed before the rename
 
 
 def save_checkpoint(
@@ -59,7 +47,7 @@ def save_checkpoint(
     if train_state is not None:
         atomic_write(folder / "train_state.pt", lambda p: torch.save({**train_state, "step": config["step"]}, p))
     text = json.dumps(config, indent=2)
-    atomic_write(folder / "config.json", lambda p: Path(p).write_text(text))
+    atomic_write(folder / "config.json", lambda p: p.write_text(text))
 
 
 def read_config(folder: str | Path) -> dict:

@@ -317,11 +317,6 @@ def task_fingerprint(task: Task) -> str:
     return hashlib.sha1(b"train|" + b"|".join(demos) + b"|test|" + b"|".join(tests)).hexdigest()
 
 
-def example_count(tasks: list[Task]) -> int:
-    """How many Examples the tasks yield (one per test input)."""
-    return sum(len(t.test) for t in tasks)
-
-
 def overlapping(train: list[Task], evaluated: list[Task]) -> list[tuple[Task, str]]:
     """Training tasks that match an evaluated task by id or by content, each with the reason."""
     ids = {t.id for t in evaluated}

@@ -6,7 +6,8 @@ of k: each view yields a candidate answer, which the view's exact inverse maps b
 frame. Two ways to pick the two submitted attempts from the candidates (after the ARChitects,
 "Product of Experts", 2025):
 
-    vote                 count how many views produced each distinct grid; most votes first.
+    vote                 count how many views produced each distinct grid; most votes first (ties:
+                         the lower NLL when decoding scored them, then the first seen).
     product of experts   score every distinct candidate under K views: transform the task AND the
                          candidate with the same augmentation and take the model's negative
                          log-likelihood of the candidate as the answer. Sum over the views (a product
@@ -21,7 +22,9 @@ Scoring is teacher-forced: one forward per batch of (candidate, view) rows, no d
 """
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+from dataclasses import dataclass, replace
+from typing import Hashable, Iterable
 
 import numpy as np
 import torch
@@ -137,19 +140,34 @@ def product_of_experts(nll: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def vote(candidates_per_view: list[list[Grid]]) -> list[tuple[Grid, int]]:
-    """Distinct grids with the number of views that produced them, most votes first (ties: the grid
-    seen first wins). A view votes at most once for a grid, however often it produced it."""
-    counts: dict[tuple, list] = {}  # key -> [grid, votes]; dicts keep first-appearance order
-    for grids in candidates_per_view:
-        voted: set[tuple] = set()
-        for grid in grids:
-            key = grid_key(grid)
-            if key not in voted:
-                voted.add(key)
-                counts.setdefault(key, [grid, 0])[1] += 1
-    ranked = sorted(counts.values(), key=lambda item: -item[1])  # sorted() is stable: ties keep order
-    return [(grid, votes) for grid, votes in ranked]
+@dataclass
+class Pooled:
+    """One distinct candidate grid of a test input, in the original frame."""
+
+    grid: Grid
+    voters: set  # the views that produced it
+    nll: float = math.inf  # the lowest NLL it was produced with; inf when no producer scored it
+
+    @property
+    def votes(self) -> int:
+        return len(self.voters)
+
+
+def pool_candidates(candidates: Iterable[tuple[Hashable, Grid, float]]) -> list[Pooled]:
+    """The distinct grids among (voter, grid, nll) candidates, in the order first seen. A voter counts
+    once for a grid however often it produced it; an nll of nan means unscored (greedy decoding)."""
+    pool: dict[tuple, Pooled] = {}  # dicts keep first-appearance order
+    for voter, grid, nll in candidates:
+        entry = pool.setdefault(grid_key(grid), Pooled(grid, set()))
+        entry.voters.add(voter)
+        entry.nll = min(entry.nll, nll) if not math.isnan(nll) else entry.nll
+    return list(pool.values())
+
+
+def vote(pool: list[Pooled]) -> list[Pooled]:
+    """The pool ranked by votes, most first; among equal votes the lower NLL (when scored), then the
+    order given (first seen: the identity view's candidates come first)."""
+    return sorted(pool, key=lambda entry: (-entry.votes, entry.nll))  # sorted() is stable: ties keep order
 
 
 def choose_attempts(grids: list[Grid], scores: np.ndarray | list[float], n: int = 2,

@@ -17,28 +17,34 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from arc.checkpoint import load_model, read_config
 from arc.data import Task, grids_equal, load_tasks, select_tasks
+from arc.files import atomic_write_text
 from arc.lora import merge_lora
 from arc.predict import DecodeConfig, Prediction, predict
 from arc.rows import Rows, heldout_rows, make_rows
 from arc.runtime import autocast_dtype, resolve_device
+from arc.scoring import output_token_loss
 from arc.submission import build_submission, write_submission
-from arc.trainer import output_token_loss
 from arc.ttt import TTTConfig, task_adapter
 
 
-def _task_scores(tasks: list[Task], by_task: dict[str, list[Prediction]], answered) -> list[float]:
-    """Per task with known outputs: the fraction of its test inputs that `answered(prediction)` says are right."""
-    scores = []
-    for task in tasks:
-        known = [answered(p) for p in by_task.get(task.id, []) if p.example.test.output is not None]
-        if known:
-            scores.append(sum(known) / len(known))
-    return scores
+def task_score(predictions: list[Prediction], answered: Callable[[Prediction], bool]) -> float | None:
+    """One task's ARC score: the fraction of its test inputs with a known output that `answered` says are
+    right; None when no output is known."""
+    known = [answered(p) for p in predictions if p.example.test.output is not None]
+    return sum(known) / len(known) if known else None
+
+
+def mean_score(tasks: list[Task], by_task: dict[str, list[Prediction]], answered: Callable[[Prediction], bool]) -> float | None:
+    """The set's ARC score: the mean task_score over the tasks with a known output; None without any."""
+    scores = [task_score(by_task.get(t.id, []), answered) for t in tasks]
+    known = [s for s in scores if s is not None]
+    return float(np.mean(known)) if known else None
 
 
 def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
@@ -48,34 +54,27 @@ def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
     by_task: dict[str, list[Prediction]] = {}
     for p in predictions:
         by_task.setdefault(p.example.task_id, []).append(p)
-    per_task, scores = {}, []
+    per_task = {}
     for task in tasks:
         preds = sorted(by_task.get(task.id, []), key=lambda p: p.example.test_index)
-        correct = [p.correct for p in preds]
-        known = [c for c in correct if c is not None]
-        task_score = sum(known) / len(known) if known else None
-        if task_score is not None:
-            scores.append(task_score)
         per_task[task.id] = {
-            "score": task_score,
+            "score": task_score(preds, lambda p: p.correct),
             "tests": [
                 {"attempts": [a.tolist() for a in p.attempts], "correct": p.correct, "status": p.status,
                  "prompt_tokens": p.prompt_tokens, "candidates": p.candidates, "votes": p.votes}
                 for p in preds
             ],
         }
-    mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
-    pass1 = _task_scores(tasks, by_task, lambda p: bool(p.attempts) and grids_equal(p.attempts[0], p.example.test.output))
+    scores = [entry["score"] for entry in per_task.values() if entry["score"] is not None]
     methods = sorted({m for p in predictions for m in p.attempts_by})
-    by_method = {m: mean(_task_scores(tasks, by_task, lambda p, m=m: any(
-        grids_equal(a, p.example.test.output) for a in p.attempts_by.get(m, [])))) for m in methods}
     return {
         "tasks_total": len(tasks),
         "tasks_scored": len(scores),  # tasks whose true outputs are known
         "tasks_solved": sum(s == 1.0 for s in scores),
-        "score": mean(scores),
-        "score_pass1": mean(pass1),
-        "score_by_selection": by_method,
+        "score": mean_score(tasks, by_task, lambda p: p.correct),
+        "score_pass1": mean_score(tasks, by_task, lambda p: bool(p.attempts) and grids_equal(p.attempts[0], p.example.test.output)),
+        "score_by_selection": {m: mean_score(tasks, by_task, lambda p, m=m: any(
+            grids_equal(a, p.example.test.output) for a in p.attempts_by.get(m, []))) for m in methods},
         "tasks": per_task,
     }
 
@@ -101,21 +100,19 @@ def print_table(results: dict) -> None:
 def write_results(results: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    tmp = path.with_name("results.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=1))
     return path
 
 
 @dataclass
 class EvalConfig:
-    checkpoint: str | None = None  # checkpoint folder (default: the newest run under checkpoints/)
-    adapter: str | None = None  # a LoRA run folder whose adapter goes on top of the checkpoint
+    checkpoint: str | None = None  # checkpoint folder (default: the adapter's base with --adapter, else the newest run under checkpoints/)
+    adapter: str | None = None  # a LoRA run folder whose adapter goes on top of its base checkpoint (--checkpoint, when given, must be that base)
     data: str = "arc1"  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
     split: str = "evaluation"  # training | evaluation (for arc1/arc2)
     task_set: str | None = None  # seed20 | all (default: seed20 on arc1 evaluation, else all)
     tasks: tuple[str, ...] = ()  # explicit task ids, comma-separated (overrides --task-set)
-    limit: int | None = None  # keep only the first N tasks
+    max_tasks: int | None = None  # keep only the first N tasks
     max_len: int | None = None  # context budget per example (default: the model's max_len)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default)
@@ -156,11 +153,16 @@ def predict_tasks(model, rows: Rows, tasks: list[Task], cfg: EvalConfig, max_len
 def evaluate(cfg: EvalConfig) -> dict:
     device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
-    checkpoint = cfg.checkpoint or newest_checkpoint()
-    if cfg.adapter and cfg.checkpoint:
-        adapter_base = read_config(cfg.adapter)["base"]
-        if Path(adapter_base).resolve() != Path(checkpoint).resolve():
-            raise ValueError(f"adapter {cfg.adapter} was trained on {adapter_base}, not on {checkpoint}")
+    if cfg.adapter:
+        # load_model puts the adapter on the base its run recorded: that is the checkpoint evaluated
+        base = read_config(cfg.adapter).get("base")
+        if base is None:
+            raise ValueError(f"--adapter {cfg.adapter}: not a LoRA run folder (its config.json names no base checkpoint)")
+        if cfg.checkpoint and Path(base).resolve() != Path(cfg.checkpoint).resolve():
+            raise ValueError(f"adapter {cfg.adapter} was trained on {base}, not on {cfg.checkpoint}")
+        checkpoint = cfg.checkpoint or base
+    else:
+        checkpoint = cfg.checkpoint or newest_checkpoint()
     model, tokenizer, config = load_model(cfg.adapter or checkpoint, device)
     layout = config.get("training", {}).get("layout", "in_context")  # checkpoints before the pair layout: in-context
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
@@ -173,9 +175,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     all_tasks = load_tasks(cfg.data, cfg.split)
     if cfg.tasks:
         task_set = "selected"
-        tasks = select_tasks(all_tasks, ids=list(cfg.tasks), limit=cfg.limit)
+        tasks = select_tasks(all_tasks, ids=list(cfg.tasks), limit=cfg.max_tasks)
     else:
-        tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.limit)
+        tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.max_tasks)
     examples = [e for t in tasks for e in t.examples()]
     rows = make_rows(layout, tokenizer)
     task_index = {task_id: i for i, task_id in enumerate(config.get("task_ids", []))}

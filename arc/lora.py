@@ -12,13 +12,14 @@ Because LoRALinear wraps the base layer, a wrapped layer's weight moves from `<p
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from arc.files import atomic_write
 
 # The model's attention projections and SwiGLU MLP projections.
 DEFAULT_TARGETS: tuple[str, ...] = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
@@ -153,9 +154,7 @@ def save_adapter(model: nn.Module, path: str, metadata: dict[str, str]) -> None:
     tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
     if not tensors:
         raise ValueError("save_adapter: the model has no LoRA modules (call add_lora first)")
-    tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_adapter(model: nn.Module, path: str) -> dict[str, str]:

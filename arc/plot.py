@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+from arc.files import atomic_write_text
+
 WIDTH, HEIGHT, MARGIN = 720, 400, 60
 
 
@@ -68,4 +70,4 @@ def write_loss_svg(metrics_path: Path, out_path: Path, title: str) -> None:
     train, evals = read_metrics(metrics_path)
     svg = loss_svg(train, evals, title)
     if svg:
-        out_path.write_text(svg)
+        atomic_write_text(out_path, svg)

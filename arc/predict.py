@@ -15,11 +15,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from arc.data import Example, Grid, grids_equal
 from arc.decode import greedy_decode
-from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts
+from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, pool_candidates, product_of_experts, vote
 from arc.rows import Rows, answer_limit
 from arc.search import dfs_decode, sample_decode
 from arc.tokenizer import END, PAD, GridTokenizer
@@ -139,8 +137,8 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
             limit = answer_limit(fitted, cfg.limit_slack)
             jobs.append(_Job(i, v, prompt, min(limit, max_len - len(prompt)), task, view.transform))
 
-    # pool each example's candidates in the original frame: key -> [grid, views that produced it, best nll]
-    pools: list[dict[tuple, list]] = [{} for _ in examples]
+    # each example's candidates in the original frame, with the view that produced them and their NLL
+    candidates: list[list[tuple[int, Grid, float]]] = [[] for _ in examples]
     failures: list[set[str]] = [set() for _ in examples]
     for job, outputs in zip(jobs, _generate(model, jobs, cfg, amp_dtype)):
         for tokens, nll in outputs:
@@ -149,9 +147,8 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
                 failures[job.example_index].add(why)
                 continue
             grid = views_of[job.example_index][job.view_index].invert_grid(grid)
-            entry = pools[job.example_index].setdefault(grid_key(grid), [grid, set(), float("inf")])
-            entry[1].add(job.view_index)
-            entry[2] = min(entry[2], nll) if not np.isnan(nll) else entry[2]
+            candidates[job.example_index].append((job.view_index, grid, nll))
+    pools = [pool_candidates(found) for found in candidates]
 
     for i, (pred, pool) in enumerate(zip(predictions, pools)):
         if not pool:
@@ -159,12 +156,8 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
             reasons = "; ".join(sorted(failures[i])) or "no complete output found"
             pred.status = "too long for the context" if pred.prompt_tokens == 0 else f"no valid output ({reasons})"
             continue
-        grids = [entry[0] for entry in pool.values()]
-        votes = [len(entry[1]) for entry in pool.values()]
-        nlls = [entry[2] for entry in pool.values()]
-        # most votes first; among equal votes the likelier (when scored), then the first seen
-        by_vote = sorted(range(len(grids)), key=lambda k: (-votes[k], nlls[k], k))
-        pred.attempts_by["vote"] = [grids[k] for k in by_vote[: cfg.attempts]]
+        grids = [entry.grid for entry in pool]
+        pred.attempts_by["vote"] = [entry.grid for entry in vote(pool)[: cfg.attempts]]
         if cfg.select == "poe":
             score_views = make_views(len(pred.example.train), cfg.score_views, cfg.seed + 7919 * (i + 1), cover_transforms=pair)
             nll = candidate_nll(model, rows, pred.example, grids, score_views, max_len, cfg.batch_size, amp_dtype,
@@ -174,5 +167,6 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
             raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")
         pred.attempts = pred.attempts_by[cfg.select]
         pred.candidates = len(grids)
-        pred.votes = [len(pool[grid_key(a)][1]) for a in pred.attempts]
+        votes = {grid_key(entry.grid): entry.votes for entry in pool}
+        pred.votes = [votes[grid_key(a)] for a in pred.attempts]
     return predictions

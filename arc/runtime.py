@@ -2,13 +2,13 @@
 
 bf16 autocast is used on CUDA, and on CPUs with AMX (Intel Sapphire Rapids and later), whose tile
 units make bf16 matmuls several times faster than fp32. On other CPUs bf16 matmuls are emulated and
-can be 100x slower than fp32 (measured on this project's AMD EPYC development machine: 0.9 vs 118
-GFLOP/s), so there we stay in fp32.
+far slower than fp32 (RESULTS.md, "The hardware's own limits"), so there we stay in fp32.
 """
 from __future__ import annotations
 
 import functools
 import random
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -17,8 +17,8 @@ import torch
 def resolve_device(name: str = "auto", threads: int = 0) -> torch.device:
     """The torch device for `name`; threads > 0 sets torch's CPU thread count. On a shared machine
     one thread per process is far better than several: with another busy process, the threads of
-    each parallel op wait on each other at every barrier (measured: a decode step went from 18 ms
-    with 1 thread to 160 ms with 2 while a training run held the other core)."""
+    each parallel op wait on each other at every barrier (RESULTS.md, "Figures behind the code's
+    defaults")."""
     if threads > 0:
         torch.set_num_threads(threads)
     if name == "auto":
@@ -49,12 +49,18 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if device.type == "cpu" and cpu_has_amx() else None
 
 
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """A context running its body under autocast to dtype on device_type ("cpu", "cuda"); with
+    dtype None, a context that changes nothing (plain fp32)."""
+    return torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext()
+
+
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """torch.compile the model for training (fuses RoPE, RMSNorm and SwiGLU's elementwise work), with
-    dynamic shapes so batches of any length reuse one graph. Measured on the 2-core CPU: 1.2x faster per
-    step on one thread (bench/results.md), 4x on two threads of a busy machine, where eager's many
-    small parallel ops suffer most. A warm-up forward/backward on a tiny batch proves it works
-    on this machine's toolchain; on failure we fall back to eager with a message."""
+    dynamic shapes so batches of any length reuse one graph. It pays most with several threads on a
+    busy machine, where eager's many small parallel ops suffer most (RESULTS.md). A warm-up
+    forward/backward on a tiny batch proves it works on this machine's toolchain; on failure we fall
+    back to eager with a message."""
     if not enabled:
         return model
     compiled = torch.compile(model, dynamic=True)

@@ -1,18 +1,17 @@
 """Teacher-forced scoring of encoded rows: the summed negative log-likelihood of each row's targets.
 
-One forward per batch, no decoding. Two callers: the eval loss (arc.trainer.output_token_loss: the
-mean per output token over held-out test outputs) and product-of-experts re-scoring
+One forward per batch, no decoding. Two callers: the eval loss (output_token_loss: the mean per
+output token over held-out test outputs) and product-of-experts re-scoring
 (arc.ensemble.candidate_nll: each candidate answer's NLL under each augmented view).
 """
 from __future__ import annotations
-
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from arc.rows import IGNORE, EncodedRow, collate
+from arc.runtime import autocast
 
 
 @torch.no_grad()
@@ -26,7 +25,6 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
     nll, counts = np.zeros(len(rows), dtype=np.float64), np.zeros(len(rows), dtype=np.int64)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
     device = next(model.parameters()).device
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     was_training = model.training
     model.eval()
     try:
@@ -34,7 +32,7 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
             chunk = order[start : start + batch_size]
             batch = collate([rows[i] for i in chunk]).to(device)
             targets = batch.targets
-            with amp:
+            with autocast(device.type, autocast_dtype):
                 logits = model(batch.inputs, task=batch.task, transform=batch.transform)
             per_token = F.cross_entropy(  # (B * T,), zero where the target is IGNORE
                 logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
@@ -44,3 +42,9 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
     finally:
         model.train(was_training)
     return nll, counts
+
+
+def output_token_loss(model, rows: list[EncodedRow], amp_dtype: torch.dtype | None = None, batch_size: int = 8) -> float:
+    """Mean cross-entropy per output token over rows (the eval loss), on the model's device."""
+    nll, counts = row_nll(model, rows, batch_size, amp_dtype)
+    return float(nll.sum() / max(int(counts.sum()), 1))

@@ -1,23 +1,23 @@
-"""The ARC Prize submission file: build it, check its format, write it, and score it.
+"""The ARC Prize submission file: build it, check its format, write it.
 
 The Kaggle format is one JSON object mapping each task id to a list with one entry per test input, in
 the task's test order; each entry holds exactly two attempts as lists of rows of ints:
 
     {"00576224": [{"attempt_1": [[1, 2], [3, 4]], "attempt_2": [[0]]}], ...}
 
-A test input counts as solved when either attempt equals its true output (pass@2); a task's score is
-the fraction of its test inputs solved, and the overall score is the mean over tasks. A malformed file
-scores nothing at all, so validate_submission checks everything the format requires before writing.
+A test input counts as solved when either attempt equals its true output (pass@2; arc.evaluation
+scores the attempts). A malformed file scores nothing at all, so validate_submission checks everything
+the format requires before writing.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from arc.data import Grid, Task, grids_equal, parse_grid
+from arc.data import Grid, Task, parse_grid
+from arc.files import atomic_write_text
 
 ATTEMPTS = ("attempt_1", "attempt_2")
 
@@ -84,36 +84,5 @@ def write_submission(path: str | Path, submission: dict) -> Path:
     validate_submission(submission)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(submission))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(submission))
     return path
-
-
-def _matches(attempt: object, truth: Grid) -> bool:
-    try:
-        grid = parse_grid(attempt, "attempt")
-    except ValueError:
-        return False  # a malformed attempt is simply wrong
-    return grids_equal(grid, truth)
-
-
-def pass_at_2_score(tasks: list[Task], submission: dict) -> float:
-    """The official score: per task, the fraction of its test inputs (with known outputs) that either
-    attempt answers exactly; the mean over tasks. Tasks without known outputs are skipped; a task or
-    test input missing from the submission counts as wrong."""
-    scores = []
-    for task in tasks:
-        entries = submission.get(task.id) or []
-        solved, known = 0, 0
-        for i, pair in enumerate(task.test):
-            if pair.output is None:
-                continue
-            known += 1
-            entry = entries[i] if i < len(entries) and isinstance(entries[i], dict) else {}
-            solved += any(_matches(entry[name], pair.output) for name in ATTEMPTS if name in entry)
-        if known:
-            scores.append(solved / known)
-    if not scores:
-        raise ValueError("no task has a known test output: nothing to score")
-    return float(np.mean(scores))

@@ -15,23 +15,22 @@ Three modes, chosen by TrainConfig:
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from arc.batching import InContextSampler, PairSampler
 from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import ModelConfig, Transformer
+from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.plot import write_loss_svg
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
-from arc.scoring import row_nll
-from arc.rows import IGNORE, EncodedRow, heldout_rows, make_rows
+from arc.rows import heldout_rows, make_rows
+from arc.scoring import output_token_loss
 from arc.tokenizer import PAD, GridTokenizer
 
 
@@ -86,33 +85,6 @@ class TrainConfig:
     eval_every: int = 100  # steps between eval-loss measurements (and at the end)
     save_every: int = 100  # steps between checkpoints (and at the end)
     stop_at_step: int | None = None  # leave early after this step with a resumable checkpoint
-    extra: dict = field(default_factory=dict)  # free-form notes saved with the config (e.g. the preset name)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at max_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_matrix = p.ndim >= 2 and not name.startswith("embed")
-        (decay if is_matrix else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel for all parameters instead of a chain of small ops per tensor (measured faster on CPU too)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
-
-
-def output_token_loss(model: Transformer, rows: list[EncodedRow], amp_dtype=None, batch_size: int = 8) -> float:
-    """Mean cross-entropy per output token over rows (the eval loss), on the model's device."""
-    nll, counts = row_nll(model, rows, batch_size, amp_dtype)
-    return float(nll.sum() / max(int(counts.sum()), 1))
 
 
 def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tuple[Transformer, dict]:
@@ -184,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     model, described = build_model(cfg, device, len(task_ids))
     described["task_ids"] = task_ids
     model.train()
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start_step, metrics = 0, {}
     if resume:
         state = load_train_state(out)
@@ -218,25 +190,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     started, tokens_seen = time.time(), 0
     last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
     for step in range(start_step, last_step):
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        set_lr(optimizer, lr)
         micro = [sampler.batch(step * cfg.grad_accum + m, cfg.batch_size) for m in range(cfg.grad_accum)]
-        n_targets = sum(int((b.targets != IGNORE).sum()) for b in micro)
-        loss_sum = 0.0
-        for batch in micro:
-            inputs, targets, task, transform = batch.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = forward(inputs, task=task, transform=transform)
-            # summed over the step's output tokens and divided once: a mean per output token across micro-batches
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
-            loss.backward()
-            loss_sum += loss.item()
-            tokens_seen += int((inputs != PAD).sum())
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        loss_sum = optimizer_step(forward, optimizer, trained, micro, cfg.grad_clip, device, amp_dtype)
+        tokens_seen += sum(int((batch.inputs != PAD).sum()) for batch in micro)
 
         done = step + 1
         if done % cfg.log_every == 0 or done == last_step:

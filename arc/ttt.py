@@ -26,12 +26,12 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from arc.augment import random_augmentation
 from arc.data import Example, Pair
 from arc.lora import DEFAULT_TARGETS, add_lora, lora_modules, lora_parameters, remove_lora
-from arc.rows import IGNORE, EncodedRow, InContextRows, collate
+from arc.optim import BETAS, optimizer_step, set_lr
+from arc.rows import EncodedRow, InContextRows, collate
 
 
 @dataclass
@@ -115,24 +115,15 @@ def test_time_train(model: nn.Module, demos: list[Pair], layout: InContextRows, 
         add_lora(model, cfg.rank, cfg.alpha, targets=cfg.targets)
     params = lora_parameters(model)
     # No weight decay: a few dozen steps from B = 0 leave nothing for decay to tame.
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=BETAS, weight_decay=0.0)
     warmup = min(4, cfg.steps)
     losses = []
     model.train()
     for step in range(cfg.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / warmup)
+        set_lr(optimizer, cfg.lr * min(1.0, (step + 1) / warmup))
         # Consecutive fresh rows; wraps around when some were dropped for length.
         batch = [rows[(step * cfg.batch_size + j) % len(rows)] for j in range(cfg.batch_size)]
-        inputs, targets, _, _ = collate(batch).to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)  # mean per output token
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(optimizer_step(model, optimizer, params, [collate(batch)], 1.0, device, autocast_dtype))
     model.eval()
     return TTTReport(cfg.steps, len(rows), time.time() - started,
                      losses[0] if losses else None, losses[-1] if losses else None, None)

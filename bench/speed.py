@@ -48,7 +48,8 @@ from arc.decode import greedy_decode  # noqa: E402
 from arc.model import ModelConfig, Transformer  # noqa: E402
 from arc.runtime import autocast_dtype, resolve_device  # noqa: E402
 from arc.tokenizer import PAD  # noqa: E402
-from arc.trainer import TrainConfig, make_optimizer  # noqa: E402
+from arc.optim import make_optimizer  # noqa: E402
+from arc.trainer import TrainConfig  # noqa: E402
 
 _train_defaults = TrainConfig()
 CONFIGS = {
@@ -270,7 +271,7 @@ def measure_train_step(config: str, impl: str, precision: str, device_name: str,
     else:
         forward = torch.compile(model, dynamic=True) if impl == "ours-compiled" else model
     model.train()
-    optimizer = make_optimizer(model, _train_defaults, device)
+    optimizer = make_optimizer(model, _train_defaults.lr, _train_defaults.weight_decay)
     tokens = random_tokens((plan.batch, plan.seq + 1), device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402  (bench/speed.py: configs, the seeded model, the peer with our weights)
-from arc.trainer import make_optimizer  # noqa: E402  (speed put the repo root on the path)
+from arc.optim import make_optimizer  # noqa: E402  (speed put the repo root on the path)
 
 GROUPS = {"attention": ("scaled_dot_product",), "matmul": ("aten::mm", "aten::addmm", "aten::bmm")}
 
@@ -33,7 +33,7 @@ def profile(impl: str, config: str, rows: int, seq: int, steps: int) -> None:
     else:
         forward = model
     model.train()
-    optimizer = make_optimizer(model, speed._train_defaults, torch.device("cpu"))
+    optimizer = make_optimizer(model, speed._train_defaults.lr, speed._train_defaults.weight_decay)
     tokens = speed.random_tokens((rows, seq + 1), torch.device("cpu"))
 
     def step():

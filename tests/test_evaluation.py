@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from arc.checkpoint import save_checkpoint
+from arc.checkpoint import load_model, save_checkpoint
 from arc.cli import add_config_flags, given_flags
 from arc.data import Example, Pair, Task
 from arc.data import load_tasks
@@ -19,6 +19,7 @@ from arc.predict import DecodeConfig, Prediction, predict
 
 def predict_greedy(model, tok, examples, max_len, batch_size=8):
     return predict(model, tok, examples, max_len, DecodeConfig(batch_size=batch_size))
+from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import Transformer
 from arc.rows import InContextRows
 from arc.tokenizer import END, OUTPUT, ROW, GridTokenizer
@@ -76,6 +77,19 @@ def test_invalid_output_is_wrong_and_unknown_truth_is_unscored():
     assert results["tasks"]["t"]["tests"][0]["status"].startswith("no valid output")
     assert results["tasks"]["hidden"]["score"] is None and results["tasks"]["hidden"]["tests"][0]["correct"] is None
     assert (results["tasks_total"], results["tasks_scored"], results["score"]) == (2, 1, 0.0)
+
+
+def test_scores_count_known_outputs_only_and_each_attempt_rule():
+    mixed = task("mixed", [[[1]], None, [[2]]])  # the second test output is unknown
+    preds = predictions(mixed, [[[[0]], [[1]]], [[[5]]], [[[0]]]])
+    preds[0].attempts_by = {"vote": [g([[1]])], "poe": [g([[0]])]}
+    results = score_tasks([mixed, task("hidden", [None])], preds + predictions(task("hidden", [None]), [[[[1]]]]))
+    assert results["tasks"]["mixed"]["score"] == 0.5  # of the two known: the first (by attempt_2), not the third
+    assert results["score"] == 0.5 and results["tasks_scored"] == 1
+    assert results["score_pass1"] == 0.0  # the first attempts are all wrong
+    assert results["score_by_selection"] == {"poe": 0.0, "vote": 0.5}
+    nothing_known = score_tasks([task("hidden", [None])], predictions(task("hidden", [None]), [[[[1]]]]))
+    assert (nothing_known["score"], nothing_known["score_pass1"], nothing_known["tasks_scored"]) == (None, None, 0)
 
 
 # demo [[1,2]] -> [[3],[4]]; test [[5]] -> [[6,7]]: prompt ends at the test's O
@@ -175,11 +189,28 @@ def test_evaluate_untrained_checkpoint_writes_results_json(untrained_checkpoint,
     assert [len(submission[k]) for k in ("aaa", "bbb")] == [1, 2]
 
 
-def test_evaluate_selected_ids_and_limit(untrained_checkpoint, tmp_path):
+def test_evaluate_selected_ids_and_max_tasks(untrained_checkpoint, tmp_path):
     data = eval_tasks(tmp_path)
     common = dict(checkpoint=untrained_checkpoint, data=data, device="cpu", precision="fp32")
     assert evaluate(EvalConfig(**common, tasks=("bbb",), out=str(tmp_path / "o1")))["tasks_total"] == 1
-    assert list(evaluate(EvalConfig(**common, task_set="all", limit=1, out=str(tmp_path / "o2")))["tasks"]) == ["aaa"]
+    assert list(evaluate(EvalConfig(**common, task_set="all", max_tasks=1, out=str(tmp_path / "o2")))["tasks"]) == ["aaa"]
+
+
+def test_evaluate_adapter_alone_uses_and_records_its_base(untrained_checkpoint, tmp_path, monkeypatch):
+    model, tok, _ = load_model(untrained_checkpoint)
+    add_lora(model, rank=2, alpha=32.0)
+    lora = {"rank": 2, "alpha": 32.0, "dropout": 0.0, "targets": list(DEFAULT_TARGETS)}
+    adapter = str(tmp_path / "lora")
+    save_checkpoint(adapter, model, {"model": asdict(TINY), "step": 0, "base": untrained_checkpoint, "lora": lora}, tok, lora=True)
+    monkeypatch.chdir(tmp_path / "lora")  # no checkpoints/ folder here: nothing to fall back on
+    common = dict(adapter=adapter, data=eval_tasks(tmp_path), task_set="all", device="cpu", precision="fp32")
+    results = evaluate(EvalConfig(**common, out=str(tmp_path / "o1")))
+    assert (results["checkpoint"], results["adapter"]) == (untrained_checkpoint, adapter)
+    assert json.loads((tmp_path / "o1" / "results.json").read_text())["checkpoint"] == untrained_checkpoint
+    with pytest.raises(ValueError, match="was trained on"):
+        evaluate(EvalConfig(**common, checkpoint=adapter, out=str(tmp_path / "o2")))
+    with pytest.raises(ValueError, match="not a LoRA run folder"):
+        evaluate(EvalConfig(**{**common, "adapter": untrained_checkpoint}, out=str(tmp_path / "o3")))
 
 
 def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint, tmp_path):
@@ -194,8 +225,8 @@ def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint,
 def test_eval_cli_flags():
     parser = argparse.ArgumentParser()
     add_config_flags(parser, EvalConfig)
-    given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--limit", "3", "--max-len", "256"]), EvalConfig)
-    assert given == {"tasks": ("a1", "b2"), "limit": 3, "max_len": 256}
+    given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--max-tasks", "3", "--max-len", "256"]), EvalConfig)
+    assert given == {"tasks": ("a1", "b2"), "max_tasks": 3, "max_len": 256}
     assert given_flags(parser.parse_args([]), EvalConfig) == {}
 
 

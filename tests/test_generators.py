@@ -1,12 +1,11 @@
 """Tests for arc.generators: every family yields valid, learnable, reproducible tasks, and every rule
 does what its docstring says on hand-made grids (test_rule_<family>, one or more per family)."""
-import time
 
 import numpy as np
 import pytest
 
 from arc.data import Task
-from arc.generators import FAMILIES, generate_task, generate_tasks, task_stream
+from arc.generators import FAMILIES, generate_task
 from arc.generators import colour as col_
 from arc.generators import drawing, geometry, objects, patterns
 from arc.generators.common import components, random_shape
@@ -91,17 +90,9 @@ def test_family_respects_max_side(name):
         assert all(max(p.input.shape + p.output.shape) <= max_side for p in task.train + task.test)
 
 
-def test_generate_tasks_and_stream():
-    rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    tasks = generate_tasks(rng, 200)
-    ms = (time.perf_counter() - t0) / len(tasks) * 1000
-    print(f"\n{ms:.2f} ms per task")
-    assert len(tasks) == 200 and len({t.id.split("-")[1] for t in tasks}) > 30
-    stream = task_stream(np.random.default_rng(1), families=["flip", "tile"])
-    assert {next(stream).id.split("-")[1] for _ in range(20)} == {"flip", "tile"}
+def test_family_refuses_a_max_side_too_small_for_it():
     with pytest.raises(ValueError):
-        FAMILIES["flip"].sample(rng, max_side=5)
+        FAMILIES["flip"].sample(np.random.default_rng(0), max_side=5)
 
 
 def test_random_shape_is_connected():

@@ -1,7 +1,9 @@
 """Our model computes what Hugging Face's LlamaForCausalLM computes once given our weights (through
 bench/speed.py's copy_weights_to_hf): the check that makes the speed benchmark's peer a fair comparison,
-and an outside reference for our RoPE, RMSNorm, attention and SwiGLU. Skipped without transformers."""
+and an outside reference for our RoPE, RMSNorm, attention and SwiGLU; and the core never imports
+transformers. Skipped without transformers (requirements-test.txt installs it)."""
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,3 +61,12 @@ def test_greedy_tokens_match(tiny_model):
     theirs = speed.hf_greedy(peer, prompts, 10).tolist()
     assert [len(row) for row in ours] == [10, 10]
     assert ours == theirs
+
+
+def test_the_core_never_imports_transformers():
+    """transformers is a test and benchmark dependency only: importing every arc module must not load it."""
+    code = ("import importlib, pkgutil, sys, arc\n"
+            "for m in pkgutil.walk_packages(arc.__path__, 'arc.'): importlib.import_module(m.name)\n"
+            "assert 'transformers' not in sys.modules, 'an arc module imports transformers'\n")
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

@@ -1,4 +1,4 @@
-"""arc.submission: entries, format validation (each error names the task), pass@2 score, atomic writing."""
+"""arc.submission: entries, format validation (each error names the task), atomic writing."""
 import json
 
 import numpy as np
@@ -7,7 +7,6 @@ import pytest
 from arc.data import Pair, Task
 from arc.submission import (
     build_submission,
-    pass_at_2_score,
     submission_entry,
     validate_submission,
     write_submission,
@@ -79,20 +78,6 @@ def test_errors_against_tasks():
         validate_submission(sub, TASKS)
     with pytest.raises(ValueError, match="task 'extra'"):
         validate_submission({**good(), "extra": [submission_entry([])]}, TASKS)
-
-
-def test_pass_at_2_score():
-    assert pass_at_2_score(TASKS, good()) == 1.0
-    sub = good()
-    sub["two"][1] = submission_entry([g([[7, 8]])])  # right cells, wrong shape
-    assert pass_at_2_score(TASKS, sub) == pytest.approx((0.5 + 1.0) / 2)
-    assert pass_at_2_score(TASKS[:1], sub) == 0.5  # one of two test inputs, answered by attempt_2
-    del sub["one"]  # a missing task scores 0
-    assert pass_at_2_score(TASKS, sub) == pytest.approx(0.25)
-    unknown = task("unknown", [None])  # no true output: skipped
-    assert pass_at_2_score(TASKS + [unknown], good()) == 1.0
-    with pytest.raises(ValueError):
-        pass_at_2_score([unknown], good())
 
 
 def test_write_round_trip(tmp_path):

@@ -8,13 +8,13 @@ import torch
 import torch.nn as nn
 
 from arc import ttt
-from arc.augment import d8_apply
+from arc.augment import Augmentation
 from arc.data import Pair, Task
 from arc.lora import DEFAULT_TARGETS, add_lora, lora_modules
 from arc.model import Transformer
 from arc.rows import InContextRows
+from arc.scoring import output_token_loss
 from arc.tokenizer import SYMBOLS, GridTokenizer, grid_length
-from arc.trainer import output_token_loss
 from conftest import TINY
 
 ROWS = InContextRows(GridTokenizer())
@@ -71,7 +71,8 @@ def test_augmented_rows_are_symmetries_of_a_demo():
     def matches(pair: Pair, got_in: np.ndarray, got_out: np.ndarray) -> bool:
         """Is (got_in, got_out) the pair under some D8 transform and a colour renaming that keeps 0?"""
         for k in range(8):
-            a, b = d8_apply(pair.input, k), d8_apply(pair.output, k)
+            d8 = Augmentation(k, tuple(range(10)), ())
+            a, b = d8.apply_grid(pair.input), d8.apply_grid(pair.output)
             if a.shape != got_in.shape or b.shape != got_out.shape:
                 continue
             src, dst = np.concatenate([a.ravel(), b.ravel()]), np.concatenate([got_in.ravel(), got_out.ravel()])

@@ -5,17 +5,15 @@ numpy Generator draws a hidden rule, its parameters fixed (which angle, colour, 
 `Rule(make_input, apply)`; `generate_task` draws several inputs for one rule and applies it, giving a
 whole task with correct answers.
 
-    from arc.generators import FAMILIES, generate_task, generate_tasks, task_stream
+    from arc.generators import FAMILIES, generate_task
     task = generate_task("gravity", np.random.default_rng(0))
-    tasks = generate_tasks(rng, 100)               # families drawn uniformly
-    for task in task_stream(rng, ["flip", "tile"]): ...
 
 Modules: common (types, registry, helpers), geometry, colour, objects, drawing, patterns (families),
 tasks (task generation).
 """
 from . import colour, drawing, geometry, objects, patterns  # noqa: F401  (importing registers the families)
 from .common import DEFAULT_MAX_SIDE, FAMILIES, Family, Rule
-from .tasks import DEFAULT_MAX_CELLS, generate_task, generate_tasks, task_stream, valid_grid
+from .tasks import DEFAULT_MAX_CELLS, generate_task, valid_grid
 
-__all__ = ["FAMILIES", "Family", "Rule", "generate_task", "generate_tasks", "task_stream", "valid_grid",
+__all__ = ["FAMILIES", "Family", "Rule", "generate_task", "valid_grid",
            "DEFAULT_MAX_SIDE", "DEFAULT_MAX_CELLS"]

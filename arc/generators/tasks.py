@@ -1,8 +1,6 @@
 """Turning families into tasks: draw a rule, then distinct input grids, apply the rule, check the result."""
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 
 from arc.data import Pair, Task
@@ -67,16 +65,3 @@ def generate_task(family: str, rng: np.random.Generator, n_train: int | None = N
         task_id = f"gen-{family}-{int(rng.integers(2**32)):08x}"
         return Task(task_id, pairs[:n_train], pairs[n_train:])
     raise RuntimeError(f"family {family!r} failed to produce a valid task in {tries} tries")
-
-
-def generate_tasks(rng: np.random.Generator, count: int, families: list[str] | None = None, **kwargs) -> list[Task]:
-    """`count` tasks, each of a family drawn uniformly from `families` (default: all)."""
-    stream = task_stream(rng, families, **kwargs)
-    return [next(stream) for _ in range(count)]
-
-
-def task_stream(rng: np.random.Generator, families: list[str] | None = None, **kwargs) -> Iterator[Task]:
-    """An endless stream of tasks, each of a family drawn uniformly from `families` (default: all)."""
-    names = sorted(FAMILIES) if families is None else list(families)
-    while True:
-        yield generate_task(names[int(rng.integers(len(names)))], rng, **kwargs)

@@ -1,0 +1,43 @@
+"""arc.files: an atomic write leaves the complete new file or the old one, never a temporary file, and
+two writers of the same file never share a temporary name."""
+import pytest
+
+from arc.files import atomic_write, atomic_write_text
+
+
+def test_writes_and_replaces_leaving_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "a.json"
+    atomic_write_text(path, "old")
+
+    def half_then_fail(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_overlapping_writers_of_one_file_use_distinct_temporaries(tmp_path):
+    path, seen = tmp_path / "a.json", []
+
+    def outer(tmp):
+        seen.append(tmp)
+        tmp.write_text("outer")
+        # a second writer of the same file starts and finishes while the first is still writing
+        atomic_write(path, lambda inner: (seen.append(inner), inner.write_text("inner")))
+        assert tmp.read_text() == "outer"
+
+    atomic_write(path, outer)
+    assert seen[0] != seen[1] and seen[0].parent == seen[1].parent == tmp_path
+    assert path.read_text() == "outer"  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
