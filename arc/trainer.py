@@ -22,7 +22,7 @@ from arc.checkpoint import load_model, load_train_state, read_config, save_check
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import ModelConfig, Transformer
-from arc.plot import write_loss_svg
+from arc.report import write_train_report
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.scoring import row_nll
 from arc.tokenizer import PAD, EncodedRow, GridTokenizer
@@ -172,8 +172,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         config = {**described, "training": asdict(cfg), "step": step, "metrics": metrics}
         state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
         save_checkpoint(out, model, config, tokenizer, state, lora=lora)
-        if log_path.exists():
-            write_loss_svg(log_path, out / "loss.svg", f"{out.name}: loss per output token")
+        write_train_report(out)  # report.html (loss curves, throughput, config) and loss.svg
 
     forward = maybe_compile(model, cfg.compile)  # shares model's parameters; model itself stays eager
     log_path = out / "metrics.jsonl"
