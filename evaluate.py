@@ -5,6 +5,9 @@
     python evaluate.py --adapter checkpoints/lora       # a LoRA run on top of its base checkpoint
     python evaluate.py --ttt-steps 32 --decode dfs --views 4 --select poe  # test-time training, search, voting
     python evaluate.py --tasks 00576224,0a1d4ef5 --device cuda
+    python evaluate.py --show                           # also print the expected and predicted grids (ANSI colours)
+
+Beside results.json and submission.json it writes report.html: a page with a card per task (arc.report).
 
 Every flag is a field of arc.evaluation.EvalConfig, arc.predict.DecodeConfig or (with the ttt- prefix)
 arc.ttt.TTTConfig: `python evaluate.py -h` lists them with their meaning.

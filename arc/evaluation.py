@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,9 +26,10 @@ from arc.data import Task, grids_equal, load_tasks, select_tasks
 from arc.files import atomic_write_text
 from arc.lora import merge_lora
 from arc.predict import DecodeConfig, Prediction, predict
+from arc.report import Progress, show_results, ttt_words, write_eval_report
 from arc.rows import Rows, heldout_rows, make_rows
 from arc.runtime import autocast_dtype, resolve_device
-from arc.scoring import output_token_loss
+from arc.scoring import grouped_loss
 from arc.submission import build_submission, write_submission
 from arc.ttt import TTTConfig, task_adapter
 
@@ -120,6 +121,7 @@ class EvalConfig:
     out: str | None = None  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
     decoding: DecodeConfig = field(default_factory=DecodeConfig)  # views, strategy, selection (arc.predict)
     ttt: TTTConfig = field(default_factory=TTTConfig)  # per-task test-time training (off while ttt.steps is 0)
+    show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
 
 
 def newest_checkpoint(root: str = "checkpoints") -> str:
@@ -132,21 +134,32 @@ def newest_checkpoint(root: str = "checkpoints") -> str:
 
 def predict_tasks(model, rows: Rows, tasks: list[Task], cfg: EvalConfig, max_len: int, device, amp_dtype,
                   task_index: dict[str, int]):
-    """Predictions for every test input, and seconds spent per task. Without test-time training all
-    examples are predicted together (better batching); with it, task by task under its own adapter."""
-    if cfg.ttt.steps <= 0:
+    """Predictions for every test input, and seconds spent per task. Greedy decoding without test-time
+    training predicts all examples together (better batching; arc.predict reports its progress). Otherwise
+    tasks go one by one (with test-time training, each under its own adapter) and a line reports each
+    finished task; without test-time training the seed is offset by the task's first example index, so
+    each example keeps the views it gets when all are predicted together."""
+    if cfg.ttt.steps <= 0 and cfg.decoding.decode == "greedy":
         started = time.time()
         predictions = predict(model, rows, [e for t in tasks for e in t.examples()], max_len, cfg.decoding, amp_dtype, task_index)
         return predictions, {t.id: (time.time() - started) / max(len(tasks), 1) for t in tasks}, {}
-    predictions, seconds, reports = [], {}, {}
+    predictions, seconds, reports, progress, offset = [], {}, {}, Progress(len(tasks)), 0
     for n, task in enumerate(tasks):
-        started = time.time()
-        ttt = TTTConfig(**{**asdict(cfg.ttt), "seed": cfg.ttt.seed + n, "max_len": cfg.ttt.max_len or max_len})
-        with task_adapter(model, task.train, rows, ttt, device, amp_dtype) as report:
-            predictions += predict(model, rows, task.examples(), max_len, cfg.decoding, amp_dtype)
-        seconds[task.id], reports[task.id] = time.time() - started, asdict(report)
-        print(f"[{n + 1}/{len(tasks)}] {task.id}: test-time training {report.steps} steps on {report.rows} rows "
-              f"(loss {report.first_loss} -> {report.last_loss}), {seconds[task.id]:.1f}s with decoding", flush=True)
+        started, detail = time.time(), ""
+        if cfg.ttt.steps > 0:
+            ttt = TTTConfig(**{**asdict(cfg.ttt), "seed": cfg.ttt.seed + n, "max_len": cfg.ttt.max_len or max_len})
+            with task_adapter(model, task.train, rows, ttt, device, amp_dtype) as report:
+                found = predict(model, rows, task.examples(), max_len, cfg.decoding, amp_dtype)
+            reports[task.id] = asdict(report)
+            detail = ttt_words(reports[task.id])
+        else:
+            found = predict(model, rows, task.examples(), max_len, replace(cfg.decoding, seed=cfg.decoding.seed + offset), amp_dtype,
+                            task_index)
+            offset += len(task.test)
+        predictions += found
+        seconds[task.id] = time.time() - started
+        known = [p.correct for p in found if p.correct is not None]
+        progress.task_done(task.id, all(known) if known else None, detail)
     return predictions, seconds, reports
 
 
@@ -203,15 +216,22 @@ def evaluate(cfg: EvalConfig) -> dict:
         entry["seconds"] = seconds.get(task_id)
         if task_id in ttt_reports:
             entry["ttt"] = ttt_reports[task_id]
-    scored, _ = heldout_rows([e for e in examples if e.test.output is not None], rows, max_len, task_index)
-    results["eval_loss"] = output_token_loss(model, scored, amp_dtype) if scored else None
+    scored = {t.id: heldout_rows([e for e in t.examples() if e.test.output is not None], rows, max_len, task_index)[0]
+              for t in tasks}
+    flat, groups = [r for rs in scored.values() for r in rs], [k for k, rs in scored.items() for _ in rs]
+    results["eval_loss"], task_loss = grouped_loss(model, flat, groups, 8, amp_dtype) if flat else (None, {})
+    for task_id, loss in task_loss.items():
+        results["tasks"][task_id]["loss"] = loss  # mean per output token of the task's known test outputs
     results.update(checkpoint=checkpoint, adapter=cfg.adapter, step=step, data=cfg.data, split=cfg.split,
                    task_set=task_set, method=method, decoding=asdict(cfg.decoding),
                    ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None,
                    seconds_total=time.time() - started, seconds_per_task=(time.time() - started) / max(len(tasks), 1))
+    if cfg.show:
+        show_results(tasks, results)
     print_table(results)
     out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{task_set}")
     print(f"wrote {write_results(results, out)}")
+    print(f"wrote {write_eval_report(out, tasks, results)} (open it in a browser)")
     by_task: dict[str, list] = {t.id: [] for t in tasks}
     for p in sorted(predictions, key=lambda p: p.example.test_index):
         by_task[p.example.task_id].append(p.attempts)

@@ -86,7 +86,8 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
             done = start + len(chunk)
             if len(order) >= 100 and 10 * done // len(order) > reported:  # about 10 lines on long runs
                 reported = 10 * done // len(order)
-                print(f"greedy: {done}/{len(order)} prompts decoded, {time.time() - started:.0f}s", flush=True)
+                elapsed = time.time() - started
+                print(f"greedy: {done}/{len(order)} prompts decoded, {elapsed:.0f}s, eta {elapsed / done * (len(order) - done):.0f}s", flush=True)
         return outputs
     if cfg.decode == "dfs":
         outputs = [[(c.tokens, c.nll) for c in dfs_decode(

@@ -1,8 +1,9 @@
 """Teacher-forced scoring of encoded rows: the summed negative log-likelihood of each row's targets.
 
-One forward per batch, no decoding. Two callers: the eval loss (output_token_loss: the mean per
-output token over held-out test outputs) and product-of-experts re-scoring
-(arc.ensemble.candidate_nll: each candidate answer's NLL under each augmented view).
+One forward per batch, no decoding. Callers: the eval loss (output_token_loss: the mean per output
+token over held-out test outputs; grouped_loss: the same, and per task, for evaluate.py) and
+product-of-experts re-scoring (arc.ensemble.candidate_nll: each candidate answer's NLL under each
+augmented view).
 """
 from __future__ import annotations
 
@@ -48,3 +49,14 @@ def output_token_loss(model, rows: list[EncodedRow], amp_dtype: torch.dtype | No
     """Mean cross-entropy per output token over rows (the eval loss), on the model's device."""
     nll, counts = row_nll(model, rows, batch_size, amp_dtype)
     return float(nll.sum() / max(int(counts.sum()), 1))
+
+
+def grouped_loss(model, rows: list[EncodedRow], groups: list[str], batch_size: int = 8,
+                 autocast_dtype: torch.dtype | None = None) -> tuple[float, dict[str, float]]:
+    """The mean NLL per target over all rows (exactly output_token_loss of the same rows: one row_nll
+    call, summed the same way) and over the rows of each group (groups[i] names row i's group, e.g. its
+    task), from the same forward passes."""
+    nll, counts = row_nll(model, rows, batch_size, autocast_dtype)
+    names = np.array(groups, dtype=object)
+    per_group = {g: float(nll[names == g].sum() / max(int(counts[names == g].sum()), 1)) for g in dict.fromkeys(groups)}
+    return float(nll.sum() / max(int(counts.sum()), 1)), per_group

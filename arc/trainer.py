@@ -27,7 +27,7 @@ from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import DEFAULT_TARGETS, add_lora
 from arc.model import ModelConfig, Transformer
 from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
-from arc.plot import write_loss_svg
+from arc.report import write_train_report
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.rows import heldout_rows, make_rows
 from arc.scoring import output_token_loss
@@ -181,8 +181,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         config = {**described, "training": asdict(cfg), "step": step, "metrics": metrics}
         state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
         save_checkpoint(out, model, config, tokenizer, state, lora=lora)
-        if log_path.exists():
-            write_loss_svg(log_path, out / "loss.svg", f"{out.name}: loss per output token")
+        write_train_report(out)  # report.html (loss curves, throughput, config) and loss.svg
 
     forward = maybe_compile(model, cfg.compile)  # shares model's parameters; model itself stays eager
     log_path = out / "metrics.jsonl"

@@ -243,3 +243,37 @@ def test_evaluate_with_test_time_training_dfs_and_poe(untrained_checkpoint, tmp_
     assert all(entry["seconds"] > 0 for entry in results["tasks"].values())
     assert results["ttt"]["steps"] == 2 and results["decoding"]["decode"] == "dfs"
     validate_submission(json.loads((tmp_path / "ttt" / "submission.json").read_text()), load_tasks(cfg.data))
+
+
+def test_per_task_losses_keep_the_eval_loss(tiny_model, tmp_path):
+    from arc.rows import heldout_rows
+    from arc.scoring import grouped_loss, output_token_loss
+    tasks = load_tasks(eval_tasks(tmp_path))
+    tok = InContextRows(GridTokenizer())
+    rows = {t.id: heldout_rows(t.examples(), tok, TINY.max_len)[0] for t in tasks}
+    flat, groups = [r for rs in rows.values() for r in rs], [k for k, rs in rows.items() for _ in rs]
+    overall, per_task = grouped_loss(tiny_model, flat, groups)
+    assert overall == output_token_loss(tiny_model, flat)  # bitwise: the same batches, summed the same way
+    assert per_task["aaa"] == output_token_loss(tiny_model, rows["aaa"])
+    assert set(per_task) == {"aaa", "bbb"} and min(per_task.values()) <= overall <= max(per_task.values())
+
+
+def test_search_without_ttt_goes_task_by_task_with_the_same_views(tmp_path, capsys):
+    from arc.checkpoint import load_model
+    from arc.data import select_tasks
+    checkpoint = tmp_path / "bigram"  # writes "67\nE": [[6, 7]], mapped back through each view's inverse
+    save_checkpoint(checkpoint, bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END}), {"model": asdict(TINY), "step": 1}, GridTokenizer())
+    decoding = DecodeConfig(decode="dfs", views=4, dfs_threshold=0.5, dfs_max_candidates=2)
+    out = tmp_path / "dfs"
+    results = evaluate(EvalConfig(checkpoint=str(checkpoint), data=eval_tasks(tmp_path), task_set="all", device="cpu",
+                                  precision="fp32", out=str(out), decoding=decoding))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split()[:2] for line in lines] == [["[1/2]", "aaa"], ["[2/2]", "bbb"]]
+    assert all("solved so far" in line and "eta" in line for line in lines)
+    # the views each example gets are those of predicting all examples together (as before)
+    model, tok, _ = load_model(checkpoint, "cpu")
+    tasks = select_tasks(load_tasks(eval_tasks(tmp_path)), task_set="all")
+    together = predict(model.eval(), InContextRows(tok), [e for t in tasks for e in t.examples()], TINY.max_len, decoding)
+    assert [t["attempts"] for k in ("aaa", "bbb") for t in results["tasks"][k]["tests"]] == \
+        [[a.tolist() for a in p.attempts] for p in together]
+    assert (out / "report.html").read_text().count('<section class="card') == 2

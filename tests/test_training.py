@@ -84,7 +84,7 @@ def test_lora_run_trains_only_the_adapter(tiny_train_config):
 
     names = {p.name for p in out.iterdir()}
     assert "adapter.safetensors" in names and "model.safetensors" not in names
-    assert {"config.json", "tokenizer.json", "train_state.pt"} <= names
+    assert {"config.json", "tokenizer.json", "train_state.pt", "report.html"} <= names
     assert not any(n.endswith(".tmp") for n in names)
     assert file_hash(base / "model.safetensors") == base_hash  # the base checkpoint is untouched
     adapter = load_file(str(out / "adapter.safetensors"))
