@@ -1,11 +1,13 @@
 """Train the ARC transformer: from scratch, full fine-tune (--init), or LoRA fine-tune (--init --lora-rank).
 
-    python train.py                                   # the default CPU run (250 steps, sized for < 15 min on 2 cores)
+    python train.py                                   # the default CPU run (sized for < 15 min on 2 cores)
     python train.py --max-steps 5000 --out checkpoints/long
     python train.py --resume --out checkpoints/long   # continue where it stopped
+    python train.py --layout in_context --rope 1d     # the walkthrough's layout: demonstrations in the context
     python train.py --init checkpoints/base --lora-rank 16 --out checkpoints/lora
 
-Every flag is a field of arc.trainer.TrainConfig (`python train.py -h` lists them with their meaning).
+Every flag is a field of arc.trainer.TrainConfig or of a config nested in it (arc.model.ModelConfig,
+arc.lora.LoRAConfig with the lora- prefix): `python train.py -h` lists them with their meaning.
 """
 import argparse
 import json
@@ -13,8 +15,8 @@ import time
 from dataclasses import asdict
 
 from arc.checkpoint import read_config
-from arc.cli import add_config_flags, given_flags
-from arc.trainer import TrainConfig, train
+from arc.cli import add_config_flags, build_config, given_flags
+from arc.trainer import TrainConfig, saved_train_config, train
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 add_config_flags(parser, TrainConfig)
@@ -26,15 +28,12 @@ given = given_flags(args, TrainConfig)
 if args.resume:
     if "out" not in given:
         parser.error("--resume needs --out, the run folder to continue")
-    saved = read_config(given["out"])["training"]
-    saved["lora_targets"] = tuple(saved["lora_targets"])
-    saved.setdefault("layout", "in_context")  # runs saved before the pair layout existed
-    saved.setdefault("rope", "1d")
-    saved["stop_at_step"] = None  # an early stop applies to the run that asked for it, not to its continuation
-    config = TrainConfig(**{**saved, **given})
+    saved = saved_train_config(read_config(given["out"]))
+    saved.stop_at_step = None  # an early stop applies to the run that asked for it, not to its continuation
+    config = build_config(TrainConfig, given, base=saved)
 else:
     given.setdefault("out", time.strftime("checkpoints/run-%Y%m%d-%H%M%S"))
-    config = TrainConfig(**given)
+    config = build_config(TrainConfig, given)
 
 print("config:", json.dumps(asdict(config), indent=2))
 train(config, resume=args.resume)

@@ -62,18 +62,35 @@ def weights_step(path: Path) -> int:
         return int(f.metadata()["step"])
 
 
+def is_lora_run(config: dict) -> bool:
+    """Whether a config.json describes a LoRA run (adapter.safetensors on top of the base it names)."""
+    return "lora" in config
+
+
+def model_config(folder: str | Path) -> ModelConfig:
+    """The ModelConfig of a checkpoint folder (of its base, for a LoRA run). Checkpoints written before
+    the model's sequence limit was named max_seq_len call it max_len."""
+    config = read_config(folder)
+    if is_lora_run(config):
+        return model_config(config["base"])
+    fields = dict(config["model"])
+    if "max_len" in fields:
+        fields["max_seq_len"] = fields.pop("max_len")
+    return ModelConfig(**fields)
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, GridTokenizer, dict]:
     """The model a checkpoint folder describes; a LoRA run folder loads its base and adds the adapter
     (unmerged: call arc.lora.merge_lora explicitly for faster inference)."""
     folder = Path(folder)
     config = read_config(folder)
-    if (folder / "adapter.safetensors").exists() and not (folder / "model.safetensors").exists():
+    if is_lora_run(config):
         model, _, _ = load_model(config["base"], device)
         lora = config["lora"]
         add_lora(model, rank=lora["rank"], alpha=lora["alpha"], dropout=lora.get("dropout", 0.0), targets=tuple(lora["targets"]))
         load_adapter(model, str(folder / "adapter.safetensors"))
     else:
-        model = Transformer(ModelConfig(**config["model"]))
+        model = Transformer(model_config(folder))
         state = load_file(str(folder / "model.safetensors"))
         model.load_state_dict(state)
     model.to(device)
@@ -86,7 +103,7 @@ def load_train_state(folder: str | Path) -> dict:
     folder = Path(folder)
     config = read_config(folder)
     state = torch.load(folder / "train_state.pt", weights_only=False)
-    weights = folder / ("adapter.safetensors" if config.get("lora") else "model.safetensors")
+    weights = folder / ("adapter.safetensors" if is_lora_run(config) else "model.safetensors")
     steps = {"config.json": config["step"], "train_state.pt": state["step"], weights.name: weights_step(weights)}
     if len(set(steps.values())) != 1:
         raise RuntimeError(f"{folder}: checkpoint files are from different steps {steps} (interrupted save?)")

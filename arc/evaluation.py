@@ -114,13 +114,13 @@ class EvalConfig:
     task_set: str | None = None  # seed20 | all (default: seed20 on arc1 evaluation, else all)
     tasks: tuple[str, ...] = ()  # explicit task ids, comma-separated (overrides --task-set)
     max_tasks: int | None = None  # keep only the first N tasks
-    max_len: int | None = None  # context budget per example (default: the model's max_len)
+    context_tokens: int | None = None  # tokens per example, prompt and answer (default: the model's max_seq_len)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     out: str | None = None  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
     decoding: DecodeConfig = field(default_factory=DecodeConfig)  # views, strategy, selection (arc.predict)
-    ttt: TTTConfig = field(default_factory=TTTConfig)  # per-task test-time training (off while ttt.steps is 0)
+    ttt: TTTConfig = field(default_factory=TTTConfig, metadata={"flags": "ttt-"})  # per-task test-time training (off while ttt.steps is 0)
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
 
 
@@ -147,7 +147,7 @@ def predict_tasks(model, rows: Rows, tasks: list[Task], cfg: EvalConfig, max_len
     for n, task in enumerate(tasks):
         started, detail = time.time(), ""
         if cfg.ttt.steps > 0:
-            ttt = TTTConfig(**{**asdict(cfg.ttt), "seed": cfg.ttt.seed + n, "max_len": cfg.ttt.max_len or max_len})
+            ttt = replace(cfg.ttt, seed=cfg.ttt.seed + n, max_row_tokens=cfg.ttt.max_row_tokens or max_len)
             with task_adapter(model, task.train, rows, ttt, device, amp_dtype) as report:
                 found = predict(model, rows, task.examples(), max_len, cfg.decoding, amp_dtype)
             reports[task.id] = asdict(report)
@@ -180,9 +180,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     layout = config.get("training", {}).get("layout", "in_context")  # checkpoints before the pair layout: in-context
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
-    max_len = cfg.max_len or model.cfg.max_len
-    if max_len > model.cfg.max_len:
-        raise ValueError(f"--max-len {max_len} exceeds the model's max_len {model.cfg.max_len}")
+    max_len = cfg.context_tokens or model.cfg.max_seq_len
+    if max_len > model.cfg.max_seq_len:
+        raise ValueError(f"--context-tokens {max_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
 
     task_set = cfg.task_set or ("seed20" if (cfg.data, cfg.split) == ("arc1", "evaluation") else "all")
     all_tasks = load_tasks(cfg.data, cfg.split)

@@ -12,6 +12,7 @@ Because LoRALinear wraps the base layer, a wrapped layer's weight moves from `<p
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -23,6 +24,14 @@ from arc.files import atomic_write
 
 # The model's attention projections and SwiGLU MLP projections.
 DEFAULT_TARGETS: tuple[str, ...] = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 0  # adapter rank (0: no adapter)
+    alpha: float = 32.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapter input
+    targets: tuple[str, ...] = DEFAULT_TARGETS  # projections that get an adapter
 
 
 class LoRALinear(nn.Module):

@@ -34,7 +34,7 @@ depth-first search to backtrack).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -45,18 +45,18 @@ from arc.positions import GRID_INDEXES, grid_numbers, grid_positions
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 16  # the grid vocabulary (arc.tokenizer)
+    vocab_size: int = field(default=16, metadata={"flag": False})  # the grid vocabulary (arc.tokenizer)
     d_model: int = 128  # residual stream width
     n_layers: int = 4  # transformer blocks
     n_heads: int = 4  # attention heads; head_dim = d_model // n_heads
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 means 8/3 * d_model rounded up to a multiple of 64
-    max_len: int = 2048  # longest sequence (sets the RoPE table and the default cache size)
+    max_seq_len: int = 2048  # longest sequence the model takes (its 1-D RoPE table and the default cache capacity)
     rope_theta: float = 10000.0  # RoPE base frequency
     norm_eps: float = 1e-5  # RMSNorm epsilon
     grid_positions: bool = False  # add learned row and column embeddings of each cell (arc.tokenizer layout); False: plain Llama
     rope: str = "1d"  # 1d: rotate by the sequence position (Llama) | 3d: by (column, row, grid number) of each token
-    n_tasks: int = 0  # rows of the learned task embedding table (0: no task embedding)
-    transform_embedding: bool = False  # add a learned embedding of the row's D8 transform (0..7) to every token
+    n_tasks: int = field(default=0, metadata={"flag": False})  # rows of the learned task embedding table (0: none); set from the data
+    transform_embedding: bool = field(default=False, metadata={"flag": False})  # a learned embedding of the row's D8 transform (0..7) on every token
 
     @property
     def head_dim(self) -> int:
@@ -81,9 +81,9 @@ class RMSNorm(nn.Module):
 
 
 def rope_table(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of position * frequency, each (max_len, head_dim // 2)."""
+    """cos and sin of position * frequency, each (max_seq_len, head_dim // 2)."""
     freqs = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim))
-    angles = torch.outer(torch.arange(cfg.max_len).float(), freqs)
+    angles = torch.outer(torch.arange(cfg.max_seq_len).float(), freqs)
     return angles.cos(), angles.sin()
 
 
@@ -107,33 +107,33 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated as (B, n_heads, max_len, head_dim), and what attention
+    """Keys and values of every layer, preallocated as (B, n_heads, capacity, head_dim), and what attention
     needs to read them: each slot's RoPE position and whether it holds a real token or left padding.
 
     `length` (slots filled, the same for every row) is a plain int that the caller may set back to
     truncate the cache (depth-first search backtracks that way)."""
 
-    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype, pad: torch.Tensor | None = None,
+    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device, dtype, pad: torch.Tensor | None = None,
                  task: torch.Tensor | None = None, transform: torch.Tensor | None = None):
-        shape = (batch, cfg.n_heads, max_len, cfg.head_dim)
+        shape = (batch, cfg.n_heads, capacity, cfg.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.max_len = max_len
+        self.capacity = capacity
         self.length = 0
         # left padding of each row: slots [0, pad[b]) hold padding
         self.pad = torch.zeros(batch, dtype=torch.long, device=device) if pad is None else pad.to(device)
         self.max_pad = int(self.pad.max()) if batch else 0
         # per-slot tables, built once so that a decoding step only slices them (views, no allocation):
-        self.slots = torch.arange(max_len, device=device)
-        # the RoPE position of each slot (B, max_len): its index minus the row's padding (0 on padding);
+        self.slots = torch.arange(capacity, device=device)
+        # the RoPE position of each slot (B, capacity): its index minus the row's padding (0 on padding);
         # clamped to the RoPE table, which only finished rows (still stepping with the batch) can pass
-        self.pos = (self.slots[None, :] - self.pad[:, None]).clamp(0, cfg.max_len - 1)
-        # whether each slot holds a real token: (B, 1, 1, max_len), broadcast over heads and queries
+        self.pos = (self.slots[None, :] - self.pad[:, None]).clamp(0, cfg.max_seq_len - 1)
+        # whether each slot holds a real token: (B, 1, 1, capacity), broadcast over heads and queries
         self.real = (self.slots[None, :] >= self.pad[:, None])[:, None, None]
-        # grid state before each slot (B, max_len + 1, 3): (row, col, grid number), for models with grid
+        # grid state before each slot (B, capacity + 1, 3): (row, col, grid number), for models with grid
         # positions or 3-D RoPE; slot s's entry is written when slot s - 1 is filled, so truncating
         # `length` leaves the right state behind
-        self.grid_state = torch.zeros(batch, max_len + 1, 3, dtype=torch.long, device=device)
+        self.grid_state = torch.zeros(batch, capacity + 1, 3, dtype=torch.long, device=device)
         # each row's task and D8 transform (pair layout): every token fed through the cache gets their embeddings
         self.task = None if task is None else task.to(device)
         self.transform = None if transform is None else transform.to(device)
@@ -252,10 +252,10 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def new_cache(self, batch: int, max_len: int | None = None, pad: torch.Tensor | None = None, dtype=None,
+    def new_cache(self, batch: int, capacity: int | None = None, pad: torch.Tensor | None = None, dtype=None,
                   task: torch.Tensor | None = None, transform: torch.Tensor | None = None) -> KVCache:
         device = self.embed.weight.device
-        return KVCache(self.cfg, batch, max_len or self.cfg.max_len, device, dtype or self.embed.weight.dtype, pad,
+        return KVCache(self.cfg, batch, capacity or self.cfg.max_seq_len, device, dtype or self.embed.weight.dtype, pad,
                        task, transform)
 
     def embed_tokens(self, tokens: torch.Tensor, state: torch.Tensor, seq_pos: torch.Tensor | None,
@@ -296,14 +296,14 @@ class Transformer(nn.Module):
         transform for models with those embeddings (with a cache, the cache's are used)."""
         B, T = tokens.shape
         if cache is None:
-            if T > self.cfg.max_len:
-                raise ValueError(f"sequence of {T} tokens exceeds max_len {self.cfg.max_len}")
+            if T > self.cfg.max_seq_len:
+                raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
             mask, at = None, None
             x, cos, sin, _ = self.embed_tokens(tokens, tokens.new_zeros(B, 3), None, task, transform)
         else:
             at = cache.length
-            if at + T > cache.max_len:
-                raise ValueError(f"cache overflow: {at} + {T} > {cache.max_len}")
+            if at + T > cache.capacity:
+                raise ValueError(f"cache overflow: {at} + {T} > {cache.capacity}")
             mask = cache.mask(T)
             x, cos, sin, state = self.embed_tokens(tokens, cache.grid_state[:, at], cache.pos[:, at : at + T],
                                                    cache.task, cache.transform)
@@ -323,7 +323,7 @@ class Transformer(nn.Module):
         attends over the whole preallocated cache with the slots after `at` masked out, and takes the slot
         as a tensor, so every step has the same shapes and no Python number that changes; one compiled
         graph then serves every step. (Eager, forward is cheaper: it attends to the filled slots only.)"""
-        mask = cache.real & (cache.slots <= at)  # (B, 1, 1, max_len): filled and not padding
+        mask = cache.real & (cache.slots <= at)  # (B, 1, 1, capacity): filled and not padding
         x, cos, sin, state = self.embed_tokens(tokens, cache.grid_state.index_select(1, at)[:, 0],
                                                cache.pos.index_select(1, at), cache.task, cache.transform)
         if state is not None:

@@ -69,7 +69,7 @@ def dfs_decode(
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     device = model.embed.weight.device
     n_prompt = len(prompt)
-    cache = model.new_cache(1, max_len=n_prompt + max_new_tokens, dtype=autocast_dtype,
+    cache = model.new_cache(1, capacity=n_prompt + max_new_tokens, dtype=autocast_dtype,
                             task=torch.tensor([task]), transform=torch.tensor([transform]))
 
     def children(logits: torch.Tensor, nll: float) -> list[tuple[int, float]]:
@@ -129,7 +129,7 @@ def sample_decode(
         raise ValueError(f"temperature must be > 0 (use greedy decoding for 0), got {temperature}")
     device = model.embed.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
-    cache = model.new_cache(n, max_len=len(prompt) + max_new_tokens, dtype=autocast_dtype,
+    cache = model.new_cache(n, capacity=len(prompt) + max_new_tokens, dtype=autocast_dtype,
                             task=torch.tensor([task] * n), transform=torch.tensor([transform] * n))
     out = torch.zeros((n, max(max_new_tokens, 0)), dtype=torch.long, device=device)
     nll = torch.zeros(n, dtype=torch.float64, device=device)

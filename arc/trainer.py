@@ -10,21 +10,22 @@ Two row layouts (arc.rows), chosen by TrainConfig.layout:
 Three modes, chosen by TrainConfig:
     from scratch        init=None: a fresh model of the configured size, every parameter trained
     full fine-tune      init=CKPT: start from CKPT's weights, every parameter trained
-    LoRA fine-tune      init=CKPT, lora_rank=R: CKPT frozen, only the adapter trained and saved
+    LoRA fine-tune      init=CKPT, lora.rank=R: CKPT frozen, only the adapter trained and saved
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from arc.batching import InContextSampler, PairSampler
-from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint
+from arc.cli import build_config
+from arc.checkpoint import load_model, load_train_state, model_config, read_config, save_checkpoint
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
-from arc.lora import DEFAULT_TARGETS, add_lora
+from arc.lora import LoRAConfig, add_lora
 from arc.model import ModelConfig, Transformer
 from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.report import write_train_report
@@ -49,22 +50,16 @@ class TrainConfig:
     exclude_evaluated: str | None = "arc1:evaluation"  # data:split whose copies (same id or content) leave the training data; "none" keeps all
     max_examples: int | None = None  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = 0.0  # share of training rows drawn from generated tasks (arc.generators)
-    max_len: int = 2048  # longest training row in tokens; longer tasks drop demonstrations to fit
+    max_row_tokens: int | None = None  # longest training row in tokens (None: the model's max_seq_len); longer in-context rows drop demonstrations to fit
     augment: bool = True  # D8 transform, colour permutation and demonstration order per row
     train_on_demo_outputs: bool = True  # also train on demonstration outputs after the first (more signal per row)
-    # model (from scratch)
-    d_model: int = 128  # residual width
-    n_layers: int = 4  # transformer blocks
-    n_heads: int = 4  # attention heads
-    grid_positions: bool = False  # learned row/column embeddings per cell (arc.positions). With --init of a plain model (full fine-tune): added, zero-initialised
-    rope: str = "3d"  # 3d: RoPE over (column, row, grid number) | 1d: over the sequence position (Llama)
+    # model: the size and position scheme of a model trained from scratch (flags --d-model, --rope, ...);
+    # with --init the checkpoint decides, and grid_positions can be added to a plain one (zero-initialised)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(rope="3d"))  # the model trained from scratch
     task_embedding: bool = True  # (pair) a learned vector per task and per D8 transform added to every token
     # fine-tuning
     init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
-    lora_rank: int = 0  # > 0: LoRA fine-tune of init with this rank
-    lora_alpha: float = 32.0  # LoRA scale is alpha / rank
-    lora_dropout: float = 0.0  # dropout on the adapter input
-    lora_targets: tuple[str, ...] = DEFAULT_TARGETS  # projections that get an adapter
+    lora: LoRAConfig = field(default_factory=LoRAConfig, metadata={"flags": "lora-"})  # rank > 0: a LoRA fine-tune of init
     # optimisation
     max_steps: int = 250  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
     batch_size: int = 8  # rows per micro-batch
@@ -75,7 +70,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW decay on matrices only (not norms, not embeddings)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
-    compile: bool = True  # torch.compile the training forward/backward (1.2-4x faster on CPU; ~1 minute to compile)
+    compile: bool = True  # torch.compile the training forward/backward (faster per step; about a minute to compile, RESULTS.md)
     # bookkeeping
     out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
     seed: int = 0  # seeds the weights and every training row
@@ -87,26 +82,43 @@ class TrainConfig:
     stop_at_step: int | None = None  # leave early after this step with a resumable checkpoint
 
 
+# Keys of TrainConfig before the model and LoRA settings were nested, and before the pair layout.
+_FLAT_MODEL_KEYS = ("d_model", "n_layers", "n_heads", "grid_positions", "rope")
+_FLAT_LORA_KEYS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_targets": "targets"}
+
+
+def saved_train_config(config: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint's config.json records (for --resume), also from runs saved before the
+    model and LoRA settings were nested (their flat keys are moved in; the old row budget max_len becomes
+    max_row_tokens; keys that no longer exist, such as `extra`, are dropped)."""
+    training = dict(config["training"])
+    if "model" not in training:
+        training.setdefault("layout", "in_context")  # runs saved before the pair layout existed
+        model = {k: training.pop(k) for k in _FLAT_MODEL_KEYS if k in training}
+        model.setdefault("rope", "1d")
+        if "max_len" in training:
+            training["max_row_tokens"] = model["max_seq_len"] = training.pop("max_len")
+        training["model"] = model
+        training["lora"] = {new: training.pop(old) for old, new in _FLAT_LORA_KEYS.items() if old in training}
+        training.pop("extra", None)
+    return build_config(TrainConfig, training)
+
+
 def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tuple[Transformer, dict]:
     """The model to train, and the config.json entries that describe it. n_tasks: rows of the task
     embedding table (pair layout)."""
     if cfg.init is None:
         embeddings = cfg.layout == "pair" and cfg.task_embedding
-        model = Transformer(ModelConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, max_len=cfg.max_len,
-                                        grid_positions=cfg.grid_positions, rope=cfg.rope,
-                                        n_tasks=n_tasks if embeddings else 0, transform_embedding=embeddings))
+        model = Transformer(replace(cfg.model, n_tasks=n_tasks if embeddings else 0, transform_embedding=embeddings))
         return model.to(device), {"model": asdict(model.cfg)}
-    model, _, init_config = load_model(cfg.init, device)
-    if cfg.max_len > model.cfg.max_len:
-        raise ValueError(f"--max-len {cfg.max_len} exceeds the max_len {model.cfg.max_len} of {cfg.init}")
-    if cfg.grid_positions and not model.cfg.grid_positions and cfg.lora_rank == 0:
+    model, _, _ = load_model(cfg.init, device)
+    if cfg.model.grid_positions and not model.cfg.grid_positions and cfg.lora.rank == 0:
         model.add_grid_positions()
         print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps it plain)")
     described = {"model": asdict(model.cfg)}
-    if cfg.lora_rank > 0:
-        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": list(cfg.lora_targets)}
-        described.update(base=str(cfg.init), lora=lora)
+    if cfg.lora.rank > 0:
+        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+        described.update(base=str(cfg.init), lora=asdict(cfg.lora))
     return model.to(device), described
 
 
@@ -123,6 +135,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()
     rows = make_rows(cfg.layout, tokenizer)
+    # the longest row: the flag, else the model's limit (the checkpoint's, when fine-tuning one)
+    max_seq_len = model_config(cfg.init).max_seq_len if cfg.init else cfg.model.max_seq_len
+    row_tokens = cfg.max_row_tokens or max_seq_len
+    if row_tokens > max_seq_len:
+        raise ValueError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
 
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
@@ -140,18 +157,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         # the evaluated tasks as a test-time learner sees them: their test outputs are dropped here,
         # before the sampler (which refuses any task that still has one) can see them
         evaluated = [t.without_test_outputs() for t in heldout_tasks]
-        sampler = PairSampler(train_tasks, evaluated, rows, cfg.max_len, cfg.seed, cfg.evaluated_share, cfg.input_loss,
+        sampler = PairSampler(train_tasks, evaluated, rows, row_tokens, cfg.seed, cfg.evaluated_share, cfg.input_loss,
                               cfg.augment, cfg.keep_background, cfg.max_examples)
         task_ids = sampler.task_ids
     else:
         sampler = InContextSampler(
-            train_tasks, rows, cfg.max_len, cfg.seed, augment=cfg.augment, keep_background=cfg.keep_background,
+            train_tasks, rows, row_tokens, cfg.seed, augment=cfg.augment, keep_background=cfg.keep_background,
             train_on_demo_outputs=cfg.train_on_demo_outputs, max_examples=cfg.max_examples,
             generated_fraction=cfg.generated_fraction,
         )
         task_ids = []
     task_index = {task_id: i for i, task_id in enumerate(task_ids)}
-    eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], rows, cfg.max_len, task_index)
+    eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], rows, row_tokens, task_index)
 
     model, described = build_model(cfg, device, len(task_ids))
     described["task_ids"] = task_ids
@@ -169,13 +186,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         start_step, metrics = state["step"], saved.get("metrics", {})
         print(f"resumed from {out} at step {start_step}")
 
-    lora = cfg.lora_rank > 0
+    lora = cfg.lora.rank > 0
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
           f"autocast {amp_dtype or 'off (fp32)'}")
     print(f"data: {len(train_tasks)} training tasks from {cfg.data}/{cfg.split} ({len(excluded)} excluded as copies of "
           f"{cfg.exclude_evaluated} tasks: {' '.join(excluded[:8])}{' ...' if len(excluded) > 8 else ''}); eval loss on {len(eval_rows)} "
-          f"test outputs of {cfg.eval_set} ({eval_skipped} too long for max_len {cfg.max_len})")
+          f"test outputs of {cfg.eval_set} ({eval_skipped} longer than {row_tokens} tokens)")
 
     def save(step: int) -> None:
         config = {**described, "training": asdict(cfg), "step": step, "metrics": metrics}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from arc.augment import random_augmentation
 from arc.data import Example, Pair
-from arc.lora import DEFAULT_TARGETS, add_lora, lora_modules, lora_parameters, remove_lora
+from arc.lora import LoRAConfig, add_lora, lora_modules, lora_parameters, remove_lora
 from arc.optim import BETAS, optimizer_step, set_lr
 from arc.rows import EncodedRow, InContextRows, collate
 
@@ -37,13 +37,11 @@ from arc.rows import EncodedRow, InContextRows, collate
 @dataclass
 class TTTConfig:
     steps: int = 0  # AdamW steps per task (evaluate.py: 0 means no test-time training)
-    rank: int = 16  # LoRA rank
-    alpha: float = 32.0  # LoRA scale is alpha / rank
+    lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(rank=16))  # the per-task adapter (flags --ttt-rank, --ttt-alpha, ...)
     lr: float = 1e-3  # constant learning rate after a linear warmup of min(4, steps) steps
     batch_size: int = 4  # rows per step; every step gets fresh rows (fresh augmentations)
-    max_len: int | None = None  # longest row in tokens; None: the model's max_len
+    max_row_tokens: int | None = None  # longest row in tokens; None: the evaluation's context budget
     augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
-    targets: tuple[str, ...] = DEFAULT_TARGETS  # projections that get an adapter
     seed: int = 0  # seeds the rows and the adapter's initialisation (A; B starts at zero)
 
 
@@ -100,7 +98,7 @@ def test_time_train(model: nn.Module, demos: list[Pair], layout: InContextRows, 
     """
     _refuse_existing_adapter(model)
     started = time.time()
-    max_len = cfg.max_len or model.cfg.max_len
+    max_len = cfg.max_row_tokens or model.cfg.max_seq_len
     rng = np.random.default_rng(cfg.seed)
     rows = leave_one_out_rows(demos, layout, max_len, rng, max(1, cfg.steps) * cfg.batch_size, cfg.augment)
     if not rows:
@@ -112,7 +110,7 @@ def test_time_train(model: nn.Module, demos: list[Pair], layout: InContextRows, 
     # Seed the adapter's A matrices without disturbing the caller's random streams.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
-        add_lora(model, cfg.rank, cfg.alpha, targets=cfg.targets)
+        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     params = lora_parameters(model)
     # No weight decay: a few dozen steps from B = 0 leave nothing for decay to tame.
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=BETAS, weight_decay=0.0)

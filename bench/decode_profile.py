@@ -44,7 +44,7 @@ def measure(cfg: ModelConfig, batch: int, prompt_len: int, steps: int, compile: 
     prefill_s = []
     for _ in range(2):
         start = time.perf_counter()
-        cache = model.new_cache(batch, max_len=total)
+        cache = model.new_cache(batch, capacity=total)
         logits = model(prompts, cache=cache)[:, -1]
         prefill_s.append(time.perf_counter() - start)
 
@@ -102,7 +102,7 @@ def main() -> None:
         model = Transformer(CONFIGS[args.configs.split(",")[0]]).eval()
         batch = int(args.batches.split(",")[0])
         with torch.inference_mode():
-            cache = model.new_cache(batch, max_len=args.prompt_len + 20)
+            cache = model.new_cache(batch, capacity=args.prompt_len + 20)
             logits = model(torch.zeros(batch, args.prompt_len, dtype=torch.long), cache=cache)[:, -1]
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(10):

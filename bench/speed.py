@@ -35,7 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,9 +53,9 @@ from arc.trainer import TrainConfig  # noqa: E402
 
 _train_defaults = TrainConfig()
 CONFIGS = {
-    "default": ModelConfig(d_model=_train_defaults.d_model, n_layers=_train_defaults.n_layers,
-                           n_heads=_train_defaults.n_heads, max_len=_train_defaults.max_len),
-    "5M": ModelConfig(d_model=256, n_layers=6, n_heads=8, max_len=_train_defaults.max_len),
+    # the trainer's default size as a plain Llama (1-D RoPE, no task embeddings), the peer's architecture
+    "default": replace(_train_defaults.model, rope="1d"),
+    "5M": ModelConfig(d_model=256, n_layers=6, n_heads=8, max_seq_len=_train_defaults.model.max_seq_len),
 }
 SEED = 0
 NO_END = -1  # an end id no argmax can return: every row generates exactly its max_new_tokens
@@ -93,7 +93,7 @@ def hf_peer(model: Transformer):
     config = LlamaConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.mlp_width,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps,
+        max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         attention_bias=False, mlp_bias=False, tie_word_embeddings=False, hidden_act="silu",
         # Llama's defaults (bos 1, eos 2) are colours in our vocabulary: generate() would stop at colour 2
@@ -326,7 +326,7 @@ def measure_decode(config: str, impl: str, batch: int, device_name: str, threads
     else:
         def prefill():
             with torch.inference_mode(), amp:
-                model(prompts, cache=model.new_cache(batch, max_len=total, dtype=amp_dtype))
+                model(prompts, cache=model.new_cache(batch, capacity=total, dtype=amp_dtype))
 
         def generate(p: torch.Tensor, n: int) -> list[list[int]]:
             return greedy_decode(model, p.tolist(), [n] * batch, end_id=NO_END, pad_id=PAD, autocast_dtype=amp_dtype,

@@ -11,7 +11,7 @@ from arc.model import ModelConfig, Transformer
 from arc.tokenizer import VOCAB_SIZE
 from arc.trainer import TrainConfig
 
-TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_len=128)
+TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128)
 
 
 def random_task(rng: np.random.Generator, n_train: int = 2, n_test: int = 1, side: int = 3) -> dict:
@@ -73,8 +73,7 @@ def tiny_train_config(tmp_path, task_dirs):
 
     def make(out: str, **overrides) -> TrainConfig:
         base = TrainConfig(
-            layout="in_context", rope="1d", data=train_dir, eval_data=eval_dir, eval_set="all", max_len=TINY.max_len,
-            d_model=TINY.d_model, n_layers=TINY.n_layers, n_heads=TINY.n_heads, grid_positions=TINY.grid_positions,
+            layout="in_context", data=train_dir, eval_data=eval_dir, eval_set="all", model=TINY,
             max_steps=6, batch_size=2, warmup_steps=2, precision="fp32", compile=False, device="cpu",
             log_every=1000, eval_every=1000, save_every=1000, out=str(tmp_path / out), seed=0,
         )

@@ -11,7 +11,7 @@ from arc.rows import InContextRows
 from arc.tokenizer import GridTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_len=256)
+CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=256)
 
 
 def g(rows) -> np.ndarray:
@@ -63,11 +63,11 @@ def test_make_views():
 def test_candidate_nll_matches_direct_computation(model):
     tok, ex = InContextRows(GridTokenizer()), example()
     views = make_views(len(ex.train), 4, seed=3)
-    nll = candidate_nll(model, tok, ex, CANDIDATES, views, max_len=CFG.max_len, batch_size=16)
+    nll = candidate_nll(model, tok, ex, CANDIDATES, views, max_len=CFG.max_seq_len, batch_size=16)
     assert nll.shape == (3, 4) and np.isfinite(nll).all()
     expected = np.array([[direct_nll(model, tok, ex, c, v) for v in views] for c in CANDIDATES])
     np.testing.assert_allclose(nll, expected, rtol=1e-4, atol=1e-4)
-    one_by_one = candidate_nll(model, tok, ex, CANDIDATES, views, max_len=CFG.max_len, batch_size=1)
+    one_by_one = candidate_nll(model, tok, ex, CANDIDATES, views, max_len=CFG.max_seq_len, batch_size=1)
     np.testing.assert_allclose(one_by_one, nll, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(product_of_experts(nll), expected.sum(axis=1), rtol=1e-4)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from arc.checkpoint import load_model, save_checkpoint
-from arc.cli import add_config_flags, given_flags
+from arc.cli import add_config_flags, build_config, given_flags
 from arc.data import Example, Pair, Task
 from arc.data import load_tasks
 from arc.evaluation import EvalConfig, evaluate, score_tasks
@@ -99,12 +99,12 @@ SMALL = Example("small", 0, [Pair(g([[1, 2]]), g([[3], [4]]))], Pair(g([[5]]), g
 def test_predict_greedy_with_rigged_models():
     tok = InContextRows(GridTokenizer())
     right = bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END})  # writes "67\nE"
-    [p] = predict_greedy(right, tok, [SMALL], max_len=TINY.max_len)
+    [p] = predict_greedy(right, tok, [SMALL], max_len=TINY.max_seq_len)
     assert (p.status, p.prompt_tokens, p.correct) == ("ok", 15, True)
     assert p.attempts[0].tolist() == [[6, 7]]
 
     unterminated = bigram_model({OUTPUT: 6, 6: END})  # writes "6E": not a grid
-    [p] = predict_greedy(unterminated, tok, [SMALL], max_len=TINY.max_len)
+    [p] = predict_greedy(unterminated, tok, [SMALL], max_len=TINY.max_seq_len)
     assert (p.status, p.attempts, p.correct) == ("no valid output (last row is not terminated)", [], False)
 
     endless = bigram_model({OUTPUT: 6})  # writes 6 6 6 ... until the context is full
@@ -124,7 +124,7 @@ def test_predict_greedy_batches_keep_each_example_in_place():
         SMALL,
         Example("c", 0, [long_demo], Pair(g([[5]]), g([[0]]))),
     ]
-    preds = predict_greedy(model, tok, examples, max_len=TINY.max_len, batch_size=2)
+    preds = predict_greedy(model, tok, examples, max_len=TINY.max_seq_len, batch_size=2)
     assert [p.example.task_id for p in preds] == ["a", "small", "c"]
     assert [p.correct for p in preds] == [True, True, False]
     # "a" keeps one demonstration: two (1 + 2 * 51 + 4 = 107 prompt tokens) plus an answer budget of the
@@ -225,8 +225,12 @@ def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint,
 def test_eval_cli_flags():
     parser = argparse.ArgumentParser()
     add_config_flags(parser, EvalConfig)
-    given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--max-tasks", "3", "--max-len", "256"]), EvalConfig)
-    assert given == {"tasks": ("a1", "b2"), "max_tasks": 3, "max_len": 256}
+    given = given_flags(parser.parse_args(["--tasks", "a1,b2", "--max-tasks", "3", "--context-tokens", "256",
+                                           "--views", "4", "--ttt-steps", "2", "--ttt-rank", "8"]), EvalConfig)
+    assert given == {"tasks": ("a1", "b2"), "max_tasks": 3, "context_tokens": 256, "decoding": {"views": 4},
+                     "ttt": {"steps": 2, "lora": {"rank": 8}}}
+    config = build_config(EvalConfig, given)
+    assert (config.decoding.views, config.ttt.lora.rank, config.ttt.lora.alpha, config.ttt.lr) == (4, 8, 32.0, 1e-3)
     assert given_flags(parser.parse_args([]), EvalConfig) == {}
 
 
@@ -250,7 +254,7 @@ def test_per_task_losses_keep_the_eval_loss(tiny_model, tmp_path):
     from arc.scoring import grouped_loss, output_token_loss
     tasks = load_tasks(eval_tasks(tmp_path))
     tok = InContextRows(GridTokenizer())
-    rows = {t.id: heldout_rows(t.examples(), tok, TINY.max_len)[0] for t in tasks}
+    rows = {t.id: heldout_rows(t.examples(), tok, TINY.max_seq_len)[0] for t in tasks}
     flat, groups = [r for rs in rows.values() for r in rs], [k for k, rs in rows.items() for _ in rs]
     overall, per_task = grouped_loss(tiny_model, flat, groups)
     assert overall == output_token_loss(tiny_model, flat)  # bitwise: the same batches, summed the same way
@@ -273,7 +277,7 @@ def test_search_without_ttt_goes_task_by_task_with_the_same_views(tmp_path, caps
     # the views each example gets are those of predicting all examples together (as before)
     model, tok, _ = load_model(checkpoint, "cpu")
     tasks = select_tasks(load_tasks(eval_tasks(tmp_path)), task_set="all")
-    together = predict(model.eval(), InContextRows(tok), [e for t in tasks for e in t.examples()], TINY.max_len, decoding)
+    together = predict(model.eval(), InContextRows(tok), [e for t in tasks for e in t.examples()], TINY.max_seq_len, decoding)
     assert [t["attempts"] for k in ("aaa", "bbb") for t in results["tasks"][k]["tests"]] == \
         [[a.tolist() for a in p.attempts] for p in together]
     assert (out / "report.html").read_text().count('<section class="card') == 2

@@ -53,7 +53,7 @@ def test_causal(tiny_model):
 def test_cached_decoding_equals_full_forward(tiny_model):
     tokens = random_tokens(2, 18)
     full = tiny_model(tokens)
-    cache = tiny_model.new_cache(2, max_len=18)
+    cache = tiny_model.new_cache(2, capacity=18)
     steps = [tiny_model(tokens[:, :10], cache=cache)]  # prefill
     for t in range(10, 18):  # then one token at a time
         steps.append(tiny_model(tokens[:, t : t + 1], cache=cache))
@@ -66,7 +66,7 @@ def test_left_padded_batch_equals_each_prompt_alone(tiny_model):
     continuations = random_tokens(3, 4, seed=99)
     tokens, pad = left_pad(prompts, PAD)
     assert pad.tolist() == [7, 0, 3]
-    cache = tiny_model.new_cache(3, max_len=16, pad=pad)
+    cache = tiny_model.new_cache(3, capacity=16, pad=pad)
     prefill = tiny_model(tokens, cache=cache)
     steps = [tiny_model(continuations[:, t : t + 1], cache=cache) for t in range(4)]
     for b, prompt in enumerate(prompts):
@@ -79,7 +79,7 @@ def test_left_padded_batch_equals_each_prompt_alone(tiny_model):
 
 def test_cache_truncation_then_redecoding(tiny_model):
     prompt, first, second = random_tokens(1, 12), random_tokens(1, 4, seed=1), random_tokens(1, 4, seed=2)
-    cache = tiny_model.new_cache(1, max_len=20)
+    cache = tiny_model.new_cache(1, capacity=20)
     tiny_model(prompt, cache=cache)
     tiny_model(first, cache=cache)
     assert cache.length == 16
@@ -94,7 +94,7 @@ def test_cache_truncation_then_redecoding(tiny_model):
 
 
 def test_cache_overflow_raises(tiny_model):
-    cache = tiny_model.new_cache(1, max_len=10)
+    cache = tiny_model.new_cache(1, capacity=10)
     tiny_model(random_tokens(1, 8), cache=cache)
     with pytest.raises(ValueError, match="cache overflow"):
         tiny_model(random_tokens(1, 3), cache=cache)
@@ -105,9 +105,9 @@ def test_cache_overflow_raises(tiny_model):
 
 def test_sequence_longer_than_max_len_raises():
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, max_len=8))
+    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, max_seq_len=8))
     assert model(random_tokens(1, 8)).shape == (1, 8, 16)
-    with pytest.raises(ValueError, match="exceeds max_len 8"):
+    with pytest.raises(ValueError, match="exceeds max_seq_len 8"):
         model(random_tokens(1, 9))
 
 
@@ -122,8 +122,8 @@ def test_padded_prompt_fed_one_token_at_a_time_equals_prefill(tiny_model):
     """Padding queries (slots before a row's first real token) see only themselves: no NaN, and the real
     positions get what one prefill of the whole padded batch gives."""
     tokens, pad = left_pad([random_tokens(9).tolist(), random_tokens(4, seed=1).tolist()], PAD)
-    whole = tiny_model(tokens, cache=tiny_model.new_cache(2, max_len=9, pad=pad))
-    cache = tiny_model.new_cache(2, max_len=9, pad=pad)
+    whole = tiny_model(tokens, cache=tiny_model.new_cache(2, capacity=9, pad=pad))
+    cache = tiny_model.new_cache(2, capacity=9, pad=pad)
     steps = torch.cat([tiny_model(tokens[:, t : t + 1], cache=cache) for t in range(9)], dim=1)
     assert torch.isfinite(steps).all()
     torch.testing.assert_close(steps[0], whole[0], **TOL)
@@ -135,7 +135,7 @@ def test_decode_step_equals_forward(tiny_model):
     forward(tokens, cache) computes, on a left-padded batch; slots not yet filled are never seen."""
     tokens, pad = left_pad([random_tokens(5).tolist(), random_tokens(11, seed=1).tolist()], PAD)
     new = random_tokens(2, 6, seed=2)
-    ref, fixed = (tiny_model.new_cache(2, max_len=20, pad=pad) for _ in range(2))
+    ref, fixed = (tiny_model.new_cache(2, capacity=20, pad=pad) for _ in range(2))
     tiny_model(tokens, cache=ref)
     tiny_model(tokens, cache=fixed)
     for layer in range(TINY.n_layers):  # junk where nothing was written yet: masking must hide it

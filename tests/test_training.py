@@ -13,13 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from arc.checkpoint import load_model, load_train_state, read_config
-from arc.cli import add_config_flags, given_flags
+from arc.cli import add_config_flags, build_config, given_flags
 from arc.data import DataError, load_tasks
 from arc.predict import DecodeConfig, predict
 from arc.lora import LoRALinear, add_lora, load_adapter
 from arc.model import Transformer
+from arc.lora import LoRAConfig
 from arc.rows import InContextRows
-from arc.trainer import TrainConfig, train
+from arc.trainer import TrainConfig, saved_train_config, train
 from conftest import TINY, write_tasks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,7 +63,7 @@ def test_resumed_run_equals_uninterrupted_run(tiny_train_config):
 
 @pytest.mark.parametrize("grid_positions", [False, True])
 def test_max_steps_zero_writes_the_untrained_model(tiny_train_config, grid_positions):
-    out = train(tiny_train_config("zero", max_steps=0, grid_positions=grid_positions))
+    out = train(tiny_train_config("zero", max_steps=0, model=replace(TINY, grid_positions=grid_positions)))
     config = read_config(out)
     assert config["step"] == 0
     model_config = replace(TINY, grid_positions=grid_positions)
@@ -80,7 +81,7 @@ def file_hash(path: Path) -> str:
 def test_lora_run_trains_only_the_adapter(tiny_train_config):
     base = train(tiny_train_config("base", max_steps=2))
     base_hash = file_hash(base / "model.safetensors")
-    out = train(tiny_train_config("lora", init=str(base), lora_rank=4, max_steps=3))
+    out = train(tiny_train_config("lora", init=str(base), lora=LoRAConfig(rank=4), max_steps=3))
 
     names = {p.name for p in out.iterdir()}
     assert "adapter.safetensors" in names and "model.safetensors" not in names
@@ -113,17 +114,17 @@ def test_lora_run_trains_only_the_adapter(tiny_train_config):
 
 def test_resumed_lora_run_equals_uninterrupted_run(tiny_train_config):
     base = str(train(tiny_train_config("base", max_steps=1)))
-    a = train(tiny_train_config("a", init=base, lora_rank=4, max_steps=4))
-    train(tiny_train_config("b", init=base, lora_rank=4, max_steps=4, stop_at_step=2))
-    b = train(tiny_train_config("b", init=base, lora_rank=4, max_steps=4), resume=True)
+    a = train(tiny_train_config("a", init=base, lora=LoRAConfig(rank=4), max_steps=4))
+    train(tiny_train_config("b", init=base, lora=LoRAConfig(rank=4), max_steps=4, stop_at_step=2))
+    b = train(tiny_train_config("b", init=base, lora=LoRAConfig(rank=4), max_steps=4), resume=True)
     assert load_train_state(b)["step"] == 4
     assert tensors_equal(load_file(str(a / "adapter.safetensors")), load_file(str(b / "adapter.safetensors")))
 
 
-def test_lora_max_len_above_base_is_refused(tiny_train_config):
+def test_lora_rows_longer_than_the_base_takes_are_refused(tiny_train_config):
     base = train(tiny_train_config("base", max_steps=0))
-    with pytest.raises(ValueError, match="exceeds the max_len"):
-        train(tiny_train_config("lora", init=str(base), lora_rank=4, max_len=TINY.max_len + 1))
+    with pytest.raises(ValueError, match="exceeds the model's max_seq_len"):
+        train(tiny_train_config("lora", init=str(base), lora=LoRAConfig(rank=4), max_row_tokens=TINY.max_seq_len + 1))
 
 
 def test_training_on_a_heldout_task_raises(tiny_train_config, task_dirs, tmp_path):
@@ -153,18 +154,18 @@ def test_tiny_model_learns_one_task(tiny_train_config, tmp_path):
     """Trained on one task (each of its 4 pairs in turn as the test, no augmentation), greedy decoding
     reproduces the test output exactly; the untrained model does not."""
     data = write_tasks(tmp_path / "flip", {"flip": FLIP})
-    cfg = tiny_train_config("flip_run", data=data, d_model=64, max_steps=150, batch_size=8, lr=3e-3,
+    cfg = tiny_train_config("flip_run", data=data, model=replace(TINY, d_model=64), max_steps=150, batch_size=8, lr=3e-3,
                             warmup_steps=20, augment=False)
     out = train(cfg)
     model, tokenizer, _ = load_model(out)
     rows = InContextRows(tokenizer)
     examples = load_tasks(data)[0].examples()
-    [prediction] = predict(model.eval(), rows, examples, TINY.max_len, DecodeConfig())
+    [prediction] = predict(model.eval(), rows, examples, TINY.max_seq_len, DecodeConfig())
     assert prediction.status == "ok"
     assert prediction.attempts[0].tolist() == FLIP["test"][0]["output"]
     assert prediction.correct
     untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
-    assert not predict(untrained.eval(), rows, examples, TINY.max_len, DecodeConfig())[0].correct
+    assert not predict(untrained.eval(), rows, examples, TINY.max_seq_len, DecodeConfig())[0].correct
 
 
 # --- train.py's command line ------------------------------------------------------------------------
@@ -178,11 +179,31 @@ def parse(argv: list[str]) -> dict:
 
 def test_cli_flags_parse_to_typed_values():
     given = parse(["--max-steps", "5", "--no-augment", "--lora-targets", "wq,wv", "--lr", "3e-4",
-                   "--init", "ck/base", "--max-examples", "1000", "--train-on-demo-outputs"])
-    assert given == {"max_steps": 5, "augment": False, "lora_targets": ("wq", "wv"), "lr": 3e-4,
-                     "init": "ck/base", "max_examples": 1000, "train_on_demo_outputs": True}
+                   "--init", "ck/base", "--max-examples", "1000", "--train-on-demo-outputs", "--d-model", "64",
+                   "--rope", "1d", "--lora-rank", "8"])
+    assert given == {"max_steps": 5, "augment": False, "lora": {"targets": ("wq", "wv"), "rank": 8}, "lr": 3e-4,
+                     "init": "ck/base", "max_examples": 1000, "train_on_demo_outputs": True,
+                     "model": {"d_model": 64, "rope": "1d"}}
     assert type(given["max_steps"]) is int and type(given["lr"]) is float
-    TrainConfig(**given)  # the flags build a config
+    config = build_config(TrainConfig, given)  # the flat flags build the nested config
+    assert (config.model.d_model, config.model.n_layers, config.model.rope) == (64, 4, "1d")
+    assert (config.lora.rank, config.lora.alpha, config.lora.targets) == (8, 32.0, ("wq", "wv"))
+
+
+def test_cli_derived_model_fields_are_not_flags():
+    with pytest.raises(SystemExit):
+        parse(["--n-tasks", "3"])  # set from the data, never by hand
+
+
+def test_resume_reads_a_config_saved_before_the_nesting():
+    flat = {"layout": "pair", "d_model": 64, "n_layers": 2, "n_heads": 4, "grid_positions": False, "rope": "3d",
+            "max_len": 1024, "lora_rank": 0, "lora_alpha": 32.0, "lora_dropout": 0.0, "lora_targets": ["wq"],
+            "extra": {}, "max_steps": 9}
+    config = saved_train_config({"training": flat})
+    assert (config.model.d_model, config.model.max_seq_len, config.max_row_tokens) == (64, 1024, 1024)
+    assert (config.lora.targets, config.max_steps, config.layout) == (("wq",), 9, "pair")
+    old = saved_train_config({"training": {"d_model": 32, "max_len": 128}})  # before the pair layout too
+    assert (old.layout, old.model.rope) == ("in_context", "1d")
 
 
 def test_cli_unset_flags_are_absent():
@@ -197,7 +218,7 @@ def test_cli_rejects_bad_values():
 
 def test_train_script_resume_continues_a_stopped_run(tiny_train_config, monkeypatch):
     cfg = tiny_train_config("script", max_steps=4, stop_at_step=2)
-    flags = ["--data", cfg.data, "--eval-data", cfg.eval_data, "--eval-set", "all", "--max-len", "128",
+    flags = ["--data", cfg.data, "--eval-data", cfg.eval_data, "--eval-set", "all", "--max-seq-len", "128", "--layout", "in_context",
              "--d-model", "32", "--n-layers", "2", "--n-heads", "4", "--batch-size", "2", "--warmup-steps", "1",
              "--precision", "fp32", "--no-compile", "--device", "cpu", "--max-steps", "4", "--out", cfg.out]
     script = str(Path(__file__).parent.parent / "train.py")
@@ -212,8 +233,8 @@ def test_train_script_resume_continues_a_stopped_run(tiny_train_config, monkeypa
 def test_fine_tuning_a_plain_checkpoint_adds_zero_grid_positions(tiny_train_config):
     """--init of a model without grid positions (full fine-tune) adds the embeddings at zero: the
     fine-tuned model starts out computing exactly what the plain one did."""
-    plain_dir = train(tiny_train_config("plain", max_steps=2, grid_positions=False))
-    tuned_dir = train(tiny_train_config("tuned", max_steps=0, init=str(plain_dir), grid_positions=True))
+    plain_dir = train(tiny_train_config("plain", max_steps=2, model=replace(TINY, grid_positions=False)))
+    tuned_dir = train(tiny_train_config("tuned", max_steps=0, init=str(plain_dir), model=replace(TINY, grid_positions=True)))
     plain, _, _ = load_model(plain_dir)
     tuned, _, config = load_model(tuned_dir)
     assert config["model"]["grid_positions"] and tuned.cfg.grid_positions and not plain.cfg.grid_positions
