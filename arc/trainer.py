@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from arc.batching import InContextSampler, PairSampler
+from arc.batching import InContextSampler, PairSampler, Sampler
 from arc.cli import build_config
 from arc.checkpoint import load_model, load_train_state, model_config, read_config, save_checkpoint
-from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
+from arc.data import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import LoRAConfig, add_lora
 from arc.model import ModelConfig, Transformer
 from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.report import write_train_report
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
-from arc.rows import heldout_rows, make_rows
+from arc.rows import Rows, heldout_rows, make_rows
 from arc.scoring import output_token_loss
 from arc.tokenizer import PAD, GridTokenizer
 
@@ -122,25 +122,19 @@ def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tup
     return model.to(device), described
 
 
-def format_seconds(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+@dataclass
+class TrainingData:
+    sampler: Sampler  # draws the training batches
+    heldout_tasks: list[Task]  # the evaluated tasks, with their test outputs (for the eval loss only)
+    task_ids: list[str]  # the task embedding table (pair layout; empty otherwise)
+    n_train_tasks: int  # training tasks after the exclusions
+    excluded: list[str]  # ids left out of the training tasks (evaluated, or copies of evaluated tasks)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Run (or continue) training; returns the run folder holding the final checkpoint."""
-    out = Path(cfg.out)
-    device = resolve_device(cfg.device, cfg.threads)
-    amp_dtype = autocast_dtype(device, cfg.precision)
-    seed_everything(cfg.seed)
-    tokenizer = GridTokenizer()
-    rows = make_rows(cfg.layout, tokenizer)
-    # the longest row: the flag, else the model's limit (the checkpoint's, when fine-tuning one)
-    max_seq_len = model_config(cfg.init).max_seq_len if cfg.init else cfg.model.max_seq_len
-    row_tokens = cfg.max_row_tokens or max_seq_len
-    if row_tokens > max_seq_len:
-        raise ValueError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
-
+def training_data(cfg: TrainConfig, rows: Rows, row_tokens: int) -> TrainingData:
+    """The training rows' sampler and the evaluated tasks, as the configuration asks. The leak guard
+    lives here: no evaluated task (by id or content) is a training task, and in the pair layout the
+    evaluated tasks reach the sampler only through Task.without_test_outputs."""
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
         data, _, split = cfg.exclude_evaluated.partition(":")
@@ -167,6 +161,30 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             generated_fraction=cfg.generated_fraction,
         )
         task_ids = []
+    return TrainingData(sampler, heldout_tasks, task_ids, len(train_tasks), excluded)
+
+
+def format_seconds(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run (or continue) training; returns the run folder holding the final checkpoint."""
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device, cfg.threads)
+    amp_dtype = autocast_dtype(device, cfg.precision)
+    seed_everything(cfg.seed)
+    tokenizer = GridTokenizer()
+    rows = make_rows(cfg.layout, tokenizer)
+    # the longest row: the flag, else the model's limit (the checkpoint's, when fine-tuning one)
+    max_seq_len = model_config(cfg.init).max_seq_len if cfg.init else cfg.model.max_seq_len
+    row_tokens = cfg.max_row_tokens or max_seq_len
+    if row_tokens > max_seq_len:
+        raise ValueError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
+
+    data = training_data(cfg, rows, row_tokens)
+    sampler, heldout_tasks, task_ids = data.sampler, data.heldout_tasks, data.task_ids
     task_index = {task_id: i for i, task_id in enumerate(task_ids)}
     eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], rows, row_tokens, task_index)
 
@@ -190,8 +208,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
           f"autocast {amp_dtype or 'off (fp32)'}")
-    print(f"data: {len(train_tasks)} training tasks from {cfg.data}/{cfg.split} ({len(excluded)} excluded as copies of "
-          f"{cfg.exclude_evaluated} tasks: {' '.join(excluded[:8])}{' ...' if len(excluded) > 8 else ''}); eval loss on {len(eval_rows)} "
+    print(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split} ({len(data.excluded)} excluded as evaluated or copies of "
+          f"{cfg.exclude_evaluated} tasks: {' '.join(data.excluded[:8])}{' ...' if len(data.excluded) > 8 else ''}); eval loss on {len(eval_rows)} "
           f"test outputs of {cfg.eval_set} ({eval_skipped} longer than {row_tokens} tokens)")
 
     def save(step: int) -> None:

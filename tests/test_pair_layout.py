@@ -1,0 +1,177 @@
+"""The pair layout: known rows, 3-D positions, task and transform embeddings through the KV cache, the
+leak guard on the trainer's own sampler, and a tiny model that learns an evaluated task from its
+demonstrations alone."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from arc.checkpoint import load_model
+from arc.data import Example, Pair, load_tasks
+from arc.decode import left_pad
+from arc.model import ModelConfig, Transformer, rope3d_angles
+from arc.positions import grid_numbers
+from arc.predict import DecodeConfig, predict
+from arc.rows import PairRows, collate
+from arc.tokenizer import END, INPUT, OUTPUT, PAD, ROW, GridTokenizer
+from arc.trainer import TrainConfig, train, training_data
+from conftest import TINY, random_task, write_tasks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROWS = PairRows(GridTokenizer())
+PAIR_MODEL = replace(TINY, rope="3d", n_tasks=3, transform_embedding=True)
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def g(rows) -> np.ndarray:
+    return np.array(rows, dtype=np.uint8)
+
+
+# input [[1, 2]], output [[3], [4]]:  I 1 2 \n O | 3 \n 4 \n E
+PAIR = Example("t", 0, [], Pair(g([[1, 2]]), g([[3], [4]])))
+PAIR_IDS = [INPUT, 1, 2, ROW, OUTPUT, 3, ROW, 4, ROW, END]
+
+
+def test_pair_row_known_ids_mask_and_prompt():
+    row = ROWS.encode(PAIR, task=2, transform=5)
+    assert row.ids.tolist() == PAIR_IDS and (row.task, row.transform) == (2, 5)
+    assert row.loss_mask.tolist() == [False] * 5 + [True] * 5  # the output's rows and E
+    assert ROWS.encode(PAIR, input_loss=True).loss_mask.tolist() == [False] + [True] * 9  # the input too, not the first I
+    assert ROWS.prompt(PAIR) == PAIR_IDS[:5]
+    assert ROWS.length(PAIR, 5) == len(PAIR_IDS)
+    assert ROWS.fit(PAIR, 10) is PAIR and ROWS.fit(PAIR, 9) is None
+    test_input_only = Example("t", 0, [], Pair(g([[1, 2]])))
+    assert ROWS.encode(test_input_only, input_loss=True).ids.tolist() == PAIR_IDS[:5]
+    with pytest.raises(ValueError, match="no output"):
+        ROWS.encode(test_input_only)
+
+
+def test_collate_carries_task_and_transform():
+    batch = collate([ROWS.encode(PAIR, task=1, transform=3), ROWS.encode(PAIR, task=2, transform=0)])
+    assert batch.task.tolist() == [1, 2] and batch.transform.tolist() == [3, 0]
+    assert batch.inputs.shape == (2, len(PAIR_IDS) - 1)
+
+
+def test_grid_numbers_and_3d_angles_known_answer():
+    tokens = torch.tensor([PAIR_IDS])
+    assert grid_numbers(tokens, torch.tensor([0]))[0].tolist() == [1, 1, 1, 1, 2, 2, 2, 2, 2, 3]
+    assert grid_numbers(tokens[:, 5:], torch.tensor([2]))[0].tolist() == [2, 2, 2, 2, 3]  # continued from a state
+    cfg = ModelConfig(d_model=24, n_heads=2)  # head_dim 12: 6 rotation pairs, 2 per axis
+    angles = rope3d_angles(torch.tensor([[3]]), torch.tensor([[5]]), torch.tensor([[7]]), cfg)[0, 0]
+    expected = [3, 3 * 10000 ** -0.5, 5, 5 * 10000 ** -0.5, 7, 7 * 10000 ** -0.5]
+    torch.testing.assert_close(angles, torch.tensor(expected))
+
+
+@pytest.fixture
+def pair_model() -> Transformer:
+    torch.manual_seed(0)
+    model = Transformer(PAIR_MODEL).eval()
+    with torch.no_grad():  # embeddings large enough that a wrong task or transform would show
+        model.embed_task.weight.normal_(0, 1.0)
+        model.embed_transform.weight.normal_(0, 1.0)
+    return model
+
+
+def test_task_and_transform_change_the_output(pair_model):
+    tokens = torch.tensor([PAIR_IDS, PAIR_IDS])
+    same = pair_model(tokens, task=torch.tensor([0, 0]), transform=torch.tensor([0, 0]))
+    torch.testing.assert_close(same[0], same[1])
+    other_task = pair_model(tokens, task=torch.tensor([0, 1]), transform=torch.tensor([0, 0]))
+    other_transform = pair_model(tokens, task=torch.tensor([0, 0]), transform=torch.tensor([0, 4]))
+    assert not torch.allclose(other_task[0], other_task[1]) and not torch.allclose(other_transform[0], other_transform[1])
+    with pytest.raises(ValueError, match="task id"):
+        pair_model(tokens)
+
+
+def test_cached_left_padded_decoding_equals_each_row_alone(pair_model):
+    """Prefill of left-padded prompts, then one-token steps (eager and the fixed-shape decode_step),
+    with each row's task and transform held by the cache: the same logits as each full row alone."""
+    prompts = [PAIR_IDS[:5], [INPUT, 7, ROW, 8, ROW, OUTPUT], [INPUT, 1, 2, 3, ROW, OUTPUT, 4]]
+    continuation = torch.tensor([[3, ROW, 4], [5, 5, ROW], [ROW, 6, ROW]])
+    task, transform = torch.tensor([0, 2, 1]), torch.tensor([3, 0, 7])
+    tokens, pad = left_pad(prompts, PAD)
+    for step_fn in ("forward", "decode_step"):
+        cache = pair_model.new_cache(3, capacity=12, pad=pad, task=task, transform=transform)
+        prefill = pair_model(tokens, cache=cache)
+        steps = []
+        at = torch.tensor([cache.length])
+        for t in range(3):
+            if step_fn == "forward":
+                steps.append(pair_model(continuation[:, t : t + 1], cache=cache)[:, -1])
+            else:
+                steps.append(pair_model.decode_step(continuation[:, t : t + 1], cache, at))
+                at += 1
+                cache.length += 1
+        for b, prompt in enumerate(prompts):
+            row = torch.tensor([prompt + continuation[b].tolist()])
+            alone = pair_model(row, task=task[b : b + 1], transform=transform[b : b + 1])[0]
+            n = len(prompt)
+            torch.testing.assert_close(prefill[b, pad[b]:], alone[:n], **TOL)
+            torch.testing.assert_close(torch.stack([s[b] for s in steps]), alone[n:], **TOL)
+
+
+def test_add_tasks_keeps_the_trained_rows_and_starts_new_ones_at_their_mean(pair_model):
+    tokens = torch.tensor([PAIR_IDS])
+    before = pair_model(tokens, task=torch.tensor([2]), transform=torch.tensor([1]))
+    old = pair_model.embed_task.weight.detach().clone()
+    assert list(pair_model.add_tasks(2)) == [3, 4] and pair_model.cfg.n_tasks == 5
+    torch.testing.assert_close(pair_model(tokens, task=torch.tensor([2]), transform=torch.tensor([1])), before, atol=0, rtol=0)
+    torch.testing.assert_close(pair_model.embed_task.weight[3], old.mean(0))
+
+
+# --- the leak guard, on the sampler the trainer builds from its default configuration --------------------
+
+
+def test_no_test_output_of_an_evaluated_task_reaches_a_training_row(tmp_path):
+    """The evaluated task's test output is 5x5 while every other grid in the data is at most 3x3: a
+    5x5 output in any row (D8 and colour permutations keep a square's shape) would be the leak. The
+    sampler is the one the default TrainConfig builds; its evaluated tasks have no test output left."""
+    rng = np.random.default_rng(0)
+    train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng) for i in range(4)})
+    secret = random_task(rng)
+    secret["test"][0]["output"] = (np.arange(25).reshape(5, 5) % 10).tolist()
+    eval_dir = write_tasks(tmp_path / "eval", {"secret": secret})
+    cfg = replace(TrainConfig(), data=train_dir, eval_data=eval_dir, eval_set="all")
+    assert cfg.layout == "pair"  # the default
+    data = training_data(cfg, ROWS, 512)
+    assert data.task_ids == ["t0", "t1", "t2", "t3", "secret"]
+    assert all(p.output is None or p.output.shape != (5, 5) for _, pairs in data.sampler.groups[1] for p in pairs)
+    seen_secret = 0
+    for i in range(2000):
+        row = data.sampler.row(i)
+        text = "".join(GridTokenizer().tokenizer.id_to_token(t) for t in row.ids)
+        output_rows = text.split("O")[1].rstrip("E").split("\n")[:-1]
+        assert not (len(output_rows) == 5 and len(output_rows[0]) == 5), f"row {i} holds the secret test output"
+        seen_secret += row.task == 4
+    assert seen_secret > 800  # evaluated_share 0.5: the task's demonstrations were drawn, just never its test output
+    with pytest.raises(ValueError, match="still has a test output"):
+        type(data.sampler)([], load_tasks(eval_dir), ROWS, 512, 0)
+
+
+# --- end to end ---------------------------------------------------------------------------------------------
+
+
+def test_tiny_pair_model_learns_an_evaluated_task_from_its_demonstrations(tmp_path):
+    """The training tasks flip their inputs left-right; the evaluated task copies them. Trained on the
+    training tasks' pairs and on the evaluated task's 3 demonstrations only, greedy decoding with that
+    task's embedding copies a test input it never saw the output of (a flip would be wrong); the
+    untrained model does not."""
+    rng = np.random.default_rng(1)
+    train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng, n_train=3) for i in range(3)})
+    copy = {"train": [{"input": [[1, 2, 3]], "output": [[1, 2, 3]]}, {"input": [[4, 5], [6, 7]], "output": [[4, 5], [6, 7]]},
+                      {"input": [[8, 0, 9]], "output": [[8, 0, 9]]}],
+            "test": [{"input": [[2, 6], [3, 1]], "output": [[2, 6], [3, 1]]}]}
+    eval_dir = write_tasks(tmp_path / "eval", {"copy": copy})
+    cfg = TrainConfig(data=train_dir, eval_data=eval_dir, eval_set="all", model=replace(TINY, d_model=64, rope="3d"),
+                      max_steps=600, batch_size=8, lr=3e-3, warmup_steps=20, precision="fp32",
+                      compile=False, device="cpu", log_every=1000, eval_every=1000, save_every=1000,
+                      out=str(tmp_path / "run"), seed=0)
+    model, tokenizer, config = load_model(train(cfg))
+    [task] = load_tasks(eval_dir)
+    index = {task_id: i for i, task_id in enumerate(config["task_ids"])}
+    one_view = DecodeConfig(views=1)  # the task as given (8 views would vote, but one must already be right)
+    [p] = predict(model.eval(), PairRows(tokenizer), task.examples(), 128, one_view, task_index=index)
+    assert p.correct, p.attempts
+    untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
+    assert not predict(untrained.eval(), PairRows(tokenizer), task.examples(), 128, one_view, task_index=index)[0].correct
