@@ -144,6 +144,7 @@ class PairSampler(Sampler):
         augment: bool = True,  # a random D8 transform and colour permutation per row
         keep_background: bool = True,  # colour permutations keep 0 (black background) fixed
         max_examples: int | None = None,  # cycle through a fixed pool of this many rows
+        first_task: int = 0,  # embedding row of the first task (tasks added to a trained table start after it)
     ):
         super().__init__(max_len, seed, max_examples)
         for task in evaluated_tasks:
@@ -156,8 +157,9 @@ class PairSampler(Sampler):
         self.evaluated_share = evaluated_share if evaluated_tasks else 0.0
         # per group, per task: (task embedding row, the pairs it offers)
         offer = lambda t: [p for p in t.train + t.test if p.output is not None or input_loss]  # noqa: E731
-        self.groups = [[(i, offer(t)) for i, t in enumerate(train_tasks)],
-                       [(len(train_tasks) + i, offer(t)) for i, t in enumerate(evaluated_tasks)]]
+        self.groups = [[(first_task + i, offer(t)) for i, t in enumerate(train_tasks)],
+                       [(first_task + len(train_tasks) + i, offer(t)) for i, t in enumerate(evaluated_tasks)]]
+        self.first_task = first_task
         if not self.groups[0] and not self.groups[1]:
             raise ValueError("no training tasks")
 
@@ -166,7 +168,7 @@ class PairSampler(Sampler):
         group = self.groups[1 if evaluated else 0]
         task, pairs = group[rng.integers(len(group))]
         pair = pairs[rng.integers(len(pairs))]
-        example = Example(self.task_ids[task], 0, [], pair)
+        example = Example(self.task_ids[task - self.first_task], 0, [], pair)
         transform = 0
         if self.augment:
             aug = random_augmentation(rng, 0, keep_background=self.keep_background)

@@ -21,11 +21,12 @@ from typing import Callable
 
 import numpy as np
 
+from arc.adapt import AdaptConfig, adapt
 from arc.checkpoint import load_model, read_config
 from arc.data import Task, grids_equal, load_tasks, select_tasks
 from arc.files import atomic_write_text
 from arc.lora import merge_lora
-from arc.predict import DecodeConfig, Prediction, predict
+from arc.predict import DecodeConfig, Prediction, default_views, predict
 from arc.report import Progress, show_results, ttt_words, write_eval_report
 from arc.rows import Rows, heldout_rows, make_rows
 from arc.runtime import autocast_dtype, resolve_device
@@ -121,6 +122,7 @@ class EvalConfig:
     out: str | None = None  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
     decoding: DecodeConfig = field(default_factory=DecodeConfig)  # views, strategy, selection (arc.predict)
     ttt: TTTConfig = field(default_factory=TTTConfig, metadata={"flags": "ttt-"})  # per-task test-time training (off while ttt.steps is 0)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig, metadata={"flags": "adapt-"})  # (pair layout) new embeddings for tasks the checkpoint has none for
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
 
 
@@ -198,11 +200,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         if cfg.ttt.steps > 0:
             raise ValueError("--ttt-steps is per-task LoRA training for the in-context layout; a pair-layout "
                              "checkpoint already trained on its evaluated tasks' demonstrations")
-        unseen = [t.id for t in tasks if t.id not in task_index]
-        if unseen:
-            raise ValueError(f"{len(unseen)} task(s) have no embedding in {checkpoint}: {' '.join(unseen[:8])}")
+    unseen = [t.id for t in tasks if t.id not in task_index] if layout == "pair" else []
     step, d = config.get("step"), cfg.decoding
-    method = (f"{d.decode}, {d.views} view(s), select {d.select}, {d.attempts} attempt(s)"
+    method = (f"{d.decode}, {d.views or default_views(rows)} view(s), select {d.select}, {d.attempts} attempt(s)"
+              + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps)" if unseen else "")
               + (f", test-time training {cfg.ttt.steps} steps" if cfg.ttt.steps > 0 else ""))
     print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / {len(examples)} test inputs "
           f"from {cfg.data}/{cfg.split} [{task_set}]: {method}, on {device}", flush=True)
@@ -210,6 +211,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         print("note: this checkpoint was never trained; expect a score of 0")
 
     started = time.time()
+    adapted = adapt(model, tasks, task_index, rows, cfg.adapt, max_len, device, amp_dtype) if unseen else None
+    if adapted:
+        print(f"adapted {adapted.tasks} new task embeddings: {adapted.steps} steps in {adapted.seconds:.0f}s, "
+              f"loss {adapted.first_loss:.3f} -> {adapted.last_loss:.3f}", flush=True)
     predictions, seconds, ttt_reports = predict_tasks(model, rows, tasks, cfg, max_len, device, amp_dtype, task_index)
     results = score_tasks(tasks, predictions)
     for task_id, entry in results["tasks"].items():
@@ -224,7 +229,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         results["tasks"][task_id]["loss"] = loss  # mean per output token of the task's known test outputs
     results.update(checkpoint=checkpoint, adapter=cfg.adapter, step=step, data=cfg.data, split=cfg.split,
                    task_set=task_set, method=method, decoding=asdict(cfg.decoding),
-                   ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None,
+                   ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None, layout=layout,
+                   adapt=asdict(adapted) if adapted else None,
                    seconds_total=time.time() - started, seconds_per_task=(time.time() - started) / max(len(tasks), 1))
     if cfg.show:
         show_results(tasks, results)

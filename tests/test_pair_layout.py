@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from arc.checkpoint import load_model
-from arc.data import Example, Pair, load_tasks
+from arc.data import Example, Pair, load_tasks, parse_task
 from arc.decode import left_pad
 from arc.model import ModelConfig, Transformer, rope3d_angles
 from arc.positions import grid_numbers
@@ -175,3 +175,57 @@ def test_tiny_pair_model_learns_an_evaluated_task_from_its_demonstrations(tmp_pa
     assert p.correct, p.attempts
     untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
     assert not predict(untrained.eval(), PairRows(tokenizer), task.examples(), 128, one_view, task_index=index)[0].correct
+
+
+# --- test-time adaptation to tasks without an embedding ------------------------------------------------------
+
+
+def test_adapt_trains_new_rows_only_and_leaves_the_rest_bitwise(pair_model):
+    from arc.adapt import AdaptConfig, adapt
+    rng = np.random.default_rng(2)
+    tasks = [parse_task(f"new{i}", random_task(rng, n_train=3), "test") for i in range(2)]
+    index = {"a": 0, "b": 1, "c": 2}
+    before = {n: p.detach().clone() for n, p in pair_model.named_parameters()}
+    report = adapt(pair_model, tasks, index, ROWS, AdaptConfig(steps=12, batch_size=4, lr=1e-2), 128, torch.device("cpu"))
+    assert (report.tasks, report.steps) == (2, 12) and index == {"a": 0, "b": 1, "c": 2, "new0": 3, "new1": 4}
+    assert report.last_loss < report.first_loss
+    after = dict(pair_model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if n != "embed_task.weight")
+    assert torch.equal(after["embed_task.weight"][:3], before["embed_task.weight"])  # the trained tasks' rows
+    assert not torch.equal(after["embed_task.weight"][3:], before["embed_task.weight"].mean(0).expand(2, -1))
+    assert all(p.requires_grad for p in pair_model.parameters()) and not pair_model.training
+    # already known tasks: nothing to do
+    assert adapt(pair_model, tasks, index, ROWS, AdaptConfig(steps=12), 128, torch.device("cpu")).tasks == 0
+
+
+def test_adapt_full_moves_the_model_and_zero_steps_refuse(pair_model):
+    from arc.adapt import AdaptConfig, adapt
+    task = parse_task("new", random_task(np.random.default_rng(3), n_train=2), "test")
+    with pytest.raises(ValueError, match="no embedding.*--adapt-steps"):
+        adapt(pair_model, [task], {}, ROWS, AdaptConfig(steps=0), 128, torch.device("cpu"))
+    head = pair_model.head.weight.detach().clone()
+    adapt(pair_model, [task], {}, ROWS, AdaptConfig(steps=3, batch_size=2, train="full"), 128, torch.device("cpu"))
+    assert not torch.equal(pair_model.head.weight, head)
+
+
+def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
+    """A Kaggle-style run: a challenges file with no solutions, none of whose tasks the checkpoint saw."""
+    import json
+
+    from arc.evaluation import EvalConfig, evaluate
+    rng = np.random.default_rng(4)
+    train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng) for i in range(2)})
+    eval_dir = write_tasks(tmp_path / "eval", {"seen": random_task(rng)})
+    cfg = TrainConfig(data=train_dir, eval_data=eval_dir, eval_set="all", model=TINY, max_steps=0, compile=False,
+                      device="cpu", precision="fp32", out=str(tmp_path / "run"))
+    checkpoint = train(cfg)
+    challenges = {f"new{i}": random_task(rng) for i in range(2)}
+    for task in challenges.values():
+        task["test"] = [{"input": p["input"]} for p in task["test"]]
+    (tmp_path / "new_challenges.json").write_text(json.dumps(challenges))
+    from arc.adapt import AdaptConfig
+    results = evaluate(EvalConfig(checkpoint=str(checkpoint), data=str(tmp_path / "new_challenges.json"), device="cpu",
+                                  precision="fp32", out=str(tmp_path / "eval-out"),
+                                  decoding=DecodeConfig(views=2), adapt=AdaptConfig(steps=2, batch_size=2)))
+    assert results["adapt"]["tasks"] == 2 and results["adapt"]["steps"] == 2 and results["layout"] == "pair"
+    assert set(json.loads((tmp_path / "eval-out" / "submission.json").read_text())) == {"new0", "new1"}
