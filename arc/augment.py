@@ -18,6 +18,7 @@ Rotations 1 and 3 are each other's inverse; every other transform is its own inv
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -90,6 +91,20 @@ class Augmentation:
 
 def identity_augmentation(n_train: int) -> Augmentation:
     return Augmentation(0, tuple(range(N_COLOURS)), tuple(range(n_train)))
+
+
+def colour_map(task_id: str, k: int, keep_background: bool = True) -> tuple[int, ...]:
+    """The k-th of a task's fixed colour permutations: 0 is the identity, k > 0 a permutation that depends
+    only on (task id, k), so training and prediction draw the same ones without storing them. The pair
+    layout uses a few per task (--colour-maps K): the model is not told which permutation a row went
+    through, and with a few it can tell them apart by the colours a task's grids use, so colour-specific
+    rules ("red becomes blue") stay learnable; with a fresh random one per row they are not."""
+    if k == 0:
+        return tuple(range(N_COLOURS))
+    rng = np.random.default_rng([zlib.crc32(task_id.encode()), k])
+    if keep_background:
+        return (0, *(1 + int(c) for c in rng.permutation(N_COLOURS - 1)))
+    return tuple(int(c) for c in rng.permutation(N_COLOURS))
 
 
 def random_augmentation(

@@ -19,10 +19,11 @@ Two regimes:
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import numpy as np
 
-from arc.augment import random_augmentation
+from arc.augment import colour_map, random_augmentation
 from arc.data import Example, Task
 from arc.generators import FAMILIES, generate_task
 from arc.rows import Batch, EncodedRow, InContextRows, PairRows, collate
@@ -144,6 +145,7 @@ class PairSampler(Sampler):
         augment: bool = True,  # a random D8 transform and colour permutation per row
         keep_background: bool = True,  # colour permutations keep 0 (black background) fixed
         max_examples: int | None = None,  # cycle through a fixed pool of this many rows
+        colour_maps: int = 0,  # 0: a fresh random colour permutation per row | K: one of the task's K fixed ones (arc.augment.colour_map)
         first_task: int = 0,  # embedding row of the first task (tasks added to a trained table start after it)
     ):
         super().__init__(max_len, seed, max_examples)
@@ -154,6 +156,7 @@ class PairSampler(Sampler):
         if len(set(self.task_ids)) != len(self.task_ids):
             raise ValueError("a task id appears twice among the training and evaluated tasks")
         self.rows, self.input_loss, self.augment, self.keep_background = rows, input_loss, augment, keep_background
+        self.colour_maps = colour_maps
         self.evaluated_share = evaluated_share if evaluated_tasks else 0.0
         # per group, per task: (task embedding row, the pairs it offers)
         offer = lambda t: [p for p in t.train + t.test if p.output is not None or input_loss]  # noqa: E731
@@ -172,6 +175,8 @@ class PairSampler(Sampler):
         transform = 0
         if self.augment:
             aug = random_augmentation(rng, 0, keep_background=self.keep_background)
+            if self.colour_maps:
+                aug = replace(aug, colours=colour_map(example.task_id, int(rng.integers(self.colour_maps)), self.keep_background))
             example, transform = aug.apply(example), aug.transform
         if self.rows.fit(example, self.max_len) is None:
             return None

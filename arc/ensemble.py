@@ -29,7 +29,7 @@ from typing import Hashable, Iterable
 import numpy as np
 import torch
 
-from arc.augment import Augmentation, identity_augmentation, random_augmentation
+from arc.augment import Augmentation, colour_map, identity_augmentation, random_augmentation
 from arc.data import Example, Grid, Pair
 from arc.scoring import row_nll
 from arc.rows import EncodedRow, Rows
@@ -73,6 +73,20 @@ def make_views(n_train: int, k: int, seed: int, keep_background: bool = True,
     if len(views) == k:
         return views
     raise ValueError(f"could not draw {k} distinct views for {n_train} demonstrations")
+
+
+def views_for(rows: Rows, example: Example, k: int, seed: int) -> list[Augmentation]:
+    """The k views an example is predicted (or scored) under, as its row layout was trained:
+    in-context, make_views (random transforms, colours and demonstration orders); pair layout, view v
+    takes D8 transform v % 8 (each has its own embedding) and, when the model was trained on each task's
+    K fixed colour maps (rows.colour_maps), the task's map v % K, else a random colour permutation."""
+    if rows.name != "pair":
+        return make_views(len(example.train), k, seed)
+    if not rows.colour_maps:
+        return make_views(len(example.train), k, seed, rows.keep_background, cover_transforms=True)
+    order = tuple(range(len(example.train)))
+    return [Augmentation(v % 8, colour_map(example.task_id, v % rows.colour_maps, rows.keep_background), order)
+            for v in range(k)]
 
 
 # --------------------------------------------------------------------------------------------------

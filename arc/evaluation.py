@@ -194,7 +194,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     else:
         tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.max_tasks)
     examples = [e for t in tasks for e in t.examples()]
-    rows = make_rows(layout, tokenizer)
+    training = config.get("training", {})
+    rows = make_rows(layout, tokenizer, training.get("colour_maps", 0), training.get("keep_background", True))
     task_index = {task_id: i for i, task_id in enumerate(config.get("task_ids", []))}
     if layout == "pair":
         if cfg.ttt.steps > 0:

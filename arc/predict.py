@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from arc.data import Example, Grid, grids_equal
 from arc.decode import greedy_decode
-from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, pool_candidates, product_of_experts, vote
+from arc.ensemble import candidate_nll, choose_attempts, grid_key, pool_candidates, product_of_experts, views_for, vote
 from arc.rows import Rows, answer_limit
 from arc.search import dfs_decode, sample_decode
 from arc.tokenizer import END, PAD, GridTokenizer
@@ -122,11 +122,10 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
     embedding row (pair layout)."""
     predictions = [Prediction(ex) for ex in examples]
     n_views = cfg.views or default_views(rows)
-    pair = rows.name == "pair"
     views_of, jobs = [], []
     for i, ex in enumerate(examples):
         task = (task_index or {}).get(ex.task_id, 0)
-        views = make_views(len(ex.train), n_views, cfg.seed + i, cover_transforms=pair)
+        views = views_for(rows, ex, n_views, cfg.seed + i)
         views_of.append(views)
         hidden = ex.hidden()  # the answer is never seen
         for v, view in enumerate(views):
@@ -160,7 +159,7 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
         grids = [entry.grid for entry in pool]
         pred.attempts_by["vote"] = [entry.grid for entry in vote(pool)[: cfg.attempts]]
         if cfg.select == "poe":
-            score_views = make_views(len(pred.example.train), cfg.score_views, cfg.seed + 7919 * (i + 1), cover_transforms=pair)
+            score_views = views_for(rows, pred.example, cfg.score_views, cfg.seed + 7919 * (i + 1))
             nll = candidate_nll(model, rows, pred.example, grids, score_views, max_len, cfg.batch_size, amp_dtype,
                                 (task_index or {}).get(pred.example.task_id, 0))
             pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)

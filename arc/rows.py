@@ -164,8 +164,10 @@ class PairRows:
 
     name = "pair"
 
-    def __init__(self, tokenizer: GridTokenizer):
+    def __init__(self, tokenizer: GridTokenizer, colour_maps: int = 0, keep_background: bool = True):
         self.tokenizer = tokenizer
+        # how training permuted colours, which prediction's views follow (arc.ensemble.views_for)
+        self.colour_maps, self.keep_background = colour_maps, keep_background
 
     def encode(self, example: Example, input_loss: bool = False, task: int = 0, transform: int = 0) -> EncodedRow:
         pair = example.test
@@ -196,11 +198,12 @@ class PairRows:
 Rows = InContextRows | PairRows
 
 
-def make_rows(layout: str, tokenizer: GridTokenizer) -> Rows:
+def make_rows(layout: str, tokenizer: GridTokenizer, colour_maps: int = 0, keep_background: bool = True) -> Rows:
+    """The rows of a layout; colour_maps and keep_background (pair layout) say how training permuted colours."""
     if layout == "in_context":
         return InContextRows(tokenizer)
     if layout == "pair":
-        return PairRows(tokenizer)
+        return PairRows(tokenizer, colour_maps, keep_background)
     raise ValueError(f"unknown row layout {layout!r}: {' | '.join(LAYOUTS)}")
 
 

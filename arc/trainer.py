@@ -47,6 +47,7 @@ class TrainConfig:
     evaluated_share: float = 0.5  # (pair) share of rows drawn from the evaluated tasks' demonstrations
     input_loss: bool = False  # (pair) loss on the input grids too, and rows of the evaluated tasks' test inputs
     keep_background: bool = True  # colour permutations keep 0 (black) fixed; off: all 10 colours permuted
+    colour_maps: int = 0  # (pair) 0: a fresh random colour permutation per row | K: one of each task's K fixed ones (the first the identity)
     exclude_evaluated: str | None = "arc1:evaluation"  # data:split whose copies (same id or content) leave the training data; "none" keeps all
     max_examples: int | None = None  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = 0.0  # share of training rows drawn from generated tasks (arc.generators)
@@ -152,7 +153,7 @@ def training_data(cfg: TrainConfig, rows: Rows, row_tokens: int) -> TrainingData
         # before the sampler (which refuses any task that still has one) can see them
         evaluated = [t.without_test_outputs() for t in heldout_tasks]
         sampler = PairSampler(train_tasks, evaluated, rows, row_tokens, cfg.seed, cfg.evaluated_share, cfg.input_loss,
-                              cfg.augment, cfg.keep_background, cfg.max_examples)
+                              cfg.augment, cfg.keep_background, cfg.max_examples, cfg.colour_maps)
         task_ids = sampler.task_ids
     else:
         sampler = InContextSampler(
@@ -176,7 +177,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     amp_dtype = autocast_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()
-    rows = make_rows(cfg.layout, tokenizer)
+    rows = make_rows(cfg.layout, tokenizer, cfg.colour_maps, cfg.keep_background)
     # the longest row: the flag, else the model's limit (the checkpoint's, when fine-tuning one)
     max_seq_len = model_config(cfg.init).max_seq_len if cfg.init else cfg.model.max_seq_len
     row_tokens = cfg.max_row_tokens or max_seq_len

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from arc.augment import Augmentation
 from arc.checkpoint import load_model
 from arc.data import Example, Pair, load_tasks, parse_task
 from arc.decode import left_pad
@@ -229,3 +230,22 @@ def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
                                   decoding=DecodeConfig(views=2), adapt=AdaptConfig(steps=2, batch_size=2)))
     assert results["adapt"]["tasks"] == 2 and results["adapt"]["steps"] == 2 and results["layout"] == "pair"
     assert set(json.loads((tmp_path / "eval-out" / "submission.json").read_text())) == {"new0", "new1"}
+
+
+def test_fixed_colour_maps_are_shared_by_training_rows_and_prediction_views():
+    from arc.augment import colour_map
+    from arc.batching import PairSampler
+    from arc.ensemble import views_for
+    task = parse_task("abc", random_task(np.random.default_rng(5), n_train=3), "test")
+    maps = {colour_map("abc", k) for k in range(3)}
+    assert colour_map("abc", 0) == tuple(range(10)) and len(maps) == 3 and all(m[0] == 0 for m in maps)
+    assert colour_map("abc", 1) == colour_map("abc", 1) != colour_map("abd", 1)  # a function of (task, k) only
+    sampler = PairSampler([task], [], ROWS, 512, seed=0, colour_maps=3)
+    pairs = task.train + task.test
+    for i in range(40):  # every row's colours are one of the task's 3 maps of one of its pairs (under its transform)
+        row = sampler.row(i)
+        candidates = [Augmentation(row.transform, m, ()).apply(Example("abc", 0, [], p)) for m in maps for p in pairs]
+        assert any(ROWS.encode(c).ids.tolist() == row.ids.tolist() for c in candidates)
+    views = views_for(PairRows(GridTokenizer(), colour_maps=3), task.examples()[0], 8, seed=0)
+    assert [v.transform for v in views] == list(range(8))
+    assert [v.colours for v in views[:3]] == [colour_map("abc", k) for k in range(3)]
