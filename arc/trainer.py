@@ -62,12 +62,12 @@ class TrainConfig:
     init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
     lora: LoRAConfig = field(default_factory=LoRAConfig, metadata={"flags": "lora-"})  # rank > 0: a LoRA fine-tune of init
     # optimisation
-    max_steps: int = 250  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
-    batch_size: int = 8  # rows per micro-batch
+    max_steps: int = 600  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
+    batch_size: int = 16  # rows per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 25  # linear warmup from 0
+    warmup_steps: int = 30  # linear warmup from 0
     weight_decay: float = 0.1  # AdamW decay on matrices only (not norms, not embeddings)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
@@ -77,7 +77,7 @@ class TrainConfig:
     seed: int = 0  # seeds the weights and every training row
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
-    log_every: int = 10  # steps between log lines
+    log_every: int = 25  # steps between log lines
     eval_every: int = 100  # steps between eval-loss measurements (and at the end)
     save_every: int = 100  # steps between checkpoints (and at the end)
     stop_at_step: int | None = None  # leave early after this step with a resumable checkpoint
@@ -189,6 +189,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     task_index = {task_id: i for i, task_id in enumerate(task_ids)}
     eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], rows, row_tokens, task_index)
 
+    if cfg.init and read_config(cfg.init).get("task_ids", []) not in ([], task_ids):
+        raise ValueError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, --data)")
     model, described = build_model(cfg, device, len(task_ids))
     described["task_ids"] = task_ids
     model.train()

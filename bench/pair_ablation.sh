@@ -7,7 +7,7 @@
 # Each run trains from scratch on one thread without torch.compile (the same cost for every run), on the
 # ARC-AGI-1 training tasks minus dev20 plus dev20's demonstrations (pair layout: their test outputs give
 # the eval loss and are never trained on), then evaluate.py votes over 8 views on dev20. One line per run
-# goes to OUT/summary.tsv: name, eval loss, tasks solved, training seconds.
+# goes to OUT/summary.tsv: name, eval loss, tasks solved, training time (the last log line's elapsed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-300}
@@ -19,8 +19,10 @@ run() {  # name, extra flags...
   local name=$1; shift
   [ -f "$out/$name/eval-dev20/results.json" ] && return
   local started=$(date +%s)
-  python train.py --out "$out/$name" --max-steps "$steps" "${common[@]}" "$@" > "$out/$name.train.log" 2>&1 || { echo "$name: training failed"; return; }
-  local trained=$(( $(date +%s) - started ))
+  if ! grep -q "saved checkpoint" "$out/$name.train.log" 2>/dev/null; then  # a finished run is not trained again
+    python train.py --out "$out/$name" --max-steps "$steps" "${common[@]}" "$@" > "$out/$name.train.log" 2>&1 || { echo "$name: training failed"; return; }
+  fi
+  local trained=$(grep -o "elapsed [0-9hm]*[0-9]*s" "$out/$name.train.log" | tail -1)
   python evaluate.py --checkpoint "$out/$name" --split training --task-set dev20 --threads 1 > "$out/$name.eval.log" 2>&1 || { echo "$name: evaluation failed"; return; }
   python - "$out/$name" "$name" "$trained" >> "$out/summary.tsv" <<'PY'
 import json, sys
@@ -30,8 +32,11 @@ print(f"{name}\t{r['eval_loss']:.4f}\t{r['tasks_solved']}/{r['tasks_total']}\t{s
 PY
   tail -1 "$out/summary.tsv"
 }
+# most informative first: a session that runs out of time keeps the head of the list
 run pair-base
 run no-task-embedding --no-task-embedding
+run colour-maps-1 --colour-maps 1
+run colour-maps-8 --colour-maps 8
 run rope-1d --rope 1d
 run in-context --layout in_context --rope 1d --grid-positions --batch-size 8 --max-steps $(( steps * 2 / 5 ))
 run input-loss --input-loss
