@@ -75,6 +75,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     compile: bool = True  # torch.compile the training forward/backward (faster per step; about a minute to compile, RESULTS.md)
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass instead of keeping them: less memory (long contexts, large models), about a third more compute
     # bookkeeping
     out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
     seed: int = 0  # seeds the weights and every training row
@@ -176,6 +177,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], rows, row_tokens, task_index)
 
     model, described = build_model(cfg, device, len(task_ids))
+    model.activation_checkpointing = cfg.activation_checkpointing
     described["task_ids"] = task_ids
     model.train()
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
