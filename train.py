@@ -5,6 +5,7 @@
     python train.py --resume --out checkpoints/long   # continue where it stopped
     python train.py --layout in_context --rope 1d     # the walkthrough's layout: demonstrations in the context
     python train.py --init checkpoints/base --lora-rank 16 --out checkpoints/lora
+    torchrun --standalone --nproc_per_node=4 train.py --out checkpoints/ddp   # data-parallel on 4 GPUs (README)
 
 Every flag is a field of arc.trainer.TrainConfig or of a config nested in it (arc.model.ModelConfig,
 arc.lora.LoRAConfig with the lora- prefix): `python train.py -h` lists them with their meaning.
@@ -14,6 +15,7 @@ import json
 import time
 from dataclasses import asdict
 
+from arc import distributed
 from arc.checkpoint import read_config
 from arc.cli import add_config_flags, build_config, given_flags
 from arc.trainer import TrainConfig, saved_train_config, train
@@ -35,5 +37,9 @@ else:
     given.setdefault("out", time.strftime("checkpoints/run-%Y%m%d-%H%M%S"))
     config = build_config(TrainConfig, given)
 
-print("config:", json.dumps(asdict(config), indent=2))
-train(config, resume=args.resume)
+if distributed.launched_rank() == 0:
+    print("config:", json.dumps(asdict(config), indent=2))
+try:
+    train(config, resume=args.resume)
+finally:
+    distributed.close()

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from arc.positions import GRID_INDEXES, grid_numbers, grid_positions
 
@@ -222,6 +223,11 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    # Training only: recompute each block's activations in the backward pass instead of keeping them
+    # (torch.utils.checkpoint), for long contexts and large models. Set by the trainer
+    # (TrainConfig.activation_checkpointing); not part of ModelConfig, since it changes no weight or output.
+    activation_checkpointing: bool = False
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -309,8 +315,12 @@ class Transformer(nn.Module):
                                                    cache.task, cache.transform)
             if state is not None:
                 cache.grid_state[:, at + 1 : at + T + 1] = state
+        recompute = self.activation_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, cache, i, at)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, cache, i, at)
         if cache is not None:
             cache.length += T
         return self.head(self.norm(x)).float()

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from arc.distributed import SINGLE, World
 from arc.rows import IGNORE, Batch
 from arc.runtime import autocast
 
@@ -51,6 +52,7 @@ def optimizer_step(
     grad_clip: float,
     device: torch.device,
     amp_dtype: torch.dtype | None,
+    world: World = SINGLE,
 ) -> float:
     """One optimiser step on micro_batches (arc.rows.Batch: inputs and targets of (B, T) token ids with
     IGNORE where a position has no target, and each row's task and transform ids); returns the step's
@@ -61,16 +63,24 @@ def optimizer_step(
     per micro-batch would weigh a token of a short batch more). Each micro-batch is backpropagated on
     its own, so only one micro-batch's activations are held at a time. Then the global gradient norm
     of params is clipped to grad_clip (0: no clipping), the optimizer steps and the gradients are freed.
+
+    Data-parallel (world, arc.distributed; forward wrapped in DDP): micro_batches are this rank's share
+    of the global batch; the total is the global batch's target count, the loss is multiplied by the
+    world size because DDP averages the ranks' gradients (so the gradient stays the mean per target
+    token of the global batch), gradients are all-reduced once, after the last micro-batch, and the
+    loss returned is the global batch's.
     """
-    n_targets = sum(int((batch.targets != IGNORE).sum()) for batch in micro_batches)
+    n_targets = world.sum(sum(int((batch.targets != IGNORE).sum()) for batch in micro_batches))
     loss_sum = 0.0
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
         inputs, targets, task, transform = batch.to(device)
-        with autocast(device.type, amp_dtype):
-            logits = forward(inputs, task=task, transform=transform)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
-        loss.backward()
+        with world.deferred_sync(forward, last=i == len(micro_batches) - 1):
+            with autocast(device.type, amp_dtype):
+                logits = forward(inputs, task=task, transform=transform)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
+            (loss * world.size).backward()  # x 1 without torchrun: exact, the single-process arithmetic is unchanged
         loss_sum += loss.item()
+    loss_sum = world.sum(loss_sum)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()

@@ -11,6 +11,9 @@ Three modes, chosen by TrainConfig:
     from scratch        init=None: a fresh model of the configured size, every parameter trained
     full fine-tune      init=CKPT: start from CKPT's weights, every parameter trained
     LoRA fine-tune      init=CKPT, lora.rank=R: CKPT frozen, only the adapter trained and saved
+
+Under torchrun the same loop runs on every rank, data-parallel (arc.distributed): each rank its share of
+a step's micro-batches, gradients all-reduced by DDP, rank 0 alone evaluating, logging and saving.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from arc import distributed
 from arc.batching import InContextSampler, PairSampler, Sampler
 from arc.cli import build_config
 from arc.checkpoint import load_model, load_train_state, model_config, read_config, save_checkpoint
@@ -64,7 +68,7 @@ class TrainConfig:
     # optimisation
     max_steps: int = 600  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
     batch_size: int = 16  # rows per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
     warmup_steps: int = 30  # linear warmup from 0
@@ -72,6 +76,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     compile: bool = True  # torch.compile the training forward/backward (faster per step; about a minute to compile, RESULTS.md)
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass instead of keeping them: less memory (long contexts, large models), about a third more compute
     # bookkeeping
     out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
     seed: int = 0  # seeds the weights and every training row
@@ -173,7 +178,8 @@ def format_seconds(s: float) -> str:
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder holding the final checkpoint."""
     out = Path(cfg.out)
-    device = resolve_device(cfg.device, cfg.threads)
+    world, device = distributed.setup(resolve_device(cfg.device, cfg.threads))
+    log = print if world.is_main else lambda *args, **kwargs: None  # rank 0 speaks for the run
     amp_dtype = autocast_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()
@@ -192,6 +198,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.init and read_config(cfg.init).get("task_ids", []) not in ([], task_ids):
         raise ValueError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, --data)")
     model, described = build_model(cfg, device, len(task_ids))
+    model.activation_checkpointing = cfg.activation_checkpointing
     described["task_ids"] = task_ids
     model.train()
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -200,50 +207,60 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         state = load_train_state(out)
         model.load_state_dict(load_model(out, device)[0].state_dict())
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        rng = state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
+        torch.set_rng_state(rng[world.rank] if len(rng) == world.size else state["torch_rng"])
         saved = read_config(out)
         if saved.get("task_ids", []) != task_ids:
             raise ValueError(f"{out}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
         start_step, metrics = state["step"], saved.get("metrics", {})
-        print(f"resumed from {out} at step {start_step}")
+        log(f"resumed from {out} at step {start_step}")
 
     lora = cfg.lora.rank > 0
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
-          f"autocast {amp_dtype or 'off (fp32)'}")
-    print(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split} ({len(data.excluded)} excluded as evaluated or copies of "
-          f"{cfg.exclude_evaluated} tasks: {' '.join(data.excluded[:8])}{' ...' if len(data.excluded) > 8 else ''}); eval loss on {len(eval_rows)} "
-          f"test outputs of {cfg.eval_set} ({eval_skipped} longer than {row_tokens} tokens)")
+    log(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
+        f"autocast {amp_dtype or 'off (fp32)'}")
+    log(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split} ({len(data.excluded)} excluded as evaluated or copies of "
+        f"{cfg.exclude_evaluated} tasks: {' '.join(data.excluded[:8])}{' ...' if len(data.excluded) > 8 else ''}); eval loss on {len(eval_rows)} "
+        f"test outputs of {cfg.eval_set} ({eval_skipped} longer than {row_tokens} tokens)")
+    if world.launched:
+        log(f"data-parallel: {world.size} ranks, {cfg.batch_size * cfg.grad_accum * world.size} rows per step")
 
     def save(step: int) -> None:
+        rng = world.gather(torch.get_rng_state())  # every rank calls save; rank 0 writes
+        if not world.is_main:
+            return
         config = {**described, "training": asdict(cfg), "step": step, "metrics": metrics}
-        state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        state = {"optimizer": optimizer.state_dict(), "torch_rng": rng[0], **({"torch_rng_ranks": rng} if world.launched else {})}
         save_checkpoint(out, model, config, tokenizer, state, lora=lora)
         write_train_report(out)  # report.html (loss curves, throughput, config) and loss.svg
 
-    forward = maybe_compile(model, cfg.compile)  # shares model's parameters; model itself stays eager
+    # compiled, then wrapped in DDP (nanoGPT's order: compile's warm-up runs on each rank alone); shares
+    # model's parameters, while model itself stays eager and unwrapped (rank 0's eval loss, the checkpoints)
+    forward = world.wrap(maybe_compile(model, cfg.compile))
     log_path = out / "metrics.jsonl"
-    out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     started, tokens_seen = time.time(), 0
     last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
     for step in range(start_step, last_step):
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
         set_lr(optimizer, lr)
-        micro = [sampler.batch(step * cfg.grad_accum + m, cfg.batch_size) for m in range(cfg.grad_accum)]
+        micro = [sampler.batch(i, cfg.batch_size) for i in world.micro_batches(step, cfg.grad_accum)]
         trained = [p for p in model.parameters() if p.requires_grad]
-        loss_sum = optimizer_step(forward, optimizer, trained, micro, cfg.grad_clip, device, amp_dtype)
+        loss_sum = optimizer_step(forward, optimizer, trained, micro, cfg.grad_clip, device, amp_dtype, world)
         tokens_seen += sum(int((batch.inputs != PAD).sum()) for batch in micro)
 
         done = step + 1
         if done % cfg.log_every == 0 or done == last_step:
             elapsed = time.time() - started
-            rate = tokens_seen / elapsed
+            rate = world.sum(tokens_seen) / elapsed
             eta = elapsed / (done - start_step) * (last_step - done)
-            print(f"step {done}/{cfg.max_steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
-                  f"elapsed {format_seconds(elapsed)} | eta {format_seconds(eta)} | skipped rows {sampler.skipped}", flush=True)
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed}) + "\n")
-        if done % cfg.eval_every == 0 or done == last_step:
+            log(f"step {done}/{cfg.max_steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
+                f"elapsed {format_seconds(elapsed)} | eta {format_seconds(eta)} | skipped rows {sampler.skipped}", flush=True)
+            if world.is_main:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed}) + "\n")
+        if (done % cfg.eval_every == 0 or done == last_step) and world.is_main:
             metrics = {"eval_loss": output_token_loss(model, eval_rows, amp_dtype), "eval_step": done}
             print(f"step {done} | eval loss {metrics['eval_loss']:.4f} per output token on {cfg.eval_set}", flush=True)
             with open(log_path, "a") as f:
@@ -252,5 +269,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             save(done)
     if start_step >= last_step and not resume:
         save(start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
-    print(f"saved checkpoint to {out}")
+    if not world.same_weights(model):
+        raise RuntimeError("data-parallel ranks ended with different weights (a rank diverged)")
+    world.barrier()  # no rank leaves (to read the checkpoint, say) before rank 0 has written it
+    log(f"saved checkpoint to {out}")
     return out

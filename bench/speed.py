@@ -20,6 +20,7 @@ its memory peak and its warm-up are its own.
     python bench/speed.py --quick          # shorter rows and decodes, one timed rep
     python bench/speed.py --threads 1      # while another process is using the CPU (see the note it prints)
     python bench/speed.py --device cuda
+    python bench/speed.py --device cuda --precision bf16   # bf16 training cases only (bench/gpu_check.sh)
 
 Writes bench/results.json (every number) and bench/results.md (the table it prints).
 """
@@ -464,6 +465,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch CPU threads in every case (default: torch's, as training uses); 1 on a busy CPU")
     parser.add_argument("--out", default=str(REPO / "bench"), help="folder for results.json and results.md")
+    parser.add_argument("--precision", default="all", choices=("all", "fp32", "bf16"),
+                        help="training cases in this precision only (bench/gpu_check.sh: bf16, one compile fewer)")
     args = parser.parse_args()
     started = time.perf_counter()
     device = resolve_device(args.device)
@@ -496,6 +499,7 @@ def main() -> None:
         results["notes"].append(note)
         log(note)
 
+    precisions = [p for p in precisions if args.precision in ("all", p)]
     results["train"] = []
     for config, cfg in CONFIGS.items():
         for precision in precisions:
