@@ -151,14 +151,19 @@ def _recolour_by_half(rng, max_side):
     return Rule(make, partial(recolour_by_half, **params), params)
 
 
+def _speckled(rng, min_side: int, max_side: int, low: float, high: float) -> np.ndarray:
+    """A grid of min_side..10 cells a side, speckled with 2-4 non-background colours at a density in [low, high)."""
+    h, w = side(rng, min_side, min(10, max_side)), side(rng, min_side, min(10, max_side))
+    return noise(rng, h, w, colours(rng, int(rng.integers(2, 5)), exclude=(0,)), rng.uniform(low, high))
+
+
 @family("most_frequent")
 def _most_frequent(rng, max_side):
     """Output a k x k block (k fixed per task) of the most frequent non-background colour."""
     k = int(rng.integers(1, 4))
 
     def make(rng):
-        h, w = side(rng, 3, min(10, max_side)), side(rng, 3, min(10, max_side))
-        return noise(rng, h, w, colours(rng, int(rng.integers(2, 5)), exclude=(0,)), rng.uniform(0.3, 0.8))
+        return _speckled(rng, 3, max_side, 0.3, 0.8)
 
     return Rule(make, partial(most_frequent, k=k), {"k": k})
 
@@ -186,8 +191,7 @@ def _colours_by_frequency(rng, max_side):
     vertical = bool(rng.integers(2))
 
     def make(rng):
-        h, w = side(rng, 4, min(10, max_side)), side(rng, 4, min(10, max_side))
-        return noise(rng, h, w, colours(rng, int(rng.integers(2, 5)), exclude=(0,)), rng.uniform(0.3, 0.7))
+        return _speckled(rng, 4, max_side, 0.3, 0.7)
 
     return Rule(make, partial(colours_by_frequency, vertical=vertical), {"vertical": vertical})
 
