@@ -126,12 +126,23 @@ class EvalConfig:
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
 
 
+# The checkpoints committed to the repository, in the order evaluate.py prefers them when no training
+# run of the user's own exists: the pair-layout model first (checkpoints/README.md tells their story).
+SHIPPED = ("pair", "base")
+
+
 def newest_checkpoint(root: str = "checkpoints") -> str:
-    """The run folder under root whose config.json was written last."""
+    """The default checkpoint: the run folder under root whose config.json was written last, leaving the
+    shipped ones out (their files' times are those of the git checkout); with no run of one's own, the
+    first shipped one that exists."""
     configs = sorted(Path(root).glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-    if not configs:
+    runs = [c.parent for c in configs if c.parent.name not in SHIPPED]
+    if runs:
+        return str(runs[-1])
+    shipped = [Path(root) / name for name in SHIPPED if (Path(root) / name / "config.json").exists()]
+    if not shipped:
         raise FileNotFoundError(f"no checkpoint under {root}/: train one with `python train.py` or pass --checkpoint")
-    return str(configs[-1].parent)
+    return str(shipped[0])
 
 
 def predict_tasks(model, rows: Rows, tasks: list[Task], cfg: EvalConfig, max_len: int, device, amp_dtype,

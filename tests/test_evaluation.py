@@ -281,3 +281,22 @@ def test_search_without_ttt_goes_task_by_task_with_the_same_views(tmp_path, caps
     assert [t["attempts"] for k in ("aaa", "bbb") for t in results["tasks"][k]["tests"]] == \
         [[a.tolist() for a in p.attempts] for p in together]
     assert (out / "report.html").read_text().count('<section class="card') == 2
+
+
+def test_default_checkpoint_is_the_newest_run_else_the_shipped_one(tmp_path):
+    import os
+
+    from arc.evaluation import newest_checkpoint
+    for name, mtime in (("base", 300), ("pair", 200), ("run-a", 100), ("run-b", 150)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        os.utime(tmp_path / name / "config.json", (mtime, mtime))
+    assert newest_checkpoint(str(tmp_path)) == str(tmp_path / "run-b")  # shipped ones never count as newer
+    for name in ("run-a", "run-b"):
+        (tmp_path / name / "config.json").unlink()
+    assert newest_checkpoint(str(tmp_path)) == str(tmp_path / "pair")  # then the pair-layout model
+    (tmp_path / "pair" / "config.json").unlink()
+    assert newest_checkpoint(str(tmp_path)) == str(tmp_path / "base")
+    (tmp_path / "base" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="python train.py"):
+        newest_checkpoint(str(tmp_path))
