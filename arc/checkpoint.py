@@ -10,6 +10,9 @@ A checkpoint folder holds
 Every file is written to a temporary name, flushed to disk and renamed into place (arc.files), and
 config.json is renamed last: a crash part-way leaves either the old or the new version of each file,
 and the step recorded inside each file tells `load_train_state` whether they belong together.
+
+`load_model` also takes a Hugging Face Llama folder (arc.hf imports it), so --init and a LoRA run's base
+can name one.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from arc.files import atomic_write
+from arc.hf import import_hf, is_hf_folder
 from arc.lora import add_lora, load_adapter, save_adapter
 from arc.model import ModelConfig, Transformer
 from arc.tokenizer import GridTokenizer
@@ -64,13 +68,18 @@ def weights_step(path: Path) -> int:
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, GridTokenizer, dict]:
     """The model a checkpoint folder describes; a LoRA run folder loads its base and adds the adapter
-    (unmerged: call arc.lora.merge_lora explicitly for faster inference)."""
+    (unmerged: call arc.lora.merge_lora explicitly for faster inference); a Hugging Face Llama folder is
+    imported (arc.hf), its config the import's description of it."""
     folder = Path(folder)
+    if is_hf_folder(folder):
+        model, tokenizer, config = import_hf(folder)
+        return model.to(device), tokenizer, config
     config = read_config(folder)
     if (folder / "adapter.safetensors").exists() and not (folder / "model.safetensors").exists():
         model, _, _ = load_model(config["base"], device)
         lora = config["lora"]
-        add_lora(model, rank=lora["rank"], alpha=lora["alpha"], dropout=lora.get("dropout", 0.0), targets=tuple(lora["targets"]))
+        add_lora(model, rank=lora["rank"], alpha=lora["alpha"], dropout=lora.get("dropout", 0.0), targets=tuple(lora["targets"]),
+                 full=tuple(lora.get("full", ())))
         load_adapter(model, str(folder / "adapter.safetensors"))
     else:
         model = Transformer(ModelConfig(**config["model"]))

@@ -24,7 +24,7 @@ import torch
 from arc.batching import InContextSampler, PairSampler
 from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
-from arc.lora import DEFAULT_TARGETS, add_lora
+from arc.lora import DEFAULT_TARGETS, add_lora, cast_frozen
 from arc.model import ModelConfig, Transformer
 from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.report import write_train_report
@@ -60,11 +60,13 @@ class TrainConfig:
     rope: str = "3d"  # 3d: RoPE over (column, row, grid number) | 1d: over the sequence position (Llama)
     task_embedding: bool = True  # (pair) a learned vector per task and per D8 transform added to every token
     # fine-tuning
-    init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
+    init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base), or a Hugging Face Llama folder (arc.hf; its model flags then come from it)
     lora_rank: int = 0  # > 0: LoRA fine-tune of init with this rank
     lora_alpha: float = 32.0  # LoRA scale is alpha / rank
     lora_dropout: float = 0.0  # dropout on the adapter input
     lora_targets: tuple[str, ...] = DEFAULT_TARGETS  # projections that get an adapter
+    lora_train_embeddings: bool = False  # also train the token embedding and output head in full (saved in adapter.safetensors), as the walkthrough does
+    lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
     # optimisation
     max_steps: int = 250  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
     batch_size: int = 8  # rows per micro-batch
@@ -76,6 +78,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     compile: bool = True  # torch.compile the training forward/backward (1.2-4x faster on CPU; ~1 minute to compile)
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass: far less memory, about a third more compute
     # bookkeeping
     out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
     seed: int = 0  # seeds the weights and every training row
@@ -97,16 +100,23 @@ def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tup
                                         n_tasks=n_tasks if embeddings else 0, transform_embedding=embeddings))
         return model.to(device), {"model": asdict(model.cfg)}
     model, _, init_config = load_model(cfg.init, device)
+    if "hf_import" in init_config and cfg.layout != "in_context":
+        raise ValueError(f"{cfg.init} is a Hugging Face model (no task embeddings): train it with --layout in_context")
     if cfg.max_len > model.cfg.max_len:
         raise ValueError(f"--max-len {cfg.max_len} exceeds the max_len {model.cfg.max_len} of {cfg.init}")
     if cfg.grid_positions and not model.cfg.grid_positions and cfg.lora_rank == 0:
         model.add_grid_positions()
         print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps it plain)")
-    described = {"model": asdict(model.cfg)}
+    described = {"model": asdict(model.cfg), **{k: v for k, v in init_config.items() if k == "hf_import"}}
     if cfg.lora_rank > 0:
-        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        full = ("embed.weight", "head.weight") if cfg.lora_train_embeddings else ()
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, full)
         lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "targets": list(cfg.lora_targets)}
-        described.update(base=str(cfg.init), lora=lora)
+        described.update(base=str(cfg.init), lora={**lora, "full": list(full)} if full else lora)
+        if cfg.lora_base_bf16 and device.type == "cuda":
+            if cfg.precision == "fp32":
+                raise ValueError("--lora-base-bf16 needs bf16 autocast: drop --precision fp32")
+            cast_frozen(model, torch.bfloat16)
     return model.to(device), described
 
 
@@ -155,6 +165,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     model, described = build_model(cfg, device, len(task_ids))
     described["task_ids"] = task_ids
+    model.activation_checkpointing = cfg.activation_checkpointing
     model.train()
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start_step, metrics = 0, {}
