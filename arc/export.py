@@ -47,7 +47,9 @@ def refusals(cfg: ModelConfig) -> list[str]:
 
 def llama_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     """LlamaForCausalLM's config.json for our model (rope_theta and rope_scaling in the classic layout,
-    which every transformers version reads)."""
+    which every transformers version reads). max_position_embeddings is our max_len: for an imported
+    Llama 3.x that equals its scaling's original context (8192), which transformers warns about and
+    accepts; llama3 scaling does not depend on it."""
     return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.mlp_width,
