@@ -10,6 +10,9 @@ A checkpoint folder holds
 Every file is written to a temporary name, flushed to disk and renamed into place (arc.files), and
 config.json is renamed last: a crash part-way leaves either the old or the new version of each file,
 and the step recorded inside each file tells `load_train_state` whether they belong together.
+
+`load_model` also takes a Hugging Face Llama folder (arc.hf imports it), so --init and a LoRA run's base
+can name one.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from arc.files import atomic_write
-from arc.lora import add_lora, load_adapter, save_adapter
+from arc.hf import import_hf, is_hf_folder, model_config as hf_model_config
+from arc.lora import LoRAConfig, add_lora, load_adapter, save_adapter
 from arc.model import ModelConfig, Transformer
 from arc.tokenizer import GridTokenizer
 
@@ -70,6 +74,8 @@ def is_lora_run(config: dict) -> bool:
 def model_config(folder: str | Path) -> ModelConfig:
     """The ModelConfig of a checkpoint folder (of its base, for a LoRA run). Checkpoints written before
     the model's sequence limit was named max_seq_len call it max_len."""
+    if is_hf_folder(folder):
+        return hf_model_config(read_config(folder))
     config = read_config(folder)
     if is_lora_run(config):
         return model_config(config["base"])
@@ -81,13 +87,18 @@ def model_config(folder: str | Path) -> ModelConfig:
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, GridTokenizer, dict]:
     """The model a checkpoint folder describes; a LoRA run folder loads its base and adds the adapter
-    (unmerged: call arc.lora.merge_lora explicitly for faster inference)."""
+    (unmerged: call arc.lora.merge_lora explicitly for faster inference); a Hugging Face Llama folder is
+    imported (arc.hf), its config the import's description of it."""
     folder = Path(folder)
+    if is_hf_folder(folder):
+        model, tokenizer, config = import_hf(folder)
+        return model.to(device), tokenizer, config
     config = read_config(folder)
     if is_lora_run(config):
         model, _, _ = load_model(config["base"], device)
         lora = config["lora"]
-        add_lora(model, rank=lora["rank"], alpha=lora["alpha"], dropout=lora.get("dropout", 0.0), targets=tuple(lora["targets"]))
+        full = LoRAConfig(train_embeddings=lora.get("train_embeddings", False)).full_parameters
+        add_lora(model, lora["rank"], lora["alpha"], lora.get("dropout", 0.0), tuple(lora["targets"]), full)
         load_adapter(model, str(folder / "adapter.safetensors"))
     else:
         model = Transformer(model_config(folder))

@@ -8,6 +8,10 @@ Merging is always explicit: nothing merges behind the caller's back (e.g. on .ev
 
 Because LoRALinear wraps the base layer, a wrapped layer's weight moves from `<path>.weight` to
 `<path>.base.weight`: load base checkpoints before `add_lora`, and save adapters with `save_adapter`.
+
+Some parameters can be trained in full beside the adapters (add_lora's `full`): the walkthrough trains
+the token embedding and the output head that way, since a pretrained model's rows for our 16 tokens
+were never trained on ARC's meaning of them. An adapter file then holds those tensors whole, beside A and B.
 """
 from __future__ import annotations
 
@@ -32,6 +36,12 @@ class LoRAConfig:
     alpha: float = 32.0  # the update is scaled by alpha / rank
     dropout: float = 0.0  # dropout on the adapter input
     targets: tuple[str, ...] = DEFAULT_TARGETS  # projections that get an adapter
+    train_embeddings: bool = False  # also train the token embedding and the output head in full (saved with the adapter), as the walkthrough does
+
+    @property
+    def full_parameters(self) -> tuple[str, ...]:
+        """The parameters trained in full beside the adapters."""
+        return ("embed.weight", "head.weight") if self.train_embeddings else ()
 
 
 class LoRALinear(nn.Module):
@@ -93,8 +103,10 @@ def add_lora(
     alpha: float,
     dropout: float = 0.0,
     targets: tuple[str, ...] = DEFAULT_TARGETS,
+    full: tuple[str, ...] = (),
 ) -> list[str]:
-    """Wrap every nn.Linear whose attribute name is in `targets`; freeze everything but the adapters.
+    """Wrap every nn.Linear whose attribute name is in `targets`; freeze everything but the adapters and
+    the parameters named in `full` (e.g. "embed.weight"), which are trained whole and saved with them.
 
     Returns the paths of the wrapped modules (e.g. "blocks.0.attn.wq").
     """
@@ -107,11 +119,15 @@ def add_lora(
             f"add_lora: no nn.Linear named any of {targets} in {type(model).__name__} "
             f"(already wrapped: {len(lora_modules(model))} LoRALinear modules)"
         )
+    params = dict(model.named_parameters())
+    unknown = [name for name in full if name not in params]
+    if unknown:
+        raise ValueError(f"add_lora: no parameter named {unknown} to train in full (not a target's weight either)")
     for path, linear in found:  # replaced after the walk, so named_modules never sees a half-edited tree
         parent_path, _, name = path.rpartition(".")
         setattr(model.get_submodule(parent_path), name, LoRALinear(linear, rank, alpha, dropout))
     model.requires_grad_(False)
-    for param in lora_parameters(model):
+    for param in lora_parameters(model) + [params[name] for name in full]:
         param.requires_grad_(True)
     return [path for path, _ in found]
 
@@ -150,11 +166,16 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter weights, keyed "<module path>.lora_a" / ".lora_b" (detached, sharing storage)."""
+    """What a fine-tune with adapters trained: the adapter weights, keyed "<module path>.lora_a" /
+    ".lora_b", and every other parameter still trainable (add_lora's `full`), under its own name
+    (detached, sharing storage)."""
     out = {}
     for path, m in lora_modules(model).items():
         out[f"{path}.lora_a"] = m.lora_a.detach()
         out[f"{path}.lora_b"] = m.lora_b.detach()
+    if out:
+        adapter = {id(p) for p in lora_parameters(model)}
+        out.update({name: p.detach() for name, p in model.named_parameters() if p.requires_grad and id(p) not in adapter})
     return out
 
 
@@ -167,7 +188,8 @@ def save_adapter(model: nn.Module, path: str, metadata: dict[str, str]) -> None:
 
 
 def load_adapter(model: nn.Module, path: str) -> dict[str, str]:
-    """Load an adapter saved by save_adapter into a model already passed through add_lora.
+    """Load an adapter saved by save_adapter into a model already passed through add_lora (with the
+    same `full`: those parameters are restored too).
 
     Strict: the file must hold exactly the model's adapter keys, with matching shapes. Returns the metadata.
     """
@@ -188,3 +210,12 @@ def load_adapter(model: nn.Module, path: str) -> dict[str, str]:
             own[k].copy_(v)  # own[k] shares storage with the parameter, and copy_ handles device and dtype
     with safe_open(path, framework="pt") as f:
         return f.metadata() or {}
+
+
+def cast_frozen(model: nn.Module, dtype: torch.dtype) -> None:
+    """Hold every frozen parameter (the base weights under the adapters) in dtype, e.g. bf16 to halve a 1B
+    model's memory; trained parameters (adapters, `full` ones) keep their precision, so AdamW's small
+    updates are not rounded away. A bf16 base then needs autocast to run (the trainer checks)."""
+    for p in model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(dtype)

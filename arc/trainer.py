@@ -29,7 +29,7 @@ from arc.batching import InContextSampler, PairSampler, Sampler
 from arc.cli import build_config
 from arc.checkpoint import load_model, load_train_state, model_config, read_config, save_checkpoint
 from arc.data import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
-from arc.lora import LoRAConfig, add_lora
+from arc.lora import LoRAConfig, add_lora, cast_frozen
 from arc.model import ModelConfig, Transformer
 from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.report import write_train_report
@@ -63,8 +63,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(rope="3d"))  # the model trained from scratch
     task_embedding: bool = True  # (pair) a learned vector per task and per D8 transform added to every token
     # fine-tuning
-    init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base)
+    init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base), or a Hugging Face Llama folder (arc.hf; its model flags then come from it)
     lora: LoRAConfig = field(default_factory=LoRAConfig, metadata={"flags": "lora-"})  # rank > 0: a LoRA fine-tune of init
+    lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
     # optimisation
     max_steps: int = 600  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
     batch_size: int = 16  # rows per micro-batch
@@ -117,14 +118,20 @@ def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tup
         embeddings = cfg.layout == "pair" and cfg.task_embedding
         model = Transformer(replace(cfg.model, n_tasks=n_tasks if embeddings else 0, transform_embedding=embeddings))
         return model.to(device), {"model": asdict(model.cfg)}
-    model, _, _ = load_model(cfg.init, device)
+    model, _, init_config = load_model(cfg.init, device)
+    if "hf_import" in init_config and cfg.layout != "in_context":
+        raise ValueError(f"{cfg.init} is a Hugging Face model (no task embeddings): train it with --layout in_context")
     if cfg.model.grid_positions and not model.cfg.grid_positions and cfg.lora.rank == 0:
         model.add_grid_positions()
         print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps it plain)")
-    described = {"model": asdict(model.cfg)}
+    described = {"model": asdict(model.cfg), **{k: v for k, v in init_config.items() if k == "hf_import"}}
     if cfg.lora.rank > 0:
-        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.full_parameters)
         described.update(base=str(cfg.init), lora=asdict(cfg.lora))
+        if cfg.lora_base_bf16 and device.type == "cuda":
+            if cfg.precision == "fp32":
+                raise ValueError("--lora-base-bf16 needs bf16 autocast: drop --precision fp32")
+            cast_frozen(model, torch.bfloat16)
     return model.to(device), described
 
 
@@ -200,6 +207,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     model, described = build_model(cfg, device, len(task_ids))
     model.activation_checkpointing = cfg.activation_checkpointing
     described["task_ids"] = task_ids
+    model.activation_checkpointing = cfg.activation_checkpointing
     model.train()
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start_step, metrics = 0, {}

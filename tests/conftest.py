@@ -1,7 +1,10 @@
-"""Shared tiny fixtures: a tiny seeded model, a rigged "bigram" model, small task folders and a tiny
-training config. Everything is written under pytest's tmp_path."""
+"""Shared tiny fixtures: a tiny seeded model, a rigged "bigram" model, small task folders, a tiny
+training config, and tiny random Hugging Face Llama folders. Everything is written under pytest's tmp_path."""
+import importlib.util
 import json
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +92,43 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def load_bench(name: str):
+    """bench/ is not a package: load bench/<name>.py from its path (importing it runs nothing)."""
+    path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+# Tiny random LlamaForCausalLM folders (bench/make_llama.py). Weights spread wide (init_std) so attention is
+# sharp: a wrong position, head or norm would show in the logits. The original context of the llama3
+# scaling is short, so the scaling changes the frequencies the tiny model uses.
+TINY_LLAMAS = {
+    "gqa_tied_llama3": dict(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=32, intermediate=96, max_position=256,
+                            rope_theta=500000.0, tie=True, init_std=0.3, rope_scaling={
+                                "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 64}),
+    "mha_untied_sharded": dict(hidden=48, layers=2, heads=4, kv_heads=4, intermediate=80, max_position=256, tie=False,
+                               init_std=0.3, max_shard_size="200KB"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """Factory: the folder of the named TINY_LLAMAS model, written once per session (needs transformers)."""
+    pytest.importorskip("transformers")
+    make_llama, made = load_bench("make_llama").make_llama, {}
+
+    def get(name: str) -> str:
+        if name not in made:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            made[name] = str(make_llama(tmp_path_factory.mktemp(name), **TINY_LLAMAS[name]))
+            torch.set_num_threads(threads)
+        return made[name]
+
+    return get

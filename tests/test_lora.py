@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from arc.lora import (
     LoRALinear,
     add_lora,
+    cast_frozen,
     load_adapter,
     lora_parameters,
     lora_state_dict,
@@ -215,3 +216,50 @@ def test_remove_lora_refuses_merged():
     with pytest.raises(ValueError, match="merged.*unmerge_lora"):
         remove_lora(lora)
     assert isinstance(lora.blocks[0].attn.wq, LoRALinear)  # refused before changing anything
+
+
+def test_full_parameters_train_beside_the_adapters_and_travel_with_them(tmp_path):
+    """add_lora(full=...): those parameters stay trainable, an optimiser step moves them, the adapter file
+    holds them whole, and loading it (with the same `full`) restores them; everything else is frozen."""
+    torch.manual_seed(0)
+    base = Toy()
+    lora = copy.deepcopy(base)
+    add_lora(lora, rank=4, alpha=8.0, full=("embed.weight", "head.weight"))
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert {"embed.weight", "head.weight"} < trainable and len(trainable) == 2 + 2 * 14
+    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
+    F.cross_entropy(lora(TOKENS).flatten(0, 1), TOKENS.flatten()).backward()
+    optimizer.step()
+    assert not torch.equal(lora.embed.weight, base.embed.weight) and not torch.equal(lora.head.weight, base.head.weight)
+    assert torch.equal(lora.blocks[0].attn.wq.base.weight, base.blocks[0].attn.wq.weight)  # the base is frozen
+
+    path = str(tmp_path / "adapter.safetensors")
+    save_adapter(lora, path, {})
+    assert set(lora_state_dict(lora)) == {f"{p}.lora_{ab}" for p in lora_paths(lora) for ab in "ab"} | {"embed.weight", "head.weight"}
+    fresh = copy.deepcopy(base)
+    add_lora(fresh, rank=4, alpha=8.0, full=("embed.weight", "head.weight"))
+    load_adapter(fresh, path)
+    assert torch.equal(fresh(TOKENS), lora(TOKENS))
+    plain = copy.deepcopy(base)
+    add_lora(plain, rank=4, alpha=8.0)  # without `full`: the file's whole tensors are unexpected
+    with pytest.raises(ValueError, match="unexpected keys.*embed.weight"):
+        load_adapter(plain, path)
+    with pytest.raises(ValueError, match="no parameter named"):
+        add_lora(copy.deepcopy(base), rank=4, alpha=8.0, full=("embedding.weight",))
+
+
+def lora_paths(model) -> list[str]:
+    return [path for path, m in model.named_modules() if isinstance(m, LoRALinear)]
+
+
+def test_cast_frozen_keeps_trained_parameters_in_fp32():
+    torch.manual_seed(0)
+    lora = Toy()
+    add_lora(lora, rank=4, alpha=8.0, full=("head.weight",))
+    cast_frozen(lora, torch.bfloat16)
+    dtypes = {n: p.dtype for n, p in lora.named_parameters()}
+    assert dtypes["blocks.0.attn.wq.base.weight"] == dtypes["embed.weight"] == torch.bfloat16
+    assert dtypes["blocks.0.attn.wq.lora_a"] == dtypes["head.weight"] == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lora(TOKENS).float().sum().backward()  # runs under autocast, gradients reach the fp32 parameters
+    assert lora.head.weight.grad.dtype == torch.float32 and lora.blocks[0].attn.wq.lora_a.grad is not None

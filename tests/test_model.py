@@ -15,10 +15,21 @@ from conftest import TINY
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
+# Llama 3.x's RoPE scaling, with an original context short enough that the tiny model's positions feel it
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 32}
+VARIANTS = {
+    "llama": {},
+    "grid_positions": {"grid_positions": True},
+    # grouped-query attention (2 key/value heads for 4 query heads), heads wider than d_model / n_heads
+    "gqa_llama3": {"n_kv_heads": 2, "head_size": 16, "rope_scaling": LLAMA3},
+}
+
+
+@pytest.fixture(params=list(VARIANTS.values()), ids=list(VARIANTS))
 def tiny_model(request) -> Transformer:
     torch.manual_seed(0)
-    return Transformer(replace(TINY, grid_positions=request.param)).eval()
+    return Transformer(replace(TINY, **request.param)).eval()
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -206,3 +217,57 @@ def test_grid_position_embeddings_are_all_that_differs():
         torch.testing.assert_close(gridded(tokens), plain(tokens), atol=0, rtol=0)
         gridded.embed_col.weight.normal_()
         assert not torch.allclose(gridded(tokens), plain(tokens))
+
+
+def test_grouped_query_attention_equals_repeated_key_value_heads():
+    """A GQA model computes what a plain multi-head model computes when each of its key/value heads is
+    repeated for the query heads of its group (query head h reads key/value head h // group)."""
+    torch.manual_seed(0)
+    grouped = Transformer(replace(TINY, n_kv_heads=2)).eval()
+    plain = Transformer(TINY).eval()
+    state, D = grouped.state_dict(), TINY.head_dim
+    for name, value in state.items():
+        if name.endswith(("wk.weight", "wv.weight")):  # (2 * D, C) -> (4 * D, C): heads 0, 0, 1, 1
+            state[name] = value.view(2, D, -1).repeat_interleave(2, dim=0).reshape(4 * D, -1)
+    plain.load_state_dict(state)
+    assert grouped.blocks[0].attn.wk.weight.shape == (2 * D, TINY.d_model)
+    tokens = random_tokens(2, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(grouped(tokens), plain(tokens), **TOL)
+        cache = grouped.new_cache(2, capacity=31)
+        assert cache.k[0].shape == (2, 2, 31, D)  # the cache holds the key/value heads only
+        grouped(tokens, cache=cache)
+        step = grouped(random_tokens(2, 1, seed=3), cache=cache)
+        torch.testing.assert_close(step, plain(torch.cat([tokens, random_tokens(2, 1, seed=3)], 1))[:, -1:], **TOL)
+
+
+def test_llama3_rope_scaling_known_answer():
+    """High frequencies (wavelength under original / high_freq_factor) are kept, low ones (over
+    original / low_freq_factor) divided by factor, the ones between interpolated."""
+    from arc.model import llama3_frequencies
+
+    freqs = 2 * torch.pi / torch.tensor([4.0, 16.0, 24.0, 64.0])  # wavelengths; original 32: bounds 8 and 32
+    scaled = llama3_frequencies(freqs, LLAMA3)
+    smooth = [(32 / wavelength - 1) / (4 - 1) for wavelength in (16, 24)]  # 1/3 and 1/9 of the way to unscaled
+    expected = [freqs[0], *((1 - a) * f / 8 + a * f for a, f in zip(smooth, freqs[1:3])), freqs[3] / 8]
+    torch.testing.assert_close(scaled, torch.stack(expected))
+    plain = Transformer(TINY).rope_cos
+    assert not torch.equal(Transformer(replace(TINY, rope_scaling=LLAMA3)).rope_cos, plain)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
+    tokens = random_tokens(2, 24)
+
+    def gradients(checkpointing: bool) -> tuple[float, dict]:
+        tiny_model.zero_grad(set_to_none=True)
+        tiny_model.train()
+        tiny_model.activation_checkpointing = checkpointing
+        loss = tiny_model(tokens[:, :-1]).log_softmax(-1).gather(-1, tokens[:, 1:, None]).mean()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in tiny_model.named_parameters()}
+
+    loss, grads = gradients(False)
+    loss_ckpt, grads_ckpt = gradients(True)
+    assert loss == loss_ckpt
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, atol=1e-7, rtol=1e-5, msg=name)
