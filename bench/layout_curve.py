@@ -1,0 +1,76 @@
+"""Eval loss and tasks solved against training minutes, one curve per row layout: the picture in RESULTS.md.
+
+    python bench/layout_curve.py --run pair=checkpoints/pair --run in_context=checkpoints/base \
+        --solved pair=/tmp/snap/step-450/eval/results.json@450 ... --out docs
+
+Training minutes come from each run's metrics.jsonl (`elapsed_s` of the logged steps; a run continued
+with --resume restarts its clock, so each leg's last time is carried into the next). A --solved point
+is an evaluation's results.json and the training step of the checkpoint it evaluated. Writes
+OUT/eval-loss-vs-minutes.svg and OUT/solved-vs-minutes.svg.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from arc.draw import line_chart  # noqa: E402
+
+COLOURS = {"pair": "#1f5fbf", "in_context": "#FF851B"}
+
+
+def minutes_by_step(metrics: Path) -> tuple[dict[int, float], list[tuple[int, float]]]:
+    """Training minutes at each logged step (legs of resumed runs added up), and the eval losses."""
+    minutes, evals, carried, last = {}, [], 0.0, 0.0
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        if "elapsed_s" in record:
+            if record["elapsed_s"] < last:  # a new leg: its clock started again
+                carried += last
+            last = record["elapsed_s"]
+            minutes[record["step"]] = (carried + last) / 60
+        if "eval_loss" in record:
+            evals.append((record["step"], record["eval_loss"]))
+    return minutes, evals
+
+
+def at_step(minutes: dict[int, float], step: int) -> float:
+    """The minutes of the logged step nearest to step."""
+    return minutes[min(minutes, key=lambda s: abs(s - step))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", default=[], help="LABEL=run folder with metrics.jsonl")
+    parser.add_argument("--solved", action="append", default=[], help="LABEL=results.json@STEP")
+    parser.add_argument("--out", default="docs")
+    args = parser.parse_args()
+    clocks, loss_series = {}, []
+    for spec in args.run:
+        label, folder = spec.split("=", 1)
+        minutes, evals = minutes_by_step(Path(folder) / "metrics.jsonl")
+        clocks[label] = minutes
+        loss_series.append((f"{label} eval loss", COLOURS.get(label, "#555"), [(at_step(minutes, s), v) for s, v in evals]))
+    solved: dict[str, list[tuple[float, float]]] = {}
+    for spec in args.solved:
+        label, rest = spec.split("=", 1)
+        path, step = rest.rsplit("@", 1)
+        result = json.loads(Path(path).read_text())
+        solved.setdefault(label, []).append((at_step(clocks[label], int(step)), float(result["tasks_solved"])))
+    solved_series = [(f"{label} solved (seed20)", COLOURS.get(label, "#555"), sorted(points)) for label, points in solved.items()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {"eval-loss-vs-minutes.svg": line_chart(loss_series, "eval loss per output token on seed20", "training minutes",
+                                                      dots=tuple(s[0] for s in loss_series)),
+             "solved-vs-minutes.svg": line_chart(solved_series, "seed20 tasks solved (pass@2)", "training minutes",
+                                                 log_y=False, dots=tuple(s[0] for s in solved_series))}
+    for name, svg in names.items():
+        (out / name).write_text(svg)
+        print(f"wrote {out / name}")
+
+
+if __name__ == "__main__":
+    main()
