@@ -71,6 +71,11 @@ def _owner(cls, path: tuple[str, ...]) -> type:
     return cls
 
 
+def flag_names(cls) -> dict[tuple[str, ...], str]:
+    """The flag of every field of cls, keyed by the field's path ({("lora", "rank"): "--lora-rank", ...})."""
+    return {path: flag for flag, _, _, _, path in _walk(cls, "", (), cls())}
+
+
 def given_flags(args: argparse.Namespace, cls, prefix: str = "") -> dict:
     """The fields of cls set on the command line, as a nested dict ({"model": {"d_model": 256}, ...})."""
     given: dict = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arc.checkpoint import has_checkpoint, read_config
 from arc.data import Task
 from arc.draw import grid_ansi, grid_svg, line_chart, palette_css, side_by_side
 from arc.files import atomic_write_text
@@ -198,7 +199,7 @@ def loss_chart(metrics: dict, title: str) -> str:
 def train_report_html(run: Path) -> str:
     run = Path(run)
     metrics = read_metrics(run / "metrics.jsonl")
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    config = read_config(run) if has_checkpoint(run) else {}  # its newest checkpoint's (arc.checkpoint)
     training, model = config.get("training", {}), config.get("model", {})
     evals, train, rates = metrics["eval_loss"], metrics["loss"], metrics["tokens_per_s"]
     best = min(evals, key=lambda p: p[1]) if evals else None

@@ -14,7 +14,7 @@ Three modes, chosen by TrainConfig:
 """
 from __future__ import annotations
 
-import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,7 +23,9 @@ import torch
 
 from arc.batching import InContextSampler, PairSampler
 from arc.cli import build_config
-from arc.checkpoint import load_model, load_train_state, model_config, read_config, save_checkpoint
+from arc.checkpoint import (base_reference, checkpoint_dir, has_checkpoint, load_model, load_train_state, model_config,
+                            read_config, save_checkpoint, tidy)
+from arc.errors import ConfigError, DivergenceError
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import LoRAConfig, add_lora
 from arc.model import ModelConfig, Transformer
@@ -31,8 +33,10 @@ from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.report import write_train_report
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.rows import heldout_rows, make_rows
+from arc.runlog import RunLog
 from arc.scoring import output_token_loss
 from arc.tokenizer import PAD, GridTokenizer
+from arc.validate import resume_changes, validate_train
 
 
 @dataclass
@@ -118,7 +122,7 @@ def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tup
     described = {"model": asdict(model.cfg)}
     if cfg.lora.rank > 0:
         add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
-        described.update(base=str(cfg.init), lora=asdict(cfg.lora))
+        described.update(**base_reference(cfg.init, cfg.out), lora=asdict(cfg.lora))  # the base, relative to the run folder
     return model.to(device), described
 
 
@@ -129,7 +133,13 @@ def format_seconds(s: float) -> str:
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder holding the final checkpoint."""
+    validate_train(cfg)  # every flag, before any work (arc.validate)
     out = Path(cfg.out)
+    if resume:
+        saved_config = read_config(out)  # CheckpointError naming the folder when it holds no checkpoint
+        changes = resume_changes(saved_train_config(saved_config), cfg)  # refuses another architecture or data
+    elif has_checkpoint(out):
+        raise ConfigError(f"--out {out}: already holds a checkpoint: continue it with --resume, or choose another --out")
     device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
@@ -139,7 +149,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     max_seq_len = model_config(cfg.init).max_seq_len if cfg.init else cfg.model.max_seq_len
     row_tokens = cfg.max_row_tokens or max_seq_len
     if row_tokens > max_seq_len:
-        raise ValueError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
+        raise ConfigError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
 
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
@@ -176,15 +186,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start_step, metrics = 0, {}
     if resume:
-        state = load_train_state(out)
-        model.load_state_dict(load_model(out, device)[0].state_dict())
+        tidy(out)  # leftovers of a save that was interrupted
+        checkpoint = checkpoint_dir(out)  # the newest complete checkpoint
+        state = load_train_state(checkpoint)
+        model.load_state_dict(load_model(checkpoint, device)[0].state_dict())
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        saved = read_config(out)
+        saved = read_config(checkpoint)
         if saved.get("task_ids", []) != task_ids:
-            raise ValueError(f"{out}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
+            raise ConfigError(f"{out}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
         start_step, metrics = state["step"], saved.get("metrics", {})
-        print(f"resumed from {out} at step {start_step}")
+        described["resumed"] = saved.get("resumed", []) + [{"at_step": start_step, "changed": changes}]
+        print(f"resumed from {checkpoint} at step {start_step}" + (f", changed: {changes}" if changes else ""))
 
     lora = cfg.lora.rank > 0
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -201,8 +214,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         write_train_report(out)  # report.html (loss curves, throughput, config) and loss.svg
 
     forward = maybe_compile(model, cfg.compile)  # shares model's parameters; model itself stays eager
-    log_path = out / "metrics.jsonl"
     out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out / "metrics.jsonl")
+    log.start(start_step)  # lines past the checkpoint (logged before a kill) are dropped: each step is logged once
+
+    saved_step = start_step if resume else None  # the run folder's newest checkpoint
+
+    def diverged(step: int, what: str, value: float) -> DivergenceError:
+        kept = "no checkpoint" if saved_step is None else f"its checkpoint of step {saved_step}"
+        return DivergenceError(f"step {step}: the {what} is {value}: training diverged (try a lower --lr, or "
+                               f"--grad-clip > 0); nothing non-finite was saved, {out} keeps {kept}")
     started, tokens_seen = time.time(), 0
     last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
     for step in range(start_step, last_step):
@@ -211,6 +232,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         micro = [sampler.batch(step * cfg.grad_accum + m, cfg.batch_size) for m in range(cfg.grad_accum)]
         trained = [p for p in model.parameters() if p.requires_grad]
         loss_sum = optimizer_step(forward, optimizer, trained, micro, cfg.grad_clip, device, amp_dtype)
+        if not math.isfinite(loss_sum):
+            raise diverged(step + 1, "training loss", loss_sum)
         tokens_seen += sum(int((batch.inputs != PAD).sum()) for batch in micro)
 
         done = step + 1
@@ -220,15 +243,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             eta = elapsed / (done - start_step) * (last_step - done)
             print(f"step {done}/{cfg.max_steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
                   f"elapsed {format_seconds(elapsed)} | eta {format_seconds(eta)} | skipped rows {sampler.skipped}", flush=True)
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed}) + "\n")
+            log.append({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed})
         if done % cfg.eval_every == 0 or done == last_step:
             metrics = {"eval_loss": output_token_loss(model, eval_rows, amp_dtype), "eval_step": done}
+            if not math.isfinite(metrics["eval_loss"]):
+                raise diverged(done, "eval loss", metrics["eval_loss"])
             print(f"step {done} | eval loss {metrics['eval_loss']:.4f} per output token on {cfg.eval_set}", flush=True)
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": done, "eval_loss": metrics["eval_loss"]}) + "\n")
+            log.append({"step": done, "eval_loss": metrics["eval_loss"]})
         if done % cfg.save_every == 0 or done == last_step:
             save(done)
+            saved_step = done
     if start_step >= last_step and not resume:
         save(start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
     print(f"saved checkpoint to {out}")
