@@ -358,9 +358,12 @@ def load_train_state(folder: str | Path) -> dict:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - an unpickling error, a truncated file, ...
-        detail = " ".join(str(e).split())[:200]
+        # torch's message is paragraphs of advice (among it: retry with weights_only=False, which is what
+        # must not happen here); keep the line that says what the file holds
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or "global" in line), lines[0] if lines else "")
         raise CheckpointError(f"{path}: refused, not a train state this program wrote (loaded with "
-                              f"weights_only=True, which runs no code): {type(e).__name__}: {detail}") from None
+                              f"weights_only=True, which runs no code): {type(e).__name__}: {detail[:200]}") from None
     if not isinstance(state, dict) or not {"optimizer", "torch_rng", "step"} <= state.keys():
         raise CheckpointError(f"{path}: not a train state (expected optimizer, torch_rng and step)")
     weights = checkpoint / ("adapter.safetensors" if is_lora_run(config) else "model.safetensors")
