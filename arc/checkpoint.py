@@ -31,17 +31,18 @@ absolutely, as a second choice), with its step: the adapter is refused on a base
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_weights
 
 from arc.errors import CheckpointError, DivergenceError
 from arc.files import fsync_dir, json_text
@@ -168,10 +169,13 @@ def adapter_base(folder: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write one file of a checkpoint (inside its temporary folder) and flush it to disk."""
-    write(path)
-    with open(path, "rb") as f:
+def _write(path: Path, data: bytes) -> None:
+    """Write one file of a checkpoint (inside its temporary folder) and flush it to disk. Every file is
+    serialised in memory first and written here by Python, so a full disk is an OSError (ENOSPC) rather
+    than torch's "unexpected pos" or a safetensors error."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
 
 
@@ -246,17 +250,19 @@ def save_checkpoint(
     if bad:
         raise DivergenceError(f"step {step}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. {bad[0]}): "
                               f"not saved; {run} keeps its last finite checkpoint")
+    files = {name: save_weights(weights, metadata={"step": str(step)}),
+             "tokenizer.json": tokenizer.tokenizer.to_str(pretty=True).encode()}
+    if train_state is not None:
+        buffer = io.BytesIO()
+        torch.save({**train_state, "step": step}, buffer)
+        files["train_state.pt"] = buffer.getvalue()
+    files["config.json"] = json_text(config, indent=2).encode()  # last: the order a reader of the old layout relied on
     _remove_leftovers(run)
     tmp = run / f".step-{step:06d}.{uuid.uuid4().hex}.tmp"
     tmp.mkdir()
     try:
-        meta = {"step": str(step)}
-        _write(tmp / name, lambda p: save_file(weights, str(p), metadata=meta))
-        _write(tmp / "tokenizer.json", lambda p: tokenizer.save(str(p)))
-        if train_state is not None:
-            _write(tmp / "train_state.pt", lambda p: torch.save({**train_state, "step": step}, p))
-        text = json_text(config, indent=2)
-        _write(tmp / "config.json", lambda p: p.write_text(text))
+        for file, data in files.items():
+            _write(tmp / file, data)
         fsync_dir(tmp)
         final = _free_name(run, step)
         _commit(tmp, final)
