@@ -33,7 +33,7 @@ def main() -> None:
     if args.resume:
         if "out" not in given:
             parser.error("--resume needs --out, the run folder to continue")
-        saved = saved_train_config(read_config(given["out"]))
+        saved = saved_train_config(read_config(given["out"]), given["out"])
         saved.stop_at_step = None  # an early stop applies to the run that asked for it, not to its continuation
         config = build_config(TrainConfig, given, base=saved)
     else:

@@ -18,6 +18,8 @@ import inspect
 import re
 import typing
 
+from arc.errors import ConfigError
+
 _CONVERTERS = {"int": int, "float": float, "str": str}
 
 
@@ -97,7 +99,7 @@ def build_config(cls, values: dict, base=None):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
     changes = {}
     for name, value in values.items():
         if name in nested:

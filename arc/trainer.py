@@ -25,7 +25,7 @@ from arc.batching import InContextSampler, PairSampler
 from arc.cli import build_config
 from arc.checkpoint import (base_reference, checkpoint_dir, has_checkpoint, load_model, load_train_state, model_config,
                             read_config, save_checkpoint, tidy)
-from arc.errors import ConfigError, DivergenceError
+from arc.errors import CheckpointError, ConfigError, DivergenceError
 from arc.data import check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.lora import LoRAConfig, add_lora
 from arc.model import ModelConfig, Transformer
@@ -91,10 +91,12 @@ _FLAT_MODEL_KEYS = ("d_model", "n_layers", "n_heads", "grid_positions", "rope")
 _FLAT_LORA_KEYS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_targets": "targets"}
 
 
-def saved_train_config(config: dict) -> TrainConfig:
+def saved_train_config(config: dict, where: str = "the checkpoint") -> TrainConfig:
     """The TrainConfig a checkpoint's config.json records (for --resume), also from runs saved before the
     model and LoRA settings were nested (their flat keys are moved in; the old row budget max_len becomes
     max_row_tokens; keys that no longer exist, such as `extra`, are dropped)."""
+    if not isinstance(config.get("training"), dict):
+        raise CheckpointError(f"{where}: its config.json records no training config: not a run of train.py, so it cannot be resumed")
     training = dict(config["training"])
     if "model" not in training:
         training.setdefault("layout", "in_context")  # runs saved before the pair layout existed
@@ -136,8 +138,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     validate_train(cfg)  # every flag, before any work (arc.validate)
     out = Path(cfg.out)
     if resume:
-        saved_config = read_config(out)  # CheckpointError naming the folder when it holds no checkpoint
-        changes = resume_changes(saved_train_config(saved_config), cfg)  # refuses another architecture or data
+        tidy(out)  # leftovers of a save that was interrupted
+        checkpoint = checkpoint_dir(out)  # the newest complete checkpoint (CheckpointError naming the folder if none)
+        state = load_train_state(checkpoint)  # refused now, before any work, when it cannot be resumed
+        changes = resume_changes(saved_train_config(read_config(checkpoint), str(out)), cfg)  # refuses another architecture or data
     elif has_checkpoint(out):
         raise ConfigError(f"--out {out}: already holds a checkpoint: continue it with --resume, or choose another --out")
     device = resolve_device(cfg.device, cfg.threads)
@@ -186,9 +190,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start_step, metrics = 0, {}
     if resume:
-        tidy(out)  # leftovers of a save that was interrupted
-        checkpoint = checkpoint_dir(out)  # the newest complete checkpoint
-        state = load_train_state(checkpoint)
         model.load_state_dict(load_model(checkpoint, device)[0].state_dict())
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
