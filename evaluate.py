@@ -13,9 +13,16 @@ arc.ttt.TTTConfig with the ttt- prefix): `python evaluate.py -h` lists them with
 import argparse
 
 from arc.cli import add_config_flags, build_config, given_flags
+from arc.errors import cli_main
 from arc.evaluation import EvalConfig, evaluate
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-add_config_flags(parser, EvalConfig)
-config = build_config(EvalConfig, given_flags(parser.parse_args(), EvalConfig))
-evaluate(config)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, EvalConfig)
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error (also ARC_DEBUG=1)")
+    evaluate(build_config(EvalConfig, given_flags(parser.parse_args(), EvalConfig)))
+
+
+if __name__ == "__main__":
+    cli_main(main)  # a bad flag, data file or checkpoint: one line on stderr, exit status 1 (arc.errors)

@@ -18,28 +18,37 @@ from dataclasses import asdict
 from arc import distributed
 from arc.checkpoint import read_config
 from arc.cli import add_config_flags, build_config, given_flags
+from arc.errors import cli_main
 from arc.trainer import TrainConfig, saved_train_config, train
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-add_config_flags(parser, TrainConfig)
-parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
-                    "(its saved config, with any flags given here overriding it)")
-args = parser.parse_args()
-given = given_flags(args, TrainConfig)
 
-if args.resume:
-    if "out" not in given:
-        parser.error("--resume needs --out, the run folder to continue")
-    saved = saved_train_config(read_config(given["out"]))
-    saved.stop_at_step = None  # an early stop applies to the run that asked for it, not to its continuation
-    config = build_config(TrainConfig, given, base=saved)
-else:
-    given.setdefault("out", time.strftime("checkpoints/run-%Y%m%d-%H%M%S"))
-    config = build_config(TrainConfig, given)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, TrainConfig)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete "
+                        "checkpoint (its saved config, with any flags given here overriding it; a change of "
+                        "architecture or data is refused)")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error (also ARC_DEBUG=1)")
+    args = parser.parse_args()
+    given = given_flags(args, TrainConfig)
 
-if distributed.launched_rank() == 0:
-    print("config:", json.dumps(asdict(config), indent=2))
-try:
-    train(config, resume=args.resume)
-finally:
-    distributed.close()
+    if args.resume:
+        if "out" not in given:
+            parser.error("--resume needs --out, the run folder to continue")
+        saved = saved_train_config(read_config(given["out"]), given["out"])
+        saved.stop_at_step = None  # an early stop applies to the run that asked for it, not to its continuation
+        config = build_config(TrainConfig, given, base=saved)
+    else:
+        given.setdefault("out", time.strftime("checkpoints/run-%Y%m%d-%H%M%S"))
+        config = build_config(TrainConfig, given)
+
+    if distributed.launched_rank() == 0:
+        print("config:", json.dumps(asdict(config), indent=2))
+    try:
+        train(config, resume=args.resume)
+    finally:
+        distributed.close()
+
+
+if __name__ == "__main__":
+    cli_main(main)  # a bad flag, data file or checkpoint: one line on stderr, exit status 1 (arc.errors)

@@ -23,6 +23,7 @@ import torch
 
 from arc.batching import PairSampler
 from arc.data import Task
+from arc.errors import ConfigError
 from arc.model import Transformer
 from arc.optim import BETAS, lr_at, optimizer_step, set_lr
 from arc.rows import PairRows
@@ -55,10 +56,10 @@ def adapt(model: Transformer, tasks: list[Task], task_index: dict[str, int], row
     if not new:
         return AdaptReport(0, 0, 0.0, None, None)
     if cfg.steps <= 0:
-        raise ValueError(f"{len(new)} task(s) have no embedding in this checkpoint ({' '.join(t.id for t in new[:8])}): "
+        raise ConfigError(f"{len(new)} task(s) have no embedding in this checkpoint ({' '.join(t.id for t in new[:8])}): "
                          "adapt to them with --adapt-steps N, or evaluate the tasks it was trained on")
     if cfg.train not in ("embeddings", "full"):
-        raise ValueError(f"--adapt-train {cfg.train!r}: embeddings | full")
+        raise ConfigError(f"--adapt-train {cfg.train!r}: embeddings | full")
     started = time.time()
     first = model.add_tasks(len(new)).start
     task_index.update({t.id: first + i for i, t in enumerate(new)})

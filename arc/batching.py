@@ -25,6 +25,7 @@ import numpy as np
 
 from arc.augment import colour_map, random_augmentation
 from arc.data import Example, Task
+from arc.errors import ConfigError
 from arc.generators import FAMILIES, generate_task
 from arc.rows import Batch, EncodedRow, InContextRows, PairRows, collate
 
@@ -52,7 +53,7 @@ class Sampler:
             if row is not None:
                 return row
             self.skipped += 1
-        raise ValueError(f"100 draws in a row did not fit in max_len={self.max_len}: raise --max-len")
+        raise ConfigError(f"100 draws in a row did not fit in {self.max_len} tokens: raise --max-row-tokens (and --max-seq-len)")
 
     @functools.lru_cache(maxsize=4)
     def _epoch_order(self, epoch: int) -> np.ndarray:

@@ -18,6 +18,8 @@ import inspect
 import re
 import typing
 
+from arc.errors import ConfigError
+
 _CONVERTERS = {"int": int, "float": float, "str": str}
 
 
@@ -71,6 +73,11 @@ def _owner(cls, path: tuple[str, ...]) -> type:
     return cls
 
 
+def flag_names(cls) -> dict[tuple[str, ...], str]:
+    """The flag of every field of cls, keyed by the field's path ({("lora", "rank"): "--lora-rank", ...})."""
+    return {path: flag for flag, _, _, _, path in _walk(cls, "", (), cls())}
+
+
 def given_flags(args: argparse.Namespace, cls, prefix: str = "") -> dict:
     """The fields of cls set on the command line, as a nested dict ({"model": {"d_model": 256}, ...})."""
     given: dict = {}
@@ -92,7 +99,7 @@ def build_config(cls, values: dict, base=None):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
     changes = {}
     for name, value in values.items():
         if name in nested:

@@ -16,10 +16,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from arc.errors import ArcError
 
 Grid = np.ndarray  # shape (height, width), dtype uint8, values 0..9
 
@@ -75,7 +78,7 @@ def grids_equal(a: Grid, b: Grid) -> bool:
 MAX_SIDE = 30  # ARC grids are 1..30 cells per side; the tokenizer's sequence budget relies on this
 
 
-class DataError(ValueError):
+class DataError(ArcError, ValueError):
     """Bad or missing ARC data; the message names the source, the task and the field."""
 
 
@@ -152,9 +155,31 @@ def _read_json(path: Path) -> object:
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read: {e}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except _DuplicateKey as e:
+        raise DataError(f"{path}: key {e.args[0]!r} appears twice in one object (JSON keeps only the last: "
+                        "a duplicated task id or field)") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be ARC data (a grid is a list of lists)") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object hook: the object as a dict, refusing a key that appears twice (json.loads would
+    silently keep the last, e.g. the second of two tasks with one id in a Kaggle file)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
 
 
 def _expect_mapping(obj: object, path: Path, what: str) -> dict:
@@ -287,6 +312,10 @@ def select_tasks(tasks: list[Task], task_set: str | None = None, ids: list[str] 
         what = "requested ids"
     selected = list(tasks)
     if ids is not None:
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if repeated:
+            raise DataError(f"{what}: task id(s) given more than once: {', '.join(repeated)} "
+                            "(each would be predicted and scored twice)")
         by_id = {t.id: t for t in tasks}
         missing = [i for i in ids if i not in by_id]
         if missing:

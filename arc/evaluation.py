@@ -13,6 +13,7 @@ for every task. How predictions are made (views, decoding strategy, selection) i
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,9 +23,10 @@ from typing import Callable
 import numpy as np
 
 from arc.adapt import AdaptConfig, adapt
-from arc.checkpoint import load_model, read_config
+from arc.checkpoint import adapter_base, checkpoint_dir, has_checkpoint, load_model, read_config
 from arc.data import Task, grids_equal, load_tasks, select_tasks
-from arc.files import atomic_write_text
+from arc.errors import ConfigError
+from arc.files import atomic_write_text, check_writable, json_text, locked
 from arc.lora import merge_lora
 from arc.predict import DecodeConfig, Prediction, default_views, predict
 from arc.report import Progress, show_results, ttt_words, write_eval_report
@@ -33,6 +35,7 @@ from arc.runtime import autocast_dtype, resolve_device
 from arc.scoring import grouped_loss
 from arc.submission import build_submission, write_submission
 from arc.ttt import TTTConfig, task_adapter
+from arc.validate import validate_eval
 
 
 def task_score(predictions: list[Prediction], answered: Callable[[Prediction], bool]) -> float | None:
@@ -102,7 +105,7 @@ def print_table(results: dict) -> None:
 def write_results(results: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    atomic_write_text(path, json.dumps(results, indent=1))
+    atomic_write_text(path, json_text(results, indent=1))  # NaN (a diverged model's loss) is written as null
     return path
 
 
@@ -132,16 +135,15 @@ SHIPPED = ("pair", "base")
 
 
 def newest_checkpoint(root: str = "checkpoints") -> str:
-    """The default checkpoint: the run folder under root whose config.json was written last, leaving the
-    shipped ones out (their files' times are those of the git checkout); with no run of one's own, the
-    first shipped one that exists."""
-    configs = sorted(Path(root).glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-    runs = [c.parent for c in configs if c.parent.name not in SHIPPED]
+    """The default checkpoint: the run folder under root whose newest complete checkpoint was written
+    last, leaving the shipped ones out (their files' times are those of the git checkout); with no run of
+    one's own, the first shipped one that exists."""
+    runs = [run for run in Path(root).glob("*") if run.is_dir() and run.name not in SHIPPED and has_checkpoint(run)]
     if runs:
-        return str(runs[-1])
-    shipped = [Path(root) / name for name in SHIPPED if (Path(root) / name / "config.json").exists()]
+        return str(max(runs, key=lambda run: (checkpoint_dir(run) / "config.json").stat().st_mtime))
+    shipped = [Path(root) / name for name in SHIPPED if has_checkpoint(Path(root) / name)]
     if not shipped:
-        raise FileNotFoundError(f"no checkpoint under {root}/: train one with `python train.py` or pass --checkpoint")
+        raise ConfigError(f"no checkpoint under {root}/: train one with `python train.py` or pass --checkpoint")
     return str(shipped[0])
 
 
@@ -177,25 +179,30 @@ def predict_tasks(model, rows: Rows, tasks: list[Task], cfg: EvalConfig, max_len
 
 
 def evaluate(cfg: EvalConfig) -> dict:
+    validate_eval(cfg)  # every flag, before any work (arc.validate)
     device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
     if cfg.adapter:
-        # load_model puts the adapter on the base its run recorded: that is the checkpoint evaluated
-        base = read_config(cfg.adapter).get("base")
-        if base is None:
-            raise ValueError(f"--adapter {cfg.adapter}: not a LoRA run folder (its config.json names no base checkpoint)")
-        if cfg.checkpoint and Path(base).resolve() != Path(cfg.checkpoint).resolve():
-            raise ValueError(f"adapter {cfg.adapter} was trained on {base}, not on {cfg.checkpoint}")
+        # load_model puts the adapter on the base its run recorded (relative to the run folder): that is
+        # the checkpoint evaluated
+        base = str(adapter_base(cfg.adapter))
+        if cfg.checkpoint and checkpoint_dir(base).resolve() != checkpoint_dir(cfg.checkpoint).resolve():
+            raise ConfigError(f"adapter {cfg.adapter} was trained on {base}, not on {cfg.checkpoint}")
         checkpoint = cfg.checkpoint or base
     else:
         checkpoint = cfg.checkpoint or newest_checkpoint()
-    model, tokenizer, config = load_model(cfg.adapter or checkpoint, device)
+    # the newest complete checkpoint of each folder, resolved once: what is loaded is what is recorded
+    loaded = {"checkpoint": str(checkpoint_dir(checkpoint)), "adapter": str(checkpoint_dir(cfg.adapter)) if cfg.adapter else None}
+    model, tokenizer, config = load_model(loaded["adapter"] or loaded["checkpoint"], device)
+    loaded["step"] = config.get("step")
+    if cfg.adapter:
+        loaded["checkpoint_step"] = config.get("base_step", read_config(loaded["checkpoint"]).get("step"))
     layout = config.get("training", {}).get("layout", "in_context")  # checkpoints before the pair layout: in-context
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     max_len = cfg.context_tokens or model.cfg.max_seq_len
     if max_len > model.cfg.max_seq_len:
-        raise ValueError(f"--context-tokens {max_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
+        raise ConfigError(f"--context-tokens {max_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
 
     task_set = cfg.task_set or ("seed20" if (cfg.data, cfg.split) == ("arc1", "evaluation") else "all")
     all_tasks = load_tasks(cfg.data, cfg.split)
@@ -210,8 +217,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     task_index = {task_id: i for i, task_id in enumerate(config.get("task_ids", []))}
     if layout == "pair":
         if cfg.ttt.steps > 0:
-            raise ValueError("--ttt-steps is per-task LoRA training for the in-context layout; a pair-layout "
-                             "checkpoint already trained on its evaluated tasks' demonstrations")
+            raise ConfigError("--ttt-steps is per-task LoRA training for the in-context layout; a pair-layout "
+                              "checkpoint already trained on its evaluated tasks' demonstrations")
     unseen = [t.id for t in tasks if t.id not in task_index] if layout == "pair" else []
     step, d = config.get("step"), cfg.decoding
     method = (f"{d.decode}, {d.views or default_views(rows)} view(s), select {d.select}, {d.attempts} attempt(s)"
@@ -221,6 +228,11 @@ def evaluate(cfg: EvalConfig) -> dict:
           f"from {cfg.data}/{cfg.split} [{task_set}]: {method}, on {device}", flush=True)
     if step == 0:
         print("note: this checkpoint was never trained; expect a score of 0")
+    out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{task_set}")
+    try:
+        check_writable(out)  # now, not after hours of decoding
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
     started = time.time()
     adapted = adapt(model, tasks, task_index, rows, cfg.adapt, max_len, device, amp_dtype) if unseen else None
@@ -239,7 +251,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     results["eval_loss"], task_loss = grouped_loss(model, flat, groups, 8, amp_dtype) if flat else (None, {})
     for task_id, loss in task_loss.items():
         results["tasks"][task_id]["loss"] = loss  # mean per output token of the task's known test outputs
-    results.update(checkpoint=checkpoint, adapter=cfg.adapter, step=step, data=cfg.data, split=cfg.split,
+    results.update(checkpoint=checkpoint, adapter=cfg.adapter, step=step, loaded=loaded, data=cfg.data, split=cfg.split,
                    task_set=task_set, method=method, decoding=asdict(cfg.decoding),
                    ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None, layout=layout,
                    adapt=asdict(adapted) if adapted else None,
@@ -247,11 +259,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.show:
         show_results(tasks, results)
     print_table(results)
-    out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{task_set}")
-    print(f"wrote {write_results(results, out)}")
-    print(f"wrote {write_eval_report(out, tasks, results)} (open it in a browser)")
     by_task: dict[str, list] = {t.id: [] for t in tasks}
     for p in sorted(predictions, key=lambda p: p.example.test_index):
         by_task[p.example.task_id].append(p.attempts)
-    print(f"wrote {write_submission(out / 'submission.json', build_submission(by_task))}")
+    submission = build_submission(by_task)
+    results["submission_sha256"] = hashlib.sha256(json.dumps(submission).encode()).hexdigest()
+    # Two evaluations into one --out replace the three files one run at a time (a lock on the folder),
+    # results.json last: it names the sha256 of the submission.json it goes with.
+    with locked(out):
+        print(f"wrote {write_submission(out / 'submission.json', submission)}")
+        print(f"wrote {write_eval_report(out, tasks, results)} (open it in a browser)")
+        print(f"wrote {write_results(results, out)}")
     return results

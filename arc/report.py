@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arc.checkpoint import has_checkpoint, read_config
 from arc.data import Task
 from arc.draw import grid_ansi, grid_svg, line_chart, palette_css, side_by_side
 from arc.files import atomic_write_text
@@ -94,6 +95,11 @@ def _figure(grid: np.ndarray, caption: str, cls: str = "", wrong: np.ndarray | N
     return f'<figure class="{cls}">{grid_svg(grid, wrong)}<figcaption>{caption}</figcaption></figure>'
 
 
+# ARC tasks show 2-10 demonstrations; a card draws at most this many, so a task of thousands (a 50 MB
+# file) gives a page of a few hundred kB rather than of 700 MB
+DEMOS_DRAWN = 12
+
+
 def task_card(task: Task, entry: dict, shared_time: bool = False) -> str:
     """One task's card; shared_time: the tasks were decoded together, so its seconds are the run's mean."""
     status = task_status(entry)
@@ -108,9 +114,11 @@ def task_card(task: Task, entry: dict, shared_time: bool = False) -> str:
              f'<h2>{escape(task.id)} &middot; {status.upper() if status == "solved" else status}</h2>',
              f'<p class="meta">{" &middot; ".join(m for m in meta if m)}</p>',
              "<h3>demonstrations</h3>", '<div class="row">']
-    for k, pair in enumerate(task.train):
+    for k, pair in enumerate(task.train[:DEMOS_DRAWN]):
         parts.append(f'<div class="pair">{_figure(pair.input, f"input {k + 1}")}<span>&rarr;</span>'
                      f'{_figure(pair.output, f"output {k + 1}")}</div>')
+    if len(task.train) > DEMOS_DRAWN:
+        parts.append(f'<p class="meta">and {len(task.train) - DEMOS_DRAWN} more demonstrations, not drawn</p>')
     parts.append("</div>")
     for k, (pair, test) in enumerate(zip(task.test, tests)):
         mark = {True: "&#10003; right", False: "&#10007; wrong", None: "truth unknown"}[test["correct"]]
@@ -198,7 +206,7 @@ def loss_chart(metrics: dict, title: str) -> str:
 def train_report_html(run: Path) -> str:
     run = Path(run)
     metrics = read_metrics(run / "metrics.jsonl")
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    config = read_config(run) if has_checkpoint(run) else {}  # its newest checkpoint's (arc.checkpoint)
     training, model = config.get("training", {}), config.get("model", {})
     evals, train, rates = metrics["eval_loss"], metrics["loss"], metrics["tokens_per_s"]
     best = min(evals, key=lambda p: p[1]) if evals else None

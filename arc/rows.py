@@ -139,17 +139,23 @@ class InContextRows:
 
     def fit(self, example: Example, max_len: int, answer_tokens: int | None = None) -> Example | None:
         """Drop the longest demonstrations until the example fits in max_len tokens, keeping at least
-        one; None when even one demonstration is too many. Each demonstration is measured once."""
+        one; None when even one demonstration is too many. Each demonstration is measured once and the
+        drop order (longest first, the first of equals first) comes from one sort, so a task with
+        thousands of demonstrations fits in O(n log n), not one rescan per dropped demonstration."""
         answer = answer_budget(example) if answer_tokens is None else answer_tokens
-        train = list(example.train)
-        sizes = [2 + grid_length(p.input) + grid_length(p.output) + 1 for p in train]
+        sizes = [2 + grid_length(p.input) + grid_length(p.output) + 1 for p in example.train]
         total = self.length(example, answer)
-        while total > max_len:
-            if len(train) == 1:
+        dropped: set[int] = set()
+        for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):  # stable: equals keep their order
+            if total <= max_len:
+                break
+            if len(dropped) == len(sizes) - 1:
                 return None
-            longest = max(range(len(train)), key=lambda i: sizes[i])  # the first of equals, as before
-            total -= sizes.pop(longest)
-            train.pop(longest)
+            dropped.add(i)
+            total -= sizes[i]
+        if total > max_len:
+            return None
+        train = [p for i, p in enumerate(example.train) if i not in dropped]
         return Example(example.task_id, example.test_index, train, example.test)
 
 

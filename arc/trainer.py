@@ -17,7 +17,7 @@ a step's micro-batches, gradients all-reduced by DDP, rank 0 alone evaluating, l
 """
 from __future__ import annotations
 
-import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,16 +27,20 @@ import torch
 from arc import distributed
 from arc.batching import InContextSampler, PairSampler, Sampler
 from arc.cli import build_config
-from arc.checkpoint import load_model, load_train_state, model_config, read_config, save_checkpoint
+from arc.checkpoint import (base_reference, checkpoint_dir, has_checkpoint, load_model, load_train_state, model_config,
+                            read_config, save_checkpoint, tidy)
 from arc.data import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
+from arc.errors import CheckpointError, ConfigError, DivergenceError
 from arc.lora import LoRAConfig, add_lora, cast_frozen
 from arc.model import ModelConfig, Transformer
 from arc.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.report import write_train_report
 from arc.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.rows import Rows, heldout_rows, make_rows
+from arc.runlog import RunLog
 from arc.scoring import output_token_loss
 from arc.tokenizer import PAD, GridTokenizer
+from arc.validate import resume_changes, validate_train
 
 
 @dataclass
@@ -94,10 +98,12 @@ _FLAT_MODEL_KEYS = ("d_model", "n_layers", "n_heads", "grid_positions", "rope")
 _FLAT_LORA_KEYS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_targets": "targets"}
 
 
-def saved_train_config(config: dict) -> TrainConfig:
+def saved_train_config(config: dict, where: str = "the checkpoint") -> TrainConfig:
     """The TrainConfig a checkpoint's config.json records (for --resume), also from runs saved before the
     model and LoRA settings were nested (their flat keys are moved in; the old row budget max_len becomes
     max_row_tokens; keys that no longer exist, such as `extra`, are dropped)."""
+    if not isinstance(config.get("training"), dict):
+        raise CheckpointError(f"{where}: its config.json records no training config: not a run of train.py, so it cannot be resumed")
     training = dict(config["training"])
     if "model" not in training:
         training.setdefault("layout", "in_context")  # runs saved before the pair layout existed
@@ -127,10 +133,10 @@ def build_model(cfg: TrainConfig, device: torch.device, n_tasks: int = 0) -> tup
     described = {"model": asdict(model.cfg), **{k: v for k, v in init_config.items() if k == "hf_import"}}
     if cfg.lora.rank > 0:
         add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.full_parameters)
-        described.update(base=str(cfg.init), lora=asdict(cfg.lora))
+        described.update(**base_reference(cfg.init, cfg.out), lora=asdict(cfg.lora))  # the base, relative to the run folder
         if cfg.lora_base_bf16 and device.type == "cuda":
             if cfg.precision == "fp32":
-                raise ValueError("--lora-base-bf16 needs bf16 autocast: drop --precision fp32")
+                raise ConfigError("--lora-base-bf16 needs bf16 autocast: drop --precision fp32")
             cast_frozen(model, torch.bfloat16)
     return model.to(device), described
 
@@ -184,7 +190,15 @@ def format_seconds(s: float) -> str:
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder holding the final checkpoint."""
+    validate_train(cfg)  # every flag, before any work (arc.validate)
     out = Path(cfg.out)
+    if resume:
+        tidy(out)  # leftovers of a save that was interrupted
+        checkpoint = checkpoint_dir(out)  # the newest complete checkpoint (CheckpointError naming the folder if none)
+        state = load_train_state(checkpoint)  # refused now, before any work, when it cannot be resumed
+        changes = resume_changes(saved_train_config(read_config(checkpoint), str(out)), cfg)  # refuses another architecture or data
+    elif has_checkpoint(out):
+        raise ConfigError(f"--out {out}: already holds a checkpoint: continue it with --resume, or choose another --out")
     world, device = distributed.setup(resolve_device(cfg.device, cfg.threads))
     log = print if world.is_main else lambda *args, **kwargs: None  # rank 0 speaks for the run
     amp_dtype = autocast_dtype(device, cfg.precision)
@@ -195,7 +209,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     max_seq_len = model_config(cfg.init).max_seq_len if cfg.init else cfg.model.max_seq_len
     row_tokens = cfg.max_row_tokens or max_seq_len
     if row_tokens > max_seq_len:
-        raise ValueError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
+        raise ConfigError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
 
     data = training_data(cfg, rows, row_tokens)
     sampler, heldout_tasks, task_ids = data.sampler, data.heldout_tasks, data.task_ids
@@ -203,25 +217,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     eval_rows, eval_skipped = heldout_rows([e for t in heldout_tasks for e in t.examples()], rows, row_tokens, task_index)
 
     if cfg.init and read_config(cfg.init).get("task_ids", []) not in ([], task_ids):
-        raise ValueError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, --data)")
+        raise ConfigError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, --data)")
     model, described = build_model(cfg, device, len(task_ids))
     model.activation_checkpointing = cfg.activation_checkpointing
     described["task_ids"] = task_ids
-    model.activation_checkpointing = cfg.activation_checkpointing
     model.train()
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start_step, metrics = 0, {}
     if resume:
-        state = load_train_state(out)
-        model.load_state_dict(load_model(out, device)[0].state_dict())
+        model.load_state_dict(load_model(checkpoint, device)[0].state_dict())
         optimizer.load_state_dict(state["optimizer"])
         rng = state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
         torch.set_rng_state(rng[world.rank] if len(rng) == world.size else state["torch_rng"])
-        saved = read_config(out)
+        saved = read_config(checkpoint)
         if saved.get("task_ids", []) != task_ids:
-            raise ValueError(f"{out}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
+            raise ConfigError(f"{out}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
         start_step, metrics = state["step"], saved.get("metrics", {})
-        log(f"resumed from {out} at step {start_step}")
+        described["resumed"] = saved.get("resumed", []) + [{"at_step": start_step, "changed": changes}]
+        log(f"resumed from {checkpoint} at step {start_step}" + (f", changed: {changes}" if changes else ""))
 
     lora = cfg.lora.rank > 0
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -245,9 +258,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     # compiled, then wrapped in DDP (nanoGPT's order: compile's warm-up runs on each rank alone); shares
     # model's parameters, while model itself stays eager and unwrapped (rank 0's eval loss, the checkpoints)
     forward = world.wrap(maybe_compile(model, cfg.compile))
-    log_path = out / "metrics.jsonl"
+    run_log = None  # metrics.jsonl, written by rank 0
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        run_log = RunLog(out / "metrics.jsonl")
+        run_log.start(start_step)  # lines past the checkpoint (logged before a kill) are dropped: each step is logged once
+
+    saved_step = start_step if resume else None  # the run folder's newest checkpoint
+
+    def diverged(step: int, what: str, value: float) -> DivergenceError:
+        kept = "no checkpoint" if saved_step is None else f"its checkpoint of step {saved_step}"
+        return DivergenceError(f"step {step}: the {what} is {value}: training diverged (try a lower --lr, or "
+                               f"--grad-clip > 0); nothing non-finite was saved, {out} keeps {kept}")
+
     started, tokens_seen = time.time(), 0
     last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
     for step in range(start_step, last_step):
@@ -256,6 +279,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         micro = [sampler.batch(i, cfg.batch_size) for i in world.micro_batches(step, cfg.grad_accum)]
         trained = [p for p in model.parameters() if p.requires_grad]
         loss_sum = optimizer_step(forward, optimizer, trained, micro, cfg.grad_clip, device, amp_dtype, world)
+        if not math.isfinite(loss_sum):
+            raise diverged(step + 1, "training loss", loss_sum)
         tokens_seen += sum(int((batch.inputs != PAD).sum()) for batch in micro)
 
         done = step + 1
@@ -265,16 +290,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             eta = elapsed / (done - start_step) * (last_step - done)
             log(f"step {done}/{cfg.max_steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
                 f"elapsed {format_seconds(elapsed)} | eta {format_seconds(eta)} | skipped rows {sampler.skipped}", flush=True)
-            if world.is_main:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed}) + "\n")
+            if run_log:
+                run_log.append({"step": done, "loss": loss_sum, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed})
         if (done % cfg.eval_every == 0 or done == last_step) and world.is_main:
             metrics = {"eval_loss": output_token_loss(model, eval_rows, amp_dtype), "eval_step": done}
+            if not math.isfinite(metrics["eval_loss"]):
+                raise diverged(done, "eval loss", metrics["eval_loss"])
             print(f"step {done} | eval loss {metrics['eval_loss']:.4f} per output token on {cfg.eval_set}", flush=True)
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": done, "eval_loss": metrics["eval_loss"]}) + "\n")
+            run_log.append({"step": done, "eval_loss": metrics["eval_loss"]})
         if done % cfg.save_every == 0 or done == last_step:
             save(done)
+            saved_step = done
     if start_step >= last_step and not resume:
         save(start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
     if not world.same_weights(model):

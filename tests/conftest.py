@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from arc import checkpoint
 from arc.model import ModelConfig, Transformer
 from arc.tokenizer import VOCAB_SIZE
 from arc.trainer import TrainConfig
@@ -132,3 +133,22 @@ def tiny_llama(tmp_path_factory):
         return made[name]
 
     return get
+
+
+def failing_at(monkeypatch, point: str, n: int, error: BaseException) -> None:
+    """Make the n-th file write of arc.checkpoint's saves (point "write", 4 per save: weights, tokenizer,
+    train state, config; a half-written file is left), the n-th commit (the rename of the step folder)
+    or the n-th clean-up after a commit raise error."""
+    target = {"write": "_write", "commit": "_commit", "cleanup": "_remove_leftovers"}[point]
+    real, calls = getattr(checkpoint, target), []
+
+    def fake(*args, **kwargs):
+        if point != "cleanup" or kwargs.get("keep"):  # the clean-up also runs before a save: count the one after the commit
+            calls.append(args)
+        if len(calls) == n + 1:
+            if point == "write":
+                args[0].write_bytes(b"half a file")
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, target, fake)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from arc.checkpoint import checkpoint_dir
 from arc.model import Block, Transformer
 from arc.trainer import train
 from conftest import TINY
@@ -56,7 +57,7 @@ def test_eval_and_cache_forwards_ignore_the_flag():
 def test_training_with_the_flag_gives_the_same_weights(tiny_train_config):
     plain = train(tiny_train_config("plain", max_steps=2))
     checkpointed = train(tiny_train_config("checkpointed", max_steps=2, activation_checkpointing=True))
-    a, b = load_file(str(Path(plain) / "model.safetensors")), load_file(str(Path(checkpointed) / "model.safetensors"))
+    a, b = load_file(str(checkpoint_dir(plain) / "model.safetensors")), load_file(str(checkpoint_dir(checkpointed) / "model.safetensors"))
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)

@@ -1,16 +1,21 @@
-"""arc.checkpoint: exact round trips, atomic writes, and detection of files from different steps."""
+"""arc.checkpoint: exact round trips; complete-or-absent saves under a failure at every write; a full disk;
+the older flat layout; no unpickling of train_state.pt; damaged files refused with their path."""
+import errno
 import json
 import shutil
 from dataclasses import asdict
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from arc import checkpoint
-from arc.checkpoint import load_model, load_train_state, read_config, save_checkpoint, weights_step
+from arc.checkpoint import (checkpoint_dir, load_model, load_train_state, read_config, save_checkpoint, step_folders,
+                            weights_step)
+from arc.errors import CheckpointError, DivergenceError
 from arc.model import Transformer
 from arc.tokenizer import GridTokenizer
-from conftest import TINY
+from conftest import TINY, failing_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,10 +28,10 @@ def make_model(seed: int) -> Transformer:
     return Transformer(TINY).eval()
 
 
-def save(folder, model, step: int) -> None:
+def save(folder, model, step: int):
     config = {"model": asdict(model.cfg), "step": step, "metrics": {"eval_loss": 1.5}}
     state = {"optimizer": {"marker": torch.full((3,), float(step))}, "torch_rng": torch.get_rng_state()}
-    save_checkpoint(folder, model, config, GridTokenizer(), state)
+    return save_checkpoint(folder, model, config, GridTokenizer(), state)
 
 
 def logits_of(model) -> torch.Tensor:
@@ -36,90 +41,141 @@ def logits_of(model) -> torch.Tensor:
 
 def test_save_load_gives_identical_logits_and_config(tmp_path):
     model = make_model(0)
-    save(tmp_path / "ck", model, step=7)
+    assert save(tmp_path / "ck", model, step=7) == tmp_path / "ck" / "step-000007"
     loaded, tokenizer, config = load_model(tmp_path / "ck")
     assert loaded.cfg == TINY
     assert torch.equal(logits_of(loaded.eval()), logits_of(model))
     assert config == {"model": asdict(TINY), "step": 7, "metrics": {"eval_loss": 1.5}}
-    assert read_config(tmp_path / "ck") == config
+    assert read_config(tmp_path / "ck") == read_config(tmp_path / "ck" / "step-000007") == config
     assert tokenizer.encode_text("BI1\nO") == [13, 11, 1, 10, 12]
-    assert weights_step(tmp_path / "ck" / "model.safetensors") == 7
+    assert weights_step(tmp_path / "ck" / "step-000007" / "model.safetensors") == 7
     state = load_train_state(tmp_path / "ck")
     assert state["step"] == 7 and torch.equal(state["optimizer"]["marker"], torch.full((3,), 7.0))
 
 
-def test_no_temporary_files_left(tmp_path):
+def test_a_save_replaces_the_previous_step_folder_and_leaves_nothing_else(tmp_path):
     save(tmp_path / "ck", make_model(0), step=1)
-    save(tmp_path / "ck", make_model(1), step=2)  # overwriting too
-    assert {p.name for p in (tmp_path / "ck").iterdir()} == FILES
-    assert read_config(tmp_path / "ck")["step"] == 2
+    (tmp_path / "ck" / "metrics.jsonl").write_text("")  # the run's own files stay
+    save(tmp_path / "ck", make_model(1), step=2)
+    assert {p.name for p in (tmp_path / "ck").iterdir()} == {"step-000002", "metrics.jsonl"}
+    assert {p.name for p in (tmp_path / "ck" / "step-000002").iterdir()} == FILES
+    save(tmp_path / "ck", make_model(2), step=2)  # the same step again: a new folder, never an overwrite
+    assert [p.name for p in step_folders(tmp_path / "ck")] == ["step-000002-2"]
+    assert torch.equal(logits_of(load_model(tmp_path / "ck")[0].eval()), logits_of(make_model(2)))
 
 
 def test_read_config_of_a_non_checkpoint_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+    with pytest.raises(CheckpointError, match="no checkpoint here"):
         read_config(tmp_path)
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        read_config(tmp_path / "missing")
 
 
-def test_crash_while_writing_weights_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    folder = tmp_path / "ck"
-    old = make_model(0)
-    save(folder, old, step=1)
-    before = {name: (folder / name).read_bytes() for name in FILES}
-
-    def crashing_save_file(tensors, path, metadata=None):
-        with open(path, "wb") as f:
-            f.write(b"half a safetensors file")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(checkpoint, "save_file", crashing_save_file)
-    with pytest.raises(OSError, match="disk full"):
-        save(folder, make_model(1), step=2)
-    monkeypatch.undo()
-
-    assert {name: (folder / name).read_bytes() for name in FILES} == before  # every real file untouched
-    loaded, _, config = load_model(folder)
-    assert config["step"] == 1
-    assert torch.equal(logits_of(loaded.eval()), logits_of(old))
-    assert load_train_state(folder)["step"] == 1
+# every write of a save (weights, tokenizer, train state, config), the rename, the clean-up after it
+FAULTS = [("write", 0), ("write", 1), ("write", 2), ("write", 3), ("commit", 0), ("cleanup", 0)]
 
 
-def test_crash_before_config_is_written_is_detected(tmp_path, monkeypatch):
+@pytest.mark.parametrize("point,n", FAULTS)
+def test_a_save_that_fails_anywhere_leaves_a_complete_checkpoint(tmp_path, monkeypatch, point, n):
     folder = tmp_path / "ck"
     save(folder, make_model(0), step=1)
-    real_atomic_write = checkpoint.atomic_write
-
-    def crash_on_config(path, write):
-        if path.name == "config.json":
-            raise KeyboardInterrupt  # killed after the weights and train state were renamed into place
-        real_atomic_write(path, write)
-
-    monkeypatch.setattr(checkpoint, "atomic_write", crash_on_config)
+    failing_at(monkeypatch, point, n, KeyboardInterrupt())
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # as after a kill: the save cleans up nothing
     with pytest.raises(KeyboardInterrupt):
         save(folder, make_model(1), step=2)
     monkeypatch.undo()
+    expected_step, expected_model = (2, make_model(1)) if point == "cleanup" else (1, make_model(0))
+    loaded, _, config = load_model(folder)
+    assert config["step"] == load_train_state(folder)["step"] == expected_step
+    assert torch.equal(logits_of(loaded.eval()), logits_of(expected_model))
+    save(folder, make_model(2), step=3)  # the next save clears whatever the failed one left
+    assert {p.name for p in folder.iterdir()} == {"step-000003"}
 
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, monkeypatch):
+    folder = tmp_path / "ck"
+    save(folder, make_model(0), step=1)
+    failing_at(monkeypatch, "write", 0, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(CheckpointError, match=r"disk full while saving the checkpoint of step 2 .* holds the checkpoint of step 1"):
+        save(folder, make_model(1), step=2)
+    monkeypatch.undo()
+    assert {p.name for p in folder.iterdir()} == {"step-000001"}  # its temporary folder is gone too
     assert read_config(folder)["step"] == 1
-    assert weights_step(folder / "model.safetensors") == 2
-    with pytest.raises(RuntimeError, match="different steps"):
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    model = make_model(0)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match="NaN or infinity"):
+        save(tmp_path / "ck", model, step=1)
+    assert not step_folders(tmp_path / "ck")
+
+
+def flat_checkpoint(folder, model, step: int, weights_step_: int | None = None) -> None:
+    """The layout written before step folders: every file directly in the run folder."""
+    saved = save(folder / "tmp", model, step)
+    for name in FILES:
+        shutil.move(saved / name, folder / name)
+    shutil.rmtree(folder / "tmp")
+    if weights_step_ is not None:
+        tensors = load_file(str(folder / "model.safetensors"))
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"step": str(weights_step_)})
+
+
+def test_the_flat_layout_is_read_and_replaced_by_the_next_save(tmp_path):
+    folder = tmp_path / "flat"
+    flat_checkpoint(folder, make_model(0), step=4)
+    (folder / "model.safetensors.0123abcd.tmp").write_bytes(b"left by a killed write")
+    assert checkpoint_dir(folder) == folder and read_config(folder)["step"] == 4
+    assert load_train_state(folder)["step"] == 4
+    assert torch.equal(logits_of(load_model(folder)[0].eval()), logits_of(make_model(0)))
+    save(folder, make_model(1), step=5)  # what a resume of a flat run writes
+    assert {p.name for p in folder.iterdir()} == {"step-000005"}
+
+
+def test_a_flat_checkpoint_from_two_steps_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "mixed"
+    flat_checkpoint(folder, make_model(0), step=4, weights_step_=5)  # a save of the old layout, interrupted
+    with pytest.raises(CheckpointError, match=f"{folder}: checkpoint files are from different steps"):
+        load_model(folder)  # evaluate.py refuses it too, instead of reporting the wrong step
+    with pytest.raises(CheckpointError, match="different steps"):
         load_train_state(folder)
 
 
-def test_load_train_state_detects_mixed_files(tmp_path):
-    save(tmp_path / "a", make_model(0), step=3)
-    save(tmp_path / "b", make_model(0), step=4)
-    assert load_train_state(tmp_path / "a")["step"] == 3
-    shutil.copy(tmp_path / "b" / "train_state.pt", tmp_path / "a" / "train_state.pt")
-    with pytest.raises(RuntimeError, match="different steps"):
-        load_train_state(tmp_path / "a")
-    # weights from another step, config and train state agreeing
-    shutil.copy(tmp_path / "b" / "model.safetensors", tmp_path / "c.safetensors")
-    save(tmp_path / "d", make_model(0), step=3)
-    shutil.copy(tmp_path / "c.safetensors", tmp_path / "d" / "model.safetensors")
-    with pytest.raises(RuntimeError, match="different steps"):
-        load_train_state(tmp_path / "d")
+def test_a_crafted_train_state_runs_no_code(tmp_path):
+    folder = tmp_path / "ck"
+    saved = save(folder, make_model(0), step=1)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # unpickling would create the marker file
+
+    torch.save({"optimizer": Exploit(), "torch_rng": torch.get_rng_state(), "step": 1}, saved / "train_state.pt")
+    with pytest.raises(CheckpointError, match="train_state.pt: refused"):
+        load_train_state(folder)
+    assert not marker.exists()
+
+
+def test_damaged_files_are_refused_with_their_path(tmp_path):
+    saved = save(tmp_path / "a", make_model(0), step=1)
+    (saved / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes()[:7])
+    with pytest.raises(CheckpointError, match=r"step-000001/model.safetensors: not a readable safetensors file"):
+        load_model(tmp_path / "a")
+    saved = save(tmp_path / "b", make_model(0), step=1)
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"step-000001/config.json: unreadable"):
+        load_model(tmp_path / "b")
+    saved = save(tmp_path / "c", make_model(0), step=1)
+    config = json.loads((saved / "config.json").read_text())
+    config["model"]["d_model"] = 64
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: does not match the model its config.json describes"):
+        load_model(tmp_path / "c")
 
 
 def test_config_json_is_plain_json(tmp_path):
-    save(tmp_path / "ck", make_model(0), step=5)
-    text = (tmp_path / "ck" / "config.json").read_text()
+    saved = save(tmp_path / "ck", make_model(0), step=5)
+    text = (saved / "config.json").read_text()
     assert json.loads(text)["model"]["d_model"] == TINY.d_model

@@ -233,6 +233,25 @@ def test_bad_json_file(tmp_path):
         load_json_dir(tmp_path)
 
 
+def test_duplicate_keys_are_refused_naming_the_file(tmp_path):
+    # json.loads keeps the last of two equal keys: a Kaggle file with one task id twice loses a task silently
+    task = json.dumps(small_task())
+    challenges = tmp_path / "x_challenges.json"
+    challenges.write_text(f'{{"aaa": {task}, "bbb": {task}, "aaa": {task}}}')
+    with raises("x_challenges.json: key 'aaa' appears twice in one object"):
+        load_tasks(str(challenges))
+    (tmp_path / "t.json").write_text('{"train": [], "train": [{"input": [[1]], "output": [[2]]}], "test": []}')
+    with raises("t.json: key 'train' appears twice"):
+        load_tasks(str(tmp_path / "t.json"))
+
+
+def test_a_json_depth_bomb_is_a_data_error_naming_the_file(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with raises("deep.json: JSON nested too deeply"):
+        load_tasks(str(path))
+
+
 def test_error_in_dir_names_file_and_task(tmp_path):
     obj = small_task()
     obj["train"][0]["input"] = [[1, 2], [3, 4, 5]]
@@ -268,6 +287,12 @@ def test_select_by_ids_and_limit():
     assert [t.id for t in select_tasks(tasks, ids=["c", "a"])] == ["c", "a"]
     assert [t.id for t in select_tasks(tasks, limit=2)] == ["a", "b"]
     assert [t.id for t in select_tasks(tasks, ids=["d", "c", "b"], limit=2)] == ["d", "c"]
+
+
+def test_select_refuses_an_id_given_twice():
+    tasks = [parse_task(i, small_task(), "mem") for i in ("a", "b")]
+    with raises("requested ids: task id(s) given more than once: a"):
+        select_tasks(tasks, ids=["a", "b", "a"])
 
 
 def test_select_unknown_set_and_ids():

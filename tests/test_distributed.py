@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from arc import distributed
-from arc.checkpoint import load_train_state, read_config
+from arc.checkpoint import checkpoint_dir, load_train_state, read_config
 from arc.distributed import SINGLE, World
 from arc.model import Transformer
 from arc.trainer import train
@@ -64,7 +64,7 @@ def two_rank_worker(rank: int, port: int, full, stopped) -> None:
 
 
 def weights(folder) -> dict:
-    return load_file(str(Path(folder) / "model.safetensors"))
+    return load_file(str(checkpoint_dir(folder) / "model.safetensors"))
 
 
 def test_two_ranks_train_as_one_process_on_the_combined_batch(tiny_train_config):

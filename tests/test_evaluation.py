@@ -1,7 +1,9 @@
 """arc.evaluation: exact scoring known answers, invalid outputs, and evaluate() writing results.json."""
 import argparse
+import hashlib
 import json
 import math
+from pathlib import Path
 from dataclasses import asdict
 
 import numpy as np
@@ -11,6 +13,8 @@ import torch
 from arc.checkpoint import load_model, save_checkpoint
 from arc.cli import add_config_flags, build_config, given_flags
 from arc.data import Example, Pair, Task
+from arc import evaluation
+from arc.errors import CheckpointError, ConfigError
 from arc.data import load_tasks
 from arc.evaluation import EvalConfig, evaluate, score_tasks
 from arc.submission import validate_submission
@@ -209,8 +213,25 @@ def test_evaluate_adapter_alone_uses_and_records_its_base(untrained_checkpoint, 
     assert json.loads((tmp_path / "o1" / "results.json").read_text())["checkpoint"] == untrained_checkpoint
     with pytest.raises(ValueError, match="was trained on"):
         evaluate(EvalConfig(**common, checkpoint=adapter, out=str(tmp_path / "o2")))
-    with pytest.raises(ValueError, match="not a LoRA run folder"):
+    with pytest.raises(CheckpointError, match="not a LoRA run folder"):
         evaluate(EvalConfig(**{**common, "adapter": untrained_checkpoint}, out=str(tmp_path / "o3")))
+
+
+def test_evaluate_refuses_an_unwritable_out_before_decoding(untrained_checkpoint, tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(evaluation, "predict_tasks", lambda *a, **k: pytest.fail("decoded before checking --out"))
+    with pytest.raises(ConfigError, match="--out .*a_file/out: cannot write there"):
+        evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
+                            out=str(tmp_path / "a_file" / "out")))
+
+
+def test_results_name_what_was_loaded_and_the_submission_they_go_with(untrained_checkpoint, tmp_path):
+    out = tmp_path / "o"
+    results = evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all",
+                                  device="cpu", precision="fp32", out=str(out)))
+    assert results["loaded"] == {"checkpoint": str(Path(untrained_checkpoint) / "step-000000"), "adapter": None, "step": 0}
+    written = json.loads((out / "results.json").read_text())
+    assert written["submission_sha256"] == hashlib.sha256((out / "submission.json").read_bytes()).hexdigest()
 
 
 def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint, tmp_path):
@@ -298,5 +319,5 @@ def test_default_checkpoint_is_the_newest_run_else_the_shipped_one(tmp_path):
     (tmp_path / "pair" / "config.json").unlink()
     assert newest_checkpoint(str(tmp_path)) == str(tmp_path / "base")
     (tmp_path / "base" / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match="python train.py"):
+    with pytest.raises(ConfigError, match="python train.py"):
         newest_checkpoint(str(tmp_path))

@@ -16,7 +16,7 @@ transformers.LlamaForCausalLM  # noqa: B018 - resolve the lazy import (seconds) 
 
 from safetensors.torch import load_file  # noqa: E402
 
-from arc.checkpoint import load_model, read_config  # noqa: E402
+from arc.checkpoint import adapter_base, checkpoint_dir, load_model, read_config  # noqa: E402
 from arc.decode import greedy_decode  # noqa: E402
 from arc.evaluation import EvalConfig, evaluate  # noqa: E402
 from arc.hf import import_hf, is_hf_folder, model_config, token_ids  # noqa: E402
@@ -176,17 +176,18 @@ def test_init_from_a_hugging_face_folder_trains_and_evaluates(tiny_llama, tiny_t
     out = train(tiny_train_config("llama-lora", init=folder, model=replace(TINY, rope="3d"), lora=LoRAConfig(rank=4, train_embeddings=True),
                                   max_steps=3, lr=1e-2))
     config = read_config(out)
-    assert config["model"]["rope"] == "1d" and config["model"]["n_kv_heads"] == 2 and config["base"] == folder
+    assert config["model"]["rope"] == "1d" and config["model"]["n_kv_heads"] == 2
+    assert adapter_base(out).resolve() == Path(folder).resolve()
     assert config["lora"]["train_embeddings"] is True
     assert config["hf_import"]["token_ids"]["\n"] == 198
-    adapter = load_file(str(out / "adapter.safetensors"))
+    adapter = load_file(str(checkpoint_dir(out) / "adapter.safetensors"))
     fresh, _, _ = import_hf(folder)
     assert not torch.equal(adapter["embed.weight"], fresh.embed.weight)  # trained rows, saved whole
 
     model, _, _ = load_model(out)
     manual, _, _ = import_hf(folder)
     add_lora(manual, rank=4, alpha=32.0, full=("embed.weight", "head.weight"))
-    load_adapter(manual, str(out / "adapter.safetensors"))
+    load_adapter(manual, str(checkpoint_dir(out) / "adapter.safetensors"))
     tokens = random_tokens(2, 30)
     with torch.no_grad():
         assert torch.equal(model.eval()(tokens), manual.eval()(tokens))

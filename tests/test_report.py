@@ -14,7 +14,7 @@ from arc.data import Pair, Task
 from arc.draw import PALETTE, grid_ansi, grid_svg, line_chart, side_by_side
 from arc.evaluation import score_tasks
 from arc.predict import Prediction
-from arc.report import (Progress, attempt_verdict, duration, eval_report_html, read_metrics, show_results,
+from arc.report import (DEMOS_DRAWN, Progress, attempt_verdict, duration, eval_report_html, read_metrics, show_results,
                         write_eval_report, write_train_report)
 
 
@@ -94,6 +94,15 @@ def test_eval_report_cards_marks_and_counts():
     [(cls, caption)] = attempts["t-cells"]
     assert "1 of" not in caption and "2 of 4 cells wrong" in caption and cards["t-cells"]["outlined"] == 2
     assert len(cards["t-cells"]["figures"]) == 4 + 3  # two demonstration pairs, input, expected, one attempt
+
+
+def test_a_card_draws_at_most_a_dozen_demonstrations():
+    tasks, results = known_case()
+    many = Task("cells", tasks[3].train * 5000, tasks[3].test)  # 10,000 demonstrations
+    page = Page()
+    page.feed(eval_report_html(tasks[:3] + [many], results))
+    page.close()
+    assert len(page.cards[-1]["figures"]) == 2 * DEMOS_DRAWN + 3
 
 
 def test_eval_report_summary_and_file(tmp_path):

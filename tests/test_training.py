@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arc.checkpoint import load_model, load_train_state, read_config
+from arc.checkpoint import checkpoint_dir, load_model, load_train_state, read_config
 from arc.cli import add_config_flags, build_config, given_flags
 from arc.data import DataError, load_tasks
 from arc.predict import DecodeConfig, predict
@@ -26,6 +26,11 @@ from conftest import TINY, write_tasks
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOKENS = torch.tensor([[13, 11, 1, 2, 10, 12, 3, 10, 14, 11, 5, 10, 12]])
+
+
+def weights(run, name: str = "model.safetensors") -> dict:
+    """The tensors of a run folder's newest checkpoint (its step folder, arc.checkpoint)."""
+    return load_file(str(checkpoint_dir(run) / name))
 
 
 def tensors_equal(a: dict, b: dict) -> bool:
@@ -48,10 +53,10 @@ def test_resumed_run_equals_uninterrupted_run(tiny_train_config):
     b_cfg = tiny_train_config("b", max_steps=6, save_every=3, stop_at_step=3)
     train(b_cfg)
     assert read_config(b_cfg.out)["step"] == 3
-    middle = load_file(str(Path(b_cfg.out) / "model.safetensors"))
+    middle = weights(b_cfg.out)
     b = train(tiny_train_config("b", max_steps=6, save_every=3), resume=True)
 
-    weights_a, weights_b = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    weights_a, weights_b = weights(a), weights(b)
     assert tensors_equal(weights_a, weights_b)
     assert not tensors_equal(weights_a, middle)  # steps 4..6 changed the weights
     state_a, state_b = load_train_state(a), load_train_state(b)
@@ -71,7 +76,7 @@ def test_max_steps_zero_writes_the_untrained_model(tiny_train_config, grid_posit
     assert load_train_state(out)["step"] == 0
     torch.manual_seed(0)  # the run's seed: the weights are exactly a fresh initialisation
     fresh = Transformer(model_config)
-    assert tensors_equal(load_file(str(out / "model.safetensors")), {k: v for k, v in fresh.state_dict().items()})
+    assert tensors_equal(weights(out), {k: v for k, v in fresh.state_dict().items()})
 
 
 def file_hash(path: Path) -> str:
@@ -80,21 +85,21 @@ def file_hash(path: Path) -> str:
 
 def test_lora_run_trains_only_the_adapter(tiny_train_config):
     base = train(tiny_train_config("base", max_steps=2))
-    base_hash = file_hash(base / "model.safetensors")
+    base_hash = file_hash(checkpoint_dir(base) / "model.safetensors")
     out = train(tiny_train_config("lora", init=str(base), lora=LoRAConfig(rank=4), max_steps=3))
 
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in checkpoint_dir(out).iterdir()}
     assert "adapter.safetensors" in names and "model.safetensors" not in names
-    assert {"config.json", "tokenizer.json", "train_state.pt", "report.html"} <= names
-    assert not any(n.endswith(".tmp") for n in names)
-    assert file_hash(base / "model.safetensors") == base_hash  # the base checkpoint is untouched
-    adapter = load_file(str(out / "adapter.safetensors"))
+    assert {"config.json", "tokenizer.json", "train_state.pt"} <= names
+    assert {p.name for p in out.iterdir()} == {"step-000003", "metrics.jsonl", "report.html", "loss.svg"}
+    assert file_hash(checkpoint_dir(base) / "model.safetensors") == base_hash  # the base checkpoint is untouched
+    adapter = weights(out, "adapter.safetensors")
     assert len(adapter) == 2 * 7 * TINY.n_layers  # A and B of 7 projections per block
     assert any(k.endswith("lora_b") and v.abs().sum() > 0 for k, v in adapter.items())  # B moved from 0
     assert load_train_state(out)["step"] == 3
 
     config = read_config(out)
-    assert config["base"] == str(base) and config["lora"]["rank"] == 4
+    assert config["base"] == "../base" and config["base_step"] == 2 and config["lora"]["rank"] == 4  # relative to the run folder
     model, _, _ = load_model(out)  # base + adapter, rebuilt from the run folder alone
     base_model, _, _ = load_model(base)
     wrapped = [m for m in model.modules() if isinstance(m, LoRALinear)]
@@ -106,7 +111,7 @@ def test_lora_run_trains_only_the_adapter(tiny_train_config):
 
     manual, _, _ = load_model(base)
     add_lora(manual, rank=4, alpha=32.0)
-    load_adapter(manual, str(out / "adapter.safetensors"))
+    load_adapter(manual, str(checkpoint_dir(out) / "adapter.safetensors"))
     with torch.no_grad():
         assert torch.equal(model.eval()(TOKENS), manual.eval()(TOKENS))
         assert not torch.allclose(model(TOKENS), base_model.eval()(TOKENS))  # the adapter matters
@@ -118,7 +123,7 @@ def test_resumed_lora_run_equals_uninterrupted_run(tiny_train_config):
     train(tiny_train_config("b", init=base, lora=LoRAConfig(rank=4), max_steps=4, stop_at_step=2))
     b = train(tiny_train_config("b", init=base, lora=LoRAConfig(rank=4), max_steps=4), resume=True)
     assert load_train_state(b)["step"] == 4
-    assert tensors_equal(load_file(str(a / "adapter.safetensors")), load_file(str(b / "adapter.safetensors")))
+    assert tensors_equal(weights(a, "adapter.safetensors"), weights(b, "adapter.safetensors"))
 
 
 def test_lora_rows_longer_than_the_base_takes_are_refused(tiny_train_config):
