@@ -179,6 +179,7 @@ class PairSampler(Sampler):
             if self.colour_maps:
                 aug = replace(aug, colours=colour_map(example.task_id, int(rng.integers(self.colour_maps)), self.keep_background))
             example, transform = aug.apply(example), aug.transform
-        if self.rows.fit(example, self.max_len) is None:
+        answer = None if pair.output is not None else 0  # an evaluated task's test input: the row ends at O
+        if self.rows.fit(example, self.max_len, answer) is None:
             return None
         return self.rows.encode(example, self.input_loss, task, transform)

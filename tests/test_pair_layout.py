@@ -249,3 +249,13 @@ def test_fixed_colour_maps_are_shared_by_training_rows_and_prediction_views():
     views = views_for(PairRows(GridTokenizer(), colour_maps=3), task.examples()[0], 8, seed=0)
     assert [v.transform for v in views] == list(range(8))
     assert [v.colours for v in views[:3]] == [colour_map("abc", k) for k in range(3)]
+
+
+def test_input_loss_rows_include_the_evaluated_test_inputs_without_outputs():
+    from arc.batching import PairSampler
+    task = parse_task("ev", random_task(np.random.default_rng(6), n_train=2), "test").without_test_outputs()
+    sampler = PairSampler([], [task], ROWS, 512, seed=0, input_loss=True, augment=False)
+    rows = [sampler.row(i) for i in range(60)]
+    inputs_only = [r for r in rows if r.ids[-1] == OUTPUT]  # I <test input> O: nothing after O
+    assert inputs_only and all(r.loss_mask[1:].all() for r in inputs_only)
+    assert len(inputs_only) < len(rows)  # the demonstrations, with their outputs, too
