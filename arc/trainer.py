@@ -71,7 +71,7 @@ class TrainConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig, metadata={"flags": "lora-"})  # rank > 0: a LoRA fine-tune of init
     lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
     # optimisation
-    max_steps: int = 700  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
+    max_steps: int = 1000  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
     batch_size: int = 16  # rows per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
     lr: float = 1e-3  # peak learning rate
