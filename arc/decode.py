@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch
 
-from arc.model import KVCache, Transformer
+from arc.kvcache import KVCache
+from arc.model import Transformer
 from arc.runtime import autocast
 
 

@@ -36,7 +36,8 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
-from arc.model import ModelConfig, Transformer, rope_table
+from arc.model import ModelConfig, Transformer
+from arc.rope import rope_table
 from arc.tokenizer import SYMBOLS, GridTokenizer
 
 IMPORT_MAX_LEN = 8192  # longest sequence of an imported model (Llama 3.x allow 131072; ARC rows need far less, and the RoPE table and default cache size follow it)

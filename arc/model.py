@@ -4,7 +4,7 @@ Token embedding (+ optional grid position embeddings) -> n_layers x [RMSNorm -> 
 attention with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output head.
 No biases anywhere.
 
-Positions, two independent choices. Grid positions (ModelConfig.grid_positions): RoPE gives each token its
+Positions, two independent choices (RoPE itself is arc.rope). Grid positions (ModelConfig.grid_positions): RoPE gives each token its
 place in the 1-D sequence, but an ARC rule is about 2-D places: "the cell below", "the cell at the same
 row and column of the input". With grid positions each cell also gets a learned embedding of its row and
 one of its column inside its grid, computed from the tokens themselves (row ends and markers), so a
@@ -25,7 +25,7 @@ One forward serves training and decoding:
 and a decoding step with fixed shapes, which torch.compile turns into one graph (arc.decode):
     model.decode_step(tokens, cache, at)    one token per row, written at cache slot `at` (a tensor)
 
-The cache is preallocated to its maximum length (gpt-fast style), with per-slot tables (RoPE position,
+The cache (arc.kvcache) is preallocated to its capacity (gpt-fast style), with per-slot tables (RoPE position,
 padding, grid position state) built once, so a decoding step only slices it. Batched prompts of different lengths are
 left-padded; the cache records each row's padding, so padded slots are never attended to and positions
 start at 0 at each row's first real token. The cache's `length` can be set back to truncate it (used by
@@ -47,7 +47,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from arc.kvcache import KVCache
 from arc.positions import GRID_INDEXES, grid_numbers, grid_positions
+from arc.rope import apply_rope, rope3d_angles, rope_table
 
 
 @dataclass
@@ -92,108 +94,6 @@ class RMSNorm(nn.Module):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (xf * self.weight.float()).type_as(x)
-
-
-def llama3_frequencies(freqs: torch.Tensor, scaling: dict) -> torch.Tensor:
-    """Llama 3.x's RoPE frequency scaling (as Meta's reference code and Hugging Face's "llama3" rope type
-    compute it): frequencies whose wavelength is longer than original_max_position_embeddings /
-    low_freq_factor are divided by factor, those shorter than ... / high_freq_factor are kept, and the
-    ones between are interpolated smoothly."""
-    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
-    old_len = scaling["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / freqs
-    scaled = torch.where(wavelen > old_len / low, freqs / factor, freqs)
-    smooth = (old_len / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
-    return torch.where(medium, smoothed, scaled)
-
-
-def rope_table(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of position * frequency, each (max_seq_len, head_dim // 2)."""
-    freqs = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim))
-    if cfg.rope_scaling is not None:
-        freqs = llama3_frequencies(freqs, cfg.rope_scaling)
-    angles = torch.outer(torch.arange(cfg.max_seq_len).float(), freqs)
-    return angles.cos(), angles.sin()
-
-
-def rope3d_angles(col: torch.Tensor, row: torch.Tensor, grid: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """3-D RoPE angles (B, T, head_dim // 2): the head's rotation pairs are split in three slices,
-    rotated by the token's column, row and grid number, each slice with its own frequency ladder."""
-    pairs = cfg.head_dim // 2
-    sizes = (pairs // 3, pairs // 3, pairs - 2 * (pairs // 3))
-    parts = []
-    for coordinate, n in zip((col, row, grid), sizes):
-        freqs = 1.0 / (cfg.rope_theta ** (torch.arange(n, device=col.device).float() / n))
-        parts.append(coordinate.float()[..., None] * freqs)  # (B, T, n)
-    return torch.cat(parts, dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels (first half, second half) of x (B, H, T, D) by position angles.
-    cos/sin are (B or 1, 1, T, D/2)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
-
-
-class KVCache:
-    """Keys and values of every layer, preallocated as (B, kv_heads, capacity, head_dim), and what attention
-    needs to read them: each slot's RoPE position and whether it holds a real token or left padding.
-
-    `length` (slots filled, the same for every row) is a plain int that the caller may set back to
-    truncate the cache (depth-first search backtracks that way)."""
-
-    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device, dtype, pad: torch.Tensor | None = None,
-                 task: torch.Tensor | None = None, transform: torch.Tensor | None = None):
-        shape = (batch, cfg.kv_heads, capacity, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.capacity = capacity
-        self.length = 0
-        # left padding of each row: slots [0, pad[b]) hold padding
-        self.pad = torch.zeros(batch, dtype=torch.long, device=device) if pad is None else pad.to(device)
-        self.max_pad = int(self.pad.max()) if batch else 0
-        # per-slot tables, built once so that a decoding step only slices them (views, no allocation):
-        self.slots = torch.arange(capacity, device=device)
-        # the RoPE position of each slot (B, capacity): its index minus the row's padding (0 on padding);
-        # clamped to the RoPE table, which only finished rows (still stepping with the batch) can pass
-        self.pos = (self.slots[None, :] - self.pad[:, None]).clamp(0, cfg.max_seq_len - 1)
-        # whether each slot holds a real token: (B, 1, 1, capacity), broadcast over heads and queries
-        self.real = (self.slots[None, :] >= self.pad[:, None])[:, None, None]
-        # grid state before each slot (B, capacity + 1, 3): (row, col, grid number), for models with grid
-        # positions or 3-D RoPE; slot s's entry is written when slot s - 1 is filled, so truncating
-        # `length` leaves the right state behind
-        self.grid_state = torch.zeros(batch, capacity + 1, 3, dtype=torch.long, device=device)
-        # each row's task and D8 transform (pair layout): every token fed through the cache gets their embeddings
-        self.task = None if task is None else task.to(device)
-        self.transform = None if transform is None else transform.to(device)
-
-    def mask(self, t: int) -> torch.Tensor | None:
-        """Which slots each of the next t queries may see: (B, 1, t, length + t) bool, or None where
-        that is plain causal attention (no padding, and one query or an empty cache)."""
-        end = self.length + t
-        if self.max_pad == 0 and (t == 1 or self.length == 0):
-            return None
-        if t == 1 and self.length >= self.max_pad:  # one real query: every filled slot that is not padding
-            return self.real[..., :end]
-        q = self.slots[self.length : end, None]  # (t, 1)
-        k = self.slots[None, :end]  # (1, S)
-        # a padding query sees only itself, so its softmax is never over an empty set
-        return ((k <= q) & self.real[..., :end]) | (k == q)
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, at: int | torch.Tensor):
-        """Write k, v (B, H, T, D) into the slots from `at` on; return the keys and values to attend to.
-        at an int: the filled slots [0, at + T), a view. at a one-element tensor (Transformer.decode_step,
-        T = 1): the whole cache, the same shapes at every step; the caller masks the slots not filled."""
-        if isinstance(at, int):
-            end = at + k.shape[2]
-            self.k[layer][:, :, at:end] = k
-            self.v[layer][:, :, at:end] = v
-            return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-        self.k[layer].index_copy_(2, at, k)
-        self.v[layer].index_copy_(2, at, v)
-        return self.k[layer], self.v[layer]
 
 
 class Attention(nn.Module):

@@ -244,7 +244,7 @@ def test_grouped_query_attention_equals_repeated_key_value_heads():
 def test_llama3_rope_scaling_known_answer():
     """High frequencies (wavelength under original / high_freq_factor) are kept, low ones (over
     original / low_freq_factor) divided by factor, the ones between interpolated."""
-    from arc.model import llama3_frequencies
+    from arc.rope import llama3_frequencies
 
     freqs = 2 * torch.pi / torch.tensor([4.0, 16.0, 24.0, 64.0])  # wavelengths; original 32: bounds 8 and 32
     scaled = llama3_frequencies(freqs, LLAMA3)

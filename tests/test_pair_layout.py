@@ -11,9 +11,10 @@ from arc.augment import Augmentation
 from arc.checkpoint import load_model
 from arc.data import Example, Pair, load_tasks, parse_task
 from arc.decode import left_pad
-from arc.model import ModelConfig, Transformer, rope3d_angles
+from arc.model import ModelConfig, Transformer
 from arc.positions import grid_numbers
 from arc.predict import DecodeConfig, predict
+from arc.rope import rope3d_angles
 from arc.rows import PairRows, collate
 from arc.tokenizer import END, INPUT, OUTPUT, PAD, ROW, GridTokenizer
 from arc.trainer import TrainConfig, train, training_data
