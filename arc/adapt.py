@@ -81,6 +81,8 @@ def adapt(model: Transformer, tasks: list[Task], task_index: dict[str, int], row
                 break
             set_lr(optimizer, lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1))
             losses.append(optimizer_step(model, optimizer, params, [sampler.batch(step, cfg.batch_size)], 1.0, device, amp_dtype))
+            if (step + 1) % 50 == 0:  # a long adaptation says how far it is (one line every 50 steps)
+                print(f"adapting: step {step + 1}/{cfg.steps} | loss {losses[-1]:.3f} | {time.time() - started:.0f}s", flush=True)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
