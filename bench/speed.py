@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python bench/speed.py` puts bench/, not the repo root, on the path
 
 from arc.decode import greedy_decode  # noqa: E402
+from arc.hf import BLOCK_NAMES, EMBED, HEAD, NORM  # noqa: E402
 from arc.model import ModelConfig, Transformer  # noqa: E402
 from arc.runtime import autocast_dtype, resolve_device  # noqa: E402
 from arc.tokenizer import PAD  # noqa: E402
@@ -110,16 +111,9 @@ def copy_weights_to_hf(model: Transformer, peer) -> None:
     """Copy our parameters into a LlamaForCausalLM of the same shape. Both apply RoPE to (first half,
     second half) channel pairs ("rotate_half"), so q/k need no permutation; every peer parameter must be
     written exactly once."""
-    names = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "head.weight": "lm_head.weight"}
-    per_block = {
-        "attn_norm.weight": "input_layernorm.weight", "mlp_norm.weight": "post_attention_layernorm.weight",
-        "attn.wq.weight": "self_attn.q_proj.weight", "attn.wk.weight": "self_attn.k_proj.weight",
-        "attn.wv.weight": "self_attn.v_proj.weight", "attn.wo.weight": "self_attn.o_proj.weight",
-        "mlp.w_gate.weight": "mlp.gate_proj.weight", "mlp.w_up.weight": "mlp.up_proj.weight",
-        "mlp.w_down.weight": "mlp.down_proj.weight",
-    }
+    names = {"embed.weight": EMBED, "norm.weight": NORM, "head.weight": HEAD}  # the import's name table (arc.hf)
     for i in range(model.cfg.n_layers):
-        names.update({f"blocks.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in per_block.items()})
+        names.update({f"blocks.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in BLOCK_NAMES.items()})
     ours, theirs = dict(model.named_parameters()), dict(peer.named_parameters())
     if sorted(names) != sorted(ours) or sorted(names.values()) != sorted(theirs):
         raise ValueError(f"parameter names do not map one to one: ours {sorted(set(ours) - set(names))}, "

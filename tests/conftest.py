@@ -35,6 +35,19 @@ def write_tasks(folder, tasks: dict) -> str:
     return str(folder)
 
 
+@pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
+def sharp_model(request) -> Transformer:
+    """A random tiny model with large weights, so its greedy choices are far from ties (CPU and GPU
+    arithmetic differ in the last bits, never in the argmax: tests/test_cuda.py)."""
+    torch.manual_seed(1)
+    model = Transformer(replace(TINY, grid_positions=request.param)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(std=0.5)
+    return model
+
+
 @pytest.fixture
 def tiny_model() -> Transformer:
     torch.manual_seed(0)

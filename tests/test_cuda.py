@@ -5,35 +5,19 @@ of the pair layout, stopped and resumed on the GPU, whose checkpoint computes on
 computed on the GPU."""
 import copy
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
 from arc.checkpoint import load_model, read_config
 from arc.decode import greedy_decode
-from arc.model import Transformer
 from arc.tokenizer import PAD
 from arc.trainer import train
-from conftest import TINY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 CUDA = torch.device("cuda")
 PROMPTS = [[13, 11, 1, 2, 10, 12], [13, 11, 3, 10, 4, 10, 12, 5, 10, 14, 11, 6, 10, 12], [13, 11, 7, 7, 10, 12, 9]]
-
-
-@pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
-def sharp_model(request) -> Transformer:
-    """A random tiny model with large weights, so that its greedy choices are far from ties (as in
-    test_decode): CPU and GPU arithmetic differ in the last bits, never in the argmax."""
-    torch.manual_seed(1)
-    model = Transformer(replace(TINY, grid_positions=request.param)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(std=0.5)
-    return model
 
 
 def test_gpu_logits_match_the_cpu(sharp_model):

@@ -1,7 +1,6 @@
 """arc.decode: batched greedy decoding with the cache == a naive loop; stopping at END and at each row's limit;
 the compiled decode step's bookkeeping and its eager fallback."""
 import os
-from dataclasses import replace
 
 import pytest
 import torch
@@ -10,21 +9,9 @@ from arc import decode
 from arc.decode import greedy_decode, left_pad
 from arc.model import Transformer
 from arc.tokenizer import END, OUTPUT, PAD, ROW
-from conftest import TINY, bigram_model
+from conftest import bigram_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
-def sharp_model(request) -> Transformer:
-    """A random tiny model with large weights, so its greedy choices are far from ties."""
-    torch.manual_seed(1)
-    model = Transformer(replace(TINY, grid_positions=request.param)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(std=0.5)
-    return model
 
 
 @torch.no_grad()
