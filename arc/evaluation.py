@@ -197,7 +197,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     loaded["step"] = config.get("step")
     if cfg.adapter:
         loaded["checkpoint_step"] = config.get("base_step", read_config(loaded["checkpoint"]).get("step"))
-    layout = config.get("training", {}).get("layout", "in_context")  # checkpoints before the pair layout: in-context
+    training = config.get("training", {})
+    layout = training.get("layout", "in_context")  # checkpoints before the pair layout: in-context
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     max_len = cfg.context_tokens or model.cfg.max_seq_len
@@ -212,7 +213,6 @@ def evaluate(cfg: EvalConfig) -> dict:
     else:
         tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.max_tasks)
     examples = [e for t in tasks for e in t.examples()]
-    training = config.get("training", {})
     rows = make_rows(layout, tokenizer, training.get("colour_maps", 0), training.get("keep_background", True))
     task_index = {task_id: i for i, task_id in enumerate(config.get("task_ids", []))}
     if layout == "pair":

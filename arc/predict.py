@@ -121,10 +121,11 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
     """Attempts for every example (see the module docstring for the steps). task_index: each task's
     embedding row (pair layout)."""
     predictions = [Prediction(ex) for ex in examples]
+    index = task_index or {}  # task id -> embedding row; 0 where the layout has no task embeddings
     n_views = cfg.views or default_views(rows)
     views_of, jobs = [], []
     for i, ex in enumerate(examples):
-        task = (task_index or {}).get(ex.task_id, 0)
+        task = index.get(ex.task_id, 0)
         views = views_for(rows, ex, n_views, cfg.seed + i)
         views_of.append(views)
         hidden = ex.hidden()  # the answer is never seen
@@ -161,7 +162,7 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
         if cfg.select == "poe":
             score_views = views_for(rows, pred.example, cfg.score_views, cfg.seed + 7919 * (i + 1))
             nll = candidate_nll(model, rows, pred.example, grids, score_views, max_len, cfg.batch_size, amp_dtype,
-                                (task_index or {}).get(pred.example.task_id, 0))
+                                index.get(pred.example.task_id, 0))
             pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)
         elif cfg.select != "vote":
             raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")
