@@ -7,14 +7,15 @@ report.html (every task drawn: demonstrations, expected output, attempts).
     python evaluate.py --ttt-steps 32 --decode dfs --views 4 --select poe  # test-time training, search, voting
     python evaluate.py --tasks 00576224,0a1d4ef5 --show # print the grids in the terminal too
 
-Every flag is a field of arc.evaluation.EvalConfig or of a config nested in it (arc.predict.DecodeConfig;
-arc.ttt.TTTConfig with the ttt- prefix): `python evaluate.py -h` lists them with their meaning.
+Every flag is a field of arc.inference.evaluation.EvalConfig or of a config nested in it (arc.inference.predict.DecodeConfig;
+arc.inference.ttt.TTTConfig with the ttt- prefix): `python evaluate.py -h` lists them with their meaning.
 """
 import argparse
 
-from arc.cli import add_config_flags, build_config, given_flags
-from arc.errors import cli_main
-from arc.evaluation import EvalConfig, evaluate
+from arc.inference.config import EvalConfig
+from arc.inference.evaluation import evaluate
+from arc.infra.config import add_config_flags, build_config, given_flags
+from arc.infra.errors import cli_main
 
 
 def main() -> None:
@@ -25,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli_main(main)  # a bad flag, data file or checkpoint: one line on stderr, exit status 1 (arc.errors)
+    cli_main(main)  # a bad flag, data file or checkpoint: one line on stderr, exit status 1 (arc.infra.errors)

@@ -7,19 +7,20 @@
     python train.py --init checkpoints/base --lora-rank 16 --out checkpoints/lora
     torchrun --standalone --nproc_per_node=4 train.py --out checkpoints/ddp   # data-parallel on 4 GPUs (README)
 
-Every flag is a field of arc.trainer.TrainConfig or of a config nested in it (arc.model.ModelConfig,
-arc.lora.LoRAConfig with the lora- prefix): `python train.py -h` lists them with their meaning.
+Every flag is a field of arc.training.trainer.TrainConfig or of a config nested in it (arc.model.transformer.ModelConfig,
+arc.model.lora.LoRAConfig with the lora- prefix): `python train.py -h` lists them with their meaning.
 """
 import argparse
 import json
 import time
 from dataclasses import asdict
 
-from arc import distributed
-from arc.checkpoint import read_config
-from arc.cli import add_config_flags, build_config, given_flags
-from arc.errors import cli_main
-from arc.trainer import TrainConfig, saved_train_config, train
+from arc.infra import distributed
+from arc.infra.config import add_config_flags, build_config, given_flags
+from arc.infra.errors import cli_main
+from arc.model.checkpoint import read_config
+from arc.training.config import TrainConfig
+from arc.training.trainer import saved_train_config, train
 
 
 def main() -> None:
@@ -51,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli_main(main)  # a bad flag, data file or checkpoint: one line on stderr, exit status 1 (arc.errors)
+    cli_main(main)  # a bad flag, data file or checkpoint: one line on stderr, exit status 1 (arc.infra.errors)

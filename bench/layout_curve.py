@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from arc.draw import line_chart  # noqa: E402
+from arc.reports.draw import line_chart  # noqa: E402
 
 COLOURS = {"pair": "#1f5fbf", "in_context": "#FF851B"}
 

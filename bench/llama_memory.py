@@ -29,8 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/llama_memory.py` puts bench/ on the path
 
-from arc.lora import add_lora, cast_frozen  # noqa: E402
-from arc.model import ModelConfig, Transformer  # noqa: E402
+from arc.model.config import ModelConfig
+from arc.model.lora import add_lora, cast_frozen  # noqa: E402
+from arc.model.transformer import Transformer  # noqa: E402
 
 LLAMA_1B = ModelConfig(d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_size=64, mlp_hidden=8192, max_seq_len=8192,
                        rope_theta=500000.0, norm_eps=1e-5, rope_scaling={

@@ -1,5 +1,5 @@
 """Write a random Hugging Face Llama folder (config.json, model.safetensors, tokenizer.json), to exercise
-arc.hf's import without a pretrained download: the tests' tiny models, the CPU smoke run of RESULTS.md,
+arc.model.hf's import without a pretrained download: the tests' tiny models, the CPU smoke run of RESULTS.md,
 and a Llama-3.2-1B-shaped model for measuring speed and memory on a GPU. The weights are random; the
 shapes, the grouped-query attention, the tied embeddings and the llama3 RoPE scaling are a real Llama's.
 

@@ -2,7 +2,7 @@
 
     python bench/padding.py [--rows 1024] [--batch-size 8] [--max-len 2048]
 
-Draws training rows exactly as the trainer does (arc.batching.InContextSampler on ARC-AGI-1 training) and
+Draws training rows exactly as the trainer does (arc.layouts.sampling.InContextSampler on ARC-AGI-1 training) and
 reports padded tokens / all tokens for batches of consecutive rows vs InContextSampler.batch.
 """
 import argparse
@@ -11,10 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from arc.batching import BUCKET_BATCHES, InContextSampler  # noqa: E402
-from arc.data import load_tasks  # noqa: E402
-from arc.rows import InContextRows  # noqa: E402
-from arc.tokenizer import PAD, GridTokenizer  # noqa: E402
+from arc.data.tasks import load_tasks  # noqa: E402
+from arc.data.tokenizer import PAD, GridTokenizer  # noqa: E402
+from arc.layouts.rows import InContextRows  # noqa: E402
+from arc.layouts.sampling import BUCKET_BATCHES, InContextSampler  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--rows", type=int, default=1024)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ablations of the pair layout at one fixed budget, measured on dev20 (20 ARC-AGI-1 *training* tasks held
-# out of training, arc.data.TASK_SETS): where the defaults are chosen, never on seed20.
+# out of training, arc.data.tasks.TASK_SETS): where the defaults are chosen, never on seed20.
 #
 #   bash bench/pair_ablation.sh [STEPS] [OUT]        # default 300 steps of 16 rows each, bench/ablation/
 #

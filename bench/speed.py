@@ -8,7 +8,7 @@ One run measures, on one machine:
              default training config and a ~5M-parameter config: ours eager, ours torch.compile'd (as the
              trainer runs it; compile time reported apart), and the peer eager
     decode   greedy decoding tokens/s at batch 1 and 8 (a long prompt, then a fixed number of new
-             tokens) and the prefill time: ours (arc.decode.greedy_decode) vs the peer's generate()
+             tokens) and the prefill time: ours (arc.inference.decode.greedy_decode) vs the peer's generate()
     memory   peak RSS on CPU, max allocated on CUDA, of each of those cases
 
 Why: MFU says how far a step is from what the hardware can do; the peer, checked to compute the same
@@ -45,13 +45,14 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # `python bench/speed.py` puts bench/, not the repo root, on the path
 
-from arc.decode import greedy_decode  # noqa: E402
-from arc.hf import BLOCK_NAMES, EMBED, HEAD, NORM  # noqa: E402
-from arc.model import ModelConfig, Transformer  # noqa: E402
-from arc.runtime import autocast_dtype, resolve_device  # noqa: E402
-from arc.tokenizer import PAD  # noqa: E402
-from arc.optim import make_optimizer  # noqa: E402
-from arc.trainer import TrainConfig  # noqa: E402
+from arc.data.tokenizer import PAD  # noqa: E402
+from arc.inference.decode import greedy_decode  # noqa: E402
+from arc.infra.runtime import autocast_dtype, resolve_device  # noqa: E402
+from arc.model.config import ModelConfig
+from arc.model.hf import BLOCK_NAMES, EMBED, HEAD, NORM  # noqa: E402
+from arc.model.transformer import Transformer  # noqa: E402
+from arc.training.config import TrainConfig  # noqa: E402
+from arc.training.optim import make_optimizer  # noqa: E402
 
 _train_defaults = TrainConfig()
 CONFIGS = {
@@ -111,7 +112,7 @@ def copy_weights_to_hf(model: Transformer, peer) -> None:
     """Copy our parameters into a LlamaForCausalLM of the same shape. Both apply RoPE to (first half,
     second half) channel pairs ("rotate_half"), so q/k need no permutation; every peer parameter must be
     written exactly once."""
-    names = {"embed.weight": EMBED, "norm.weight": NORM, "head.weight": HEAD}  # the import's name table (arc.hf)
+    names = {"embed.weight": EMBED, "norm.weight": NORM, "head.weight": HEAD}  # the import's name table (arc.model.hf)
     for i in range(model.cfg.n_layers):
         names.update({f"blocks.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in BLOCK_NAMES.items()})
     ours, theirs = dict(model.named_parameters()), dict(peer.named_parameters())
@@ -296,7 +297,7 @@ def measure_train_step(config: str, impl: str, precision: str, device_name: str,
 
 def decode_case(config: str, impl: str, batch: int, device_name: str, threads: int, plan: Plan) -> dict:
     """Prefill time and greedy generation speed at one batch size, run in a fresh process.
-    impl: ours | ours-compiled (the decode step torch.compile'd, arc.decode) | hf. Precision is what the
+    impl: ours | ours-compiled (the decode step torch.compile'd, arc.inference.decode) | hf. Precision is what the
     evaluator uses on this device (bf16 autocast on CUDA, fp32 on this CPU)."""
     return fresh_compile_cache(measure_decode, impl, config, impl, batch, device_name, threads, plan)
 
@@ -427,14 +428,14 @@ def markdown(results: dict) -> str:
         "times 3 for forward + backward. MFU = tokens/s * FLOPs per token / the measured matmul peak of the "
         "run's precision (fp32 peak for fp32, bf16 peak for bf16 autocast).",
         "- A step is the trainer's: forward, cross-entropy, backward, gradient clipping, fused AdamW. "
-        "`ours` is arc.model eager; `ours-compiled` is torch.compile(model, dynamic=True) as the trainer runs it, "
+        "`ours` is arc.model.transformer eager; `ours-compiled` is torch.compile(model, dynamic=True) as the trainer runs it, "
         "its compile time (first step minus a steady step, fresh inductor cache) excluded from the step time; "
         "`hf` is transformers' LlamaForCausalLM (sdpa attention, eager) holding the same weights. "
         "ours/HF = our tokens/s over the peer's at the same config and precision.",
         "- Before timing, the peer's fp32 logits were checked to match ours (max |diff| "
         + ", ".join(f"{k}: {v['max_abs_logit_diff']:.1e}" for k, v in results["equivalence"].items())
         + f", tolerance {LOGIT_TOLERANCE:.0e}) and both greedy decoders to produce the same tokens.",
-        "- Decoding: `ours` is arc.decode.greedy_decode eager; `ours-compiled` the same with its one-token step "
+        "- Decoding: `ours` is arc.inference.decode.greedy_decode eager; `ours-compiled` the same with its one-token step "
         "torch.compile'd (Transformer.decode_step; compile time = the warm-up call minus the timed one, fresh "
         "inductor cache); `hf` is the peer's generate() (greedy, cache on). Compiled cases run only for the "
         "configs in the plan's `compiled` (the default: what train.py and evaluate.py run by default), and "

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402  (bench/speed.py: configs, the seeded model, the peer with our weights)
-from arc.optim import make_optimizer  # noqa: E402  (speed put the repo root on the path)
+
+from arc.training.optim import make_optimizer  # noqa: E402  (speed put the repo root on the path)
 
 GROUPS = {"attention": ("scaled_dot_product",), "matmul": ("aten::mm", "aten::addmm", "aten::bmm")}
 

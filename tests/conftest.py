@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from arc import checkpoint
-from arc.model import ModelConfig, Transformer
-from arc.tokenizer import VOCAB_SIZE
-from arc.trainer import TrainConfig
+from arc.data.tokenizer import VOCAB_SIZE
+from arc.model import checkpoint
+from arc.model.config import ModelConfig
+from arc.model.transformer import Transformer
+from arc.training.config import TrainConfig
 
 TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128)
 
@@ -149,7 +150,7 @@ def tiny_llama(tmp_path_factory):
 
 
 def failing_at(monkeypatch, point: str, n: int, error: BaseException) -> None:
-    """Make the n-th file write of arc.checkpoint's saves (point "write", 4 per save: weights, tokenizer,
+    """Make the n-th file write of arc.model.checkpoint's saves (point "write", 4 per save: weights, tokenizer,
     train state, config; a half-written file is left), the n-th commit (the rename of the step folder)
     or the n-th clean-up after a commit raise error."""
     target = {"write": "_write", "commit": "_commit", "cleanup": "_remove_leftovers"}[point]

@@ -2,17 +2,16 @@
 each block runs again in the backward pass instead of keeping its activations, and the gradients are the
 ones computed without it; evaluation and decoding are untouched."""
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 from safetensors.torch import load_file
 
-from arc.checkpoint import checkpoint_dir
-from arc.model import Block, Transformer
-from arc.trainer import train
-from conftest import TINY
+from arc.model.checkpoint import checkpoint_dir
+from arc.model.transformer import Block, Transformer
+from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,9 +1,9 @@
-"""Known answers for arc.augment: the 8 transforms, their inverses, colour permutations and demo reordering."""
+"""Known answers for arc.data.augment: the 8 transforms, their inverses, colour permutations and demo reordering."""
 import numpy as np
 import pytest
 
-from arc.augment import Augmentation, identity_augmentation, random_augmentation
-from arc.data import Example, Pair
+from arc.data.augment import Augmentation, identity_augmentation, random_augmentation
+from arc.data.tasks import Example, Pair
 
 G = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8)
 EXPECTED = {

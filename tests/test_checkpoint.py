@@ -1,4 +1,4 @@
-"""arc.checkpoint: exact round trips; complete-or-absent saves under a failure at every write; a full disk;
+"""arc.model.checkpoint: exact round trips; complete-or-absent saves under a failure at every write; a full disk;
 the older flat layout; no unpickling of train_state.pt; damaged files refused with their path."""
 import errno
 import json
@@ -7,15 +7,21 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from conftest import TINY, failing_at
 from safetensors.torch import load_file, save_file
 
-from arc import checkpoint
-from arc.checkpoint import (checkpoint_dir, load_model, load_train_state, read_config, save_checkpoint, step_folders,
-                            weights_step)
-from arc.errors import CheckpointError, DivergenceError
-from arc.model import Transformer
-from arc.tokenizer import GridTokenizer
-from conftest import TINY, failing_at
+from arc.data.tokenizer import GridTokenizer
+from arc.infra.errors import CheckpointError, DivergenceError
+from arc.model.checkpoint import (
+    checkpoint_dir,
+    load_model,
+    load_train_state,
+    read_config,
+    save_checkpoint,
+    step_folders,
+    weights_step,
+)
+from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from arc.checkpoint import load_model, read_config
-from arc.decode import greedy_decode
-from arc.tokenizer import PAD
-from arc.trainer import train
+from arc.data.tokenizer import PAD
+from arc.inference.decode import greedy_decode
+from arc.model.checkpoint import load_model, read_config
+from arc.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -34,7 +34,7 @@ def test_gpu_logits_match_the_cpu(sharp_model):
 
 
 def test_gpu_kv_cache_decoding_gives_the_cpu_tokens(sharp_model):
-    """Eager with both models; the compiled step (arc.decode, tens of seconds to compile a graph) with
+    """Eager with both models; the compiled step (arc.inference.decode, tens of seconds to compile a graph) with
     the grid-position model only, whose step does everything the plain one does and more."""
     expected = greedy_decode(sharp_model, PROMPTS, [12, 9, 15], -1, PAD)
     gpu = copy.deepcopy(sharp_model).to(CUDA)

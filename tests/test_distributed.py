@@ -1,4 +1,4 @@
-"""Data-parallel training (arc.distributed) with two gloo processes on CPU, started the way torchrun
+"""Data-parallel training (arc.infra.distributed) with two gloo processes on CPU, started the way torchrun
 starts them (RANK, WORLD_SIZE, ... in the environment): after a few steps both ranks hold the same
 weights, equal to one process trained on the combined batch; a run stopped and resumed under two ranks
 equals an uninterrupted one. One pair of processes runs every two-rank case (starting them is most of
@@ -6,19 +6,18 @@ the cost)."""
 import os
 import socket
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import TINY
 from safetensors.torch import load_file
 
-from arc import distributed
-from arc.checkpoint import checkpoint_dir, load_train_state, read_config
-from arc.distributed import SINGLE, World
-from arc.model import Transformer
-from arc.trainer import train
-from conftest import TINY
+from arc.infra import distributed
+from arc.infra.distributed import SINGLE, World
+from arc.model.checkpoint import checkpoint_dir, load_train_state, read_config
+from arc.model.transformer import Transformer
+from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

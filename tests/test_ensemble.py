@@ -1,14 +1,23 @@
-"""arc.ensemble: views, teacher-forced candidate NLLs against a direct computation, voting and choosing."""
+"""arc.inference.ensemble: views, teacher-forced candidate NLLs against a direct computation, voting and choosing."""
 import numpy as np
 import pytest
 import torch
 
-from arc.augment import identity_augmentation
-from arc.data import Example, Pair
-from arc.ensemble import candidate_nll, choose_attempts, grid_key, make_views, pool_candidates, product_of_experts, vote
-from arc.model import ModelConfig, Transformer
-from arc.rows import InContextRows
-from arc.tokenizer import GridTokenizer
+from arc.data.augment import identity_augmentation
+from arc.data.tasks import Example, Pair
+from arc.data.tokenizer import GridTokenizer
+from arc.inference.ensemble import (
+    candidate_nll,
+    choose_attempts,
+    grid_key,
+    make_views,
+    pool_candidates,
+    product_of_experts,
+    vote,
+)
+from arc.layouts.rows import InContextRows
+from arc.model.config import ModelConfig
+from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=256)

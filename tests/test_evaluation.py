@@ -1,33 +1,35 @@
-"""arc.evaluation: exact scoring known answers, invalid outputs, and evaluate() writing results.json."""
+"""arc.inference.evaluation: exact scoring known answers, invalid outputs, and evaluate() writing results.json."""
 import argparse
 import hashlib
 import json
 import math
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from arc.checkpoint import load_model, save_checkpoint
-from arc.cli import add_config_flags, build_config, given_flags
-from arc.data import Example, Pair, Task
-from arc import evaluation
-from arc.errors import CheckpointError, ConfigError
-from arc.data import load_tasks
-from arc.evaluation import EvalConfig, evaluate, score_tasks
-from arc.submission import validate_submission
-from arc.predict import DecodeConfig, Prediction, predict
+from arc.data.tasks import Example, Pair, Task, load_tasks
+from arc.inference import evaluation
+from arc.inference.config import DecodeConfig, EvalConfig
+from arc.inference.evaluation import evaluate, score_tasks
+from arc.inference.predict import Prediction, predict
+from arc.inference.submission import validate_submission
+from arc.infra.config import add_config_flags, build_config, given_flags
+from arc.infra.errors import CheckpointError, ConfigError
+from arc.model.checkpoint import load_model, save_checkpoint
 
 
 def predict_greedy(model, tok, examples, max_len, batch_size=8):
     return predict(model, tok, examples, max_len, DecodeConfig(batch_size=batch_size))
-from arc.lora import DEFAULT_TARGETS, add_lora
-from arc.model import Transformer
-from arc.rows import InContextRows
-from arc.tokenizer import END, OUTPUT, ROW, GridTokenizer
 from conftest import TINY, bigram_model, write_tasks
+
+from arc.data.tokenizer import END, OUTPUT, ROW, GridTokenizer
+from arc.layouts.rows import InContextRows
+from arc.model.config import DEFAULT_TARGETS
+from arc.model.lora import add_lora
+from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -256,8 +258,7 @@ def test_eval_cli_flags():
 
 
 def test_evaluate_with_test_time_training_dfs_and_poe(untrained_checkpoint, tmp_path, one_thread):
-    from arc.predict import DecodeConfig
-    from arc.ttt import TTTConfig
+    from arc.inference.config import DecodeConfig, TTTConfig
     cfg = EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
                      precision="fp32", out=str(tmp_path / "ttt"),
                      decoding=DecodeConfig(decode="dfs", views=2, select="poe", dfs_threshold=0.5),
@@ -271,8 +272,8 @@ def test_evaluate_with_test_time_training_dfs_and_poe(untrained_checkpoint, tmp_
 
 
 def test_per_task_losses_keep_the_eval_loss(tiny_model, tmp_path):
-    from arc.rows import heldout_rows
-    from arc.scoring import grouped_loss, output_token_loss
+    from arc.layouts.rows import heldout_rows
+    from arc.training.scoring import grouped_loss, output_token_loss
     tasks = load_tasks(eval_tasks(tmp_path))
     tok = InContextRows(GridTokenizer())
     rows = {t.id: heldout_rows(t.examples(), tok, TINY.max_seq_len)[0] for t in tasks}
@@ -284,8 +285,8 @@ def test_per_task_losses_keep_the_eval_loss(tiny_model, tmp_path):
 
 
 def test_search_without_ttt_goes_task_by_task_with_the_same_views(tmp_path, capsys):
-    from arc.checkpoint import load_model
-    from arc.data import select_tasks
+    from arc.data.tasks import select_tasks
+    from arc.model.checkpoint import load_model
     checkpoint = tmp_path / "bigram"  # writes "67\nE": [[6, 7]], mapped back through each view's inverse
     save_checkpoint(checkpoint, bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END}), {"model": asdict(TINY), "step": 1}, GridTokenizer())
     decoding = DecodeConfig(decode="dfs", views=4, dfs_threshold=0.5, dfs_max_candidates=2)
@@ -307,7 +308,7 @@ def test_search_without_ttt_goes_task_by_task_with_the_same_views(tmp_path, caps
 def test_default_checkpoint_is_the_newest_run_else_the_shipped_one(tmp_path):
     import os
 
-    from arc.evaluation import newest_checkpoint
+    from arc.inference.evaluation import newest_checkpoint
     for name, mtime in (("base", 300), ("pair", 200), ("run-a", 100), ("run-b", 150)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")

@@ -1,4 +1,4 @@
-"""arc.files: an atomic write leaves the complete new file or the old one, never a temporary file, and
+"""arc.infra.files: an atomic write leaves the complete new file or the old one, never a temporary file, and
 two writers of the same file never share a temporary name."""
 import fcntl
 import json
@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-from arc.files import atomic_write, atomic_write_text, check_writable, json_text, locked
+from arc.infra.files import (
+    atomic_write,
+    atomic_write_text,
+    check_writable,
+    json_text,
+    locked,
+)
 
 
 def test_writes_and_replaces_leaving_no_temporary(tmp_path):

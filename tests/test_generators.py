@@ -1,15 +1,21 @@
-"""Tests for arc.generators: every family yields valid, learnable, reproducible tasks, and every rule
+"""Tests for arc.data.generators: every family yields valid, learnable, reproducible tasks, and every rule
 does what its docstring says on hand-made grids (test_rule_<family>, one or more per family)."""
 
 import numpy as np
 import pytest
 
-from arc.data import Task
-from arc.generators import FAMILIES, generate_task
-from arc.generators import colour as col_
-from arc.generators import drawing, geometry, objects, patterns
-from arc.generators.common import components, random_shape
-from arc.generators.tasks import DEFAULT_MAX_CELLS, draw_pairs
+from arc.data.generators import (
+    FAMILIES,
+    drawing,
+    generate_task,
+    geometry,
+    objects,
+    patterns,
+)
+from arc.data.generators import colour as col_
+from arc.data.generators.common import components, random_shape
+from arc.data.generators.tasks import DEFAULT_MAX_CELLS, draw_pairs
+from arc.data.tasks import Task
 
 NAMES = sorted(FAMILIES)
 SEEDS = [0, 1, 2]

@@ -13,8 +13,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 transformers.LlamaForCausalLM  # noqa: B018 - resolve the lazy import (seconds) at collection, not in a test
 
-from arc.decode import greedy_decode  # noqa: E402
-from arc.tokenizer import PAD  # noqa: E402
+from arc.data.tokenizer import PAD  # noqa: E402
+from arc.inference.decode import greedy_decode  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""arc.export: a checkpoint of ours written as a Hugging Face folder loads in transformers with no code of
+"""arc.model.export: a checkpoint of ours written as a Hugging Face folder loads in transformers with no code of
 ours and computes the same logits and greedy tokens (a plain run, and a LoRA run on an imported Llama with
 GQA and llama3 RoPE scaling); the tokenizer loads with PreTrainedTokenizerFast; checkpoints that are not
 plain Llamas are refused, saying why. Skipped without transformers (requirements-test.txt installs it)."""
@@ -11,13 +11,15 @@ import torch
 transformers = pytest.importorskip("transformers")
 transformers.LlamaForCausalLM  # noqa: B018 - resolve the lazy import (seconds) at collection, not in a test
 
-from arc.checkpoint import load_model  # noqa: E402
-from arc.decode import greedy_decode  # noqa: E402
-from arc.export import export_checkpoint, main  # noqa: E402
-from arc.lora import LoRAConfig, merge_lora  # noqa: E402
-from arc.tokenizer import END, PAD  # noqa: E402
-from arc.trainer import train  # noqa: E402
 from conftest import TINY  # noqa: E402
+
+from arc.data.tokenizer import END, PAD  # noqa: E402
+from arc.inference.decode import greedy_decode  # noqa: E402
+from arc.model.checkpoint import load_model  # noqa: E402
+from arc.model.config import LoRAConfig  # noqa: E402
+from arc.model.export import export_checkpoint, main  # noqa: E402
+from arc.model.lora import merge_lora  # noqa: E402
+from arc.training.trainer import train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,12 +81,12 @@ def test_checkpoints_that_are_not_plain_llamas_are_refused(tiny_train_config, tm
 
 
 def test_the_command_line(tiny_train_config, tmp_path, monkeypatch, capsys):
-    """python -m arc.export: the folder written, or a refusal as an error message and exit status 2."""
+    """python -m arc.model.export: the folder written, or a refusal as an error message and exit status 2."""
     plain, special = train(tiny_train_config("plain", max_steps=0)), train(tiny_train_config("special", max_steps=0, model=replace(TINY, rope="3d")))
-    monkeypatch.setattr(sys, "argv", ["arc.export", "--checkpoint", str(plain), "--out", str(tmp_path / "hf")])
+    monkeypatch.setattr(sys, "argv", ["arc.model.export", "--checkpoint", str(plain), "--out", str(tmp_path / "hf")])
     main()
     assert "wrote" in capsys.readouterr().out and (tmp_path / "hf" / "config.json").exists()
-    monkeypatch.setattr(sys, "argv", ["arc.export", "--checkpoint", str(special), "--out", str(tmp_path / "hf2")])
+    monkeypatch.setattr(sys, "argv", ["arc.model.export", "--checkpoint", str(special), "--out", str(tmp_path / "hf2")])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2 and "rope must be '1d'" in capsys.readouterr().err

@@ -1,11 +1,11 @@
-"""arc.hf: a tiny random Hugging Face Llama (GQA, tied embeddings, llama3 RoPE scaling; and an untied,
+"""arc.model.hf: a tiny random Hugging Face Llama (GQA, tied embeddings, llama3 RoPE scaling; and an untied,
 sharded one) imported into our model computes the reference's logits at the kept token ids, and greedy
 decoding picks the same tokens; the vocabulary mapping and its refusals; a LoRA step leaves the base
 alone; --init of the folder trains (LoRA with the embedding and head rows) and evaluate.py loads the run.
 Skipped without transformers (requirements-test.txt installs it)."""
 import json
-from dataclasses import replace
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,18 +14,20 @@ import torch
 transformers = pytest.importorskip("transformers")
 transformers.LlamaForCausalLM  # noqa: B018 - resolve the lazy import (seconds) at collection, not in a test
 
+from conftest import TINY, TINY_LLAMAS  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from arc.checkpoint import adapter_base, checkpoint_dir, load_model, read_config  # noqa: E402
-from arc.decode import greedy_decode  # noqa: E402
-from arc.evaluation import EvalConfig, evaluate  # noqa: E402
-from arc.hf import import_hf, is_hf_folder, model_config, token_ids  # noqa: E402
-from arc.lora import LoRAConfig, add_lora, load_adapter  # noqa: E402
-from arc.optim import make_optimizer, optimizer_step  # noqa: E402
-from arc.rows import IGNORE, Batch  # noqa: E402
-from arc.tokenizer import PAD, SYMBOLS  # noqa: E402
-from arc.trainer import train  # noqa: E402
-from conftest import TINY, TINY_LLAMAS  # noqa: E402
+from arc.data.tokenizer import PAD, SYMBOLS  # noqa: E402
+from arc.inference.config import EvalConfig  # noqa: E402
+from arc.inference.decode import greedy_decode  # noqa: E402
+from arc.inference.evaluation import evaluate  # noqa: E402
+from arc.layouts.rows import IGNORE, Batch  # noqa: E402
+from arc.model.checkpoint import adapter_base, checkpoint_dir, load_model, read_config  # noqa: E402
+from arc.model.config import LoRAConfig  # noqa: E402
+from arc.model.hf import import_hf, is_hf_folder, model_config, token_ids  # noqa: E402
+from arc.model.lora import add_lora, load_adapter  # noqa: E402
+from arc.training.optim import make_optimizer, optimizer_step  # noqa: E402
+from arc.training.trainer import train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""Known answers for arc.lora on a toy model whose layer names mirror the real transformer's."""
+"""Known answers for arc.model.lora on a toy model whose layer names mirror the real transformer's."""
 import copy
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from arc.lora import (
+from arc.model.lora import (
     LoRALinear,
     add_lora,
     cast_frozen,
@@ -185,7 +185,7 @@ def test_load_wrong_rank_raises(tmp_path):
 
 
 def test_real_model_step0_equals_base():
-    model_mod = pytest.importorskip("arc.model")
+    model_mod = pytest.importorskip("arc.model.transformer")
     torch.manual_seed(0)
     cfg = model_mod.ModelConfig(vocab_size=16, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
     base = model_mod.Transformer(cfg)

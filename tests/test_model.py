@@ -1,16 +1,17 @@
-"""arc.model: shapes, causality, grid positions, and the KV cache computing exactly what the full
+"""arc.model.transformer: shapes, causality, grid positions, and the KV cache computing exactly what the full
 forward computes (every cache test runs with and without grid position embeddings)."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-
-from arc.decode import left_pad
-from arc.model import ModelConfig, Transformer
-from arc.positions import GRID_INDEXES, grid_positions
-from arc.tokenizer import PAD, ROW, GridTokenizer
 from conftest import TINY
+
+from arc.data.tokenizer import PAD, ROW, GridTokenizer
+from arc.inference.decode import left_pad
+from arc.model.config import ModelConfig
+from arc.model.positions import GRID_INDEXES, grid_positions
+from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -244,7 +245,7 @@ def test_grouped_query_attention_equals_repeated_key_value_heads():
 def test_llama3_rope_scaling_known_answer():
     """High frequencies (wavelength under original / high_freq_factor) are kept, low ones (over
     original / low_freq_factor) divided by factor, the ones between interpolated."""
-    from arc.rope import llama3_frequencies
+    from arc.model.rope import llama3_frequencies
 
     freqs = 2 * torch.pi / torch.tensor([4.0, 16.0, 24.0, 64.0])  # wavelengths; original 32: bounds 8 and 32
     scaled = llama3_frequencies(freqs, LLAMA3)

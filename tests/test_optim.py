@@ -1,14 +1,14 @@
-"""arc.optim: the schedule's known values, which parameters are decayed, and the optimiser step: a mean
+"""arc.training.optim: the schedule's known values, which parameters are decayed, and the optimiser step: a mean
 per target token across micro-batches, clipping to the given norm, gradients freed afterwards."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from arc.model import Transformer
-from arc.optim import lr_at, make_optimizer, optimizer_step
-from arc.rows import IGNORE, Batch
 from conftest import TINY
+
+from arc.layouts.rows import IGNORE, Batch
+from arc.model.transformer import Transformer
+from arc.training.optim import lr_at, make_optimizer, optimizer_step
 
 CPU = torch.device("cpu")
 

@@ -6,19 +6,22 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from arc.augment import Augmentation
-from arc.checkpoint import load_model
-from arc.data import Example, Pair, load_tasks, parse_task
-from arc.decode import left_pad
-from arc.model import ModelConfig, Transformer
-from arc.positions import grid_numbers
-from arc.predict import DecodeConfig, predict
-from arc.rope import rope3d_angles
-from arc.rows import PairRows, collate
-from arc.tokenizer import END, INPUT, OUTPUT, PAD, ROW, GridTokenizer
-from arc.trainer import TrainConfig, train, training_data
 from conftest import TINY, random_task, write_tasks
+
+from arc.data.augment import Augmentation
+from arc.data.tasks import Example, Pair, load_tasks, parse_task
+from arc.data.tokenizer import END, INPUT, OUTPUT, PAD, ROW, GridTokenizer
+from arc.inference.config import DecodeConfig
+from arc.inference.decode import left_pad
+from arc.inference.predict import predict
+from arc.layouts.rows import PairRows, collate
+from arc.model.checkpoint import load_model
+from arc.model.config import ModelConfig
+from arc.model.positions import grid_numbers
+from arc.model.rope import rope3d_angles
+from arc.model.transformer import Transformer
+from arc.training.config import TrainConfig
+from arc.training.trainer import train, training_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROWS = PairRows(GridTokenizer())
@@ -183,7 +186,8 @@ def test_tiny_pair_model_learns_an_evaluated_task_from_its_demonstrations(tmp_pa
 
 
 def test_adapt_trains_new_rows_only_and_leaves_the_rest_bitwise(pair_model):
-    from arc.adapt import AdaptConfig, adapt
+    from arc.inference.adapt import adapt
+    from arc.inference.config import AdaptConfig
     rng = np.random.default_rng(2)
     tasks = [parse_task(f"new{i}", random_task(rng, n_train=3), "test") for i in range(2)]
     index = {"a": 0, "b": 1, "c": 2}
@@ -201,7 +205,8 @@ def test_adapt_trains_new_rows_only_and_leaves_the_rest_bitwise(pair_model):
 
 
 def test_adapt_full_moves_the_model_and_zero_steps_refuse(pair_model):
-    from arc.adapt import AdaptConfig, adapt
+    from arc.inference.adapt import adapt
+    from arc.inference.config import AdaptConfig
     task = parse_task("new", random_task(np.random.default_rng(3), n_train=2), "test")
     with pytest.raises(ValueError, match="no embedding.*--adapt-steps"):
         adapt(pair_model, [task], {}, ROWS, AdaptConfig(steps=0), 128, torch.device("cpu"))
@@ -214,7 +219,8 @@ def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
     """A Kaggle-style run: a challenges file with no solutions, none of whose tasks the checkpoint saw."""
     import json
 
-    from arc.evaluation import EvalConfig, evaluate
+    from arc.inference.config import EvalConfig
+    from arc.inference.evaluation import evaluate
     rng = np.random.default_rng(4)
     train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng) for i in range(2)})
     eval_dir = write_tasks(tmp_path / "eval", {"seen": random_task(rng)})
@@ -225,7 +231,7 @@ def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
     for task in challenges.values():
         task["test"] = [{"input": p["input"]} for p in task["test"]]
     (tmp_path / "new_challenges.json").write_text(json.dumps(challenges))
-    from arc.adapt import AdaptConfig
+    from arc.inference.config import AdaptConfig
     results = evaluate(EvalConfig(checkpoint=str(checkpoint), data=str(tmp_path / "new_challenges.json"), device="cpu",
                                   precision="fp32", out=str(tmp_path / "eval-out"),
                                   decoding=DecodeConfig(views=2), adapt=AdaptConfig(steps=2, batch_size=2)))
@@ -234,9 +240,9 @@ def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
 
 
 def test_fixed_colour_maps_are_shared_by_training_rows_and_prediction_views():
-    from arc.augment import colour_map
-    from arc.batching import PairSampler
-    from arc.ensemble import views_for
+    from arc.data.augment import colour_map
+    from arc.inference.ensemble import views_for
+    from arc.layouts.sampling import PairSampler
     task = parse_task("abc", random_task(np.random.default_rng(5), n_train=3), "test")
     maps = {colour_map("abc", k) for k in range(3)}
     assert colour_map("abc", 0) == tuple(range(10)) and len(maps) == 3 and all(m[0] == 0 for m in maps)
@@ -253,7 +259,7 @@ def test_fixed_colour_maps_are_shared_by_training_rows_and_prediction_views():
 
 
 def test_input_loss_rows_include_the_evaluated_test_inputs_without_outputs():
-    from arc.batching import PairSampler
+    from arc.layouts.sampling import PairSampler
     task = parse_task("ev", random_task(np.random.default_rng(6), n_train=2), "test").without_test_outputs()
     sampler = PairSampler([], [task], ROWS, 512, seed=0, input_loss=True, augment=False)
     rows = [sampler.row(i) for i in range(60)]

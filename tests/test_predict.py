@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from arc.data import Example, Pair
-from arc.ensemble import candidate_nll, make_views, product_of_experts
-from arc.predict import DecodeConfig, predict
-from arc.rows import InContextRows
-from arc.tokenizer import END, OUTPUT, ROW, GridTokenizer
+from arc.data.tasks import Example, Pair
+from arc.data.tokenizer import END, OUTPUT, ROW, GridTokenizer
+from arc.inference.config import DecodeConfig
+from arc.inference.ensemble import candidate_nll, make_views, product_of_experts
+from arc.inference.predict import predict
+from arc.layouts.rows import InContextRows
 from tests.conftest import TINY, bigram_model
 
 

@@ -1,4 +1,4 @@
-"""arc.draw and arc.report: the evaluation page for a known-answer case (parsed with html.parser and,
+"""arc.reports.draw and arc.reports.pages: the evaluation page for a known-answer case (parsed with html.parser and,
 where Chromium is installed, rendered), the training page, the terminal grids and the progress line."""
 import json
 import shutil
@@ -10,12 +10,21 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from arc.data import Pair, Task
-from arc.draw import PALETTE, grid_ansi, grid_svg, line_chart, side_by_side
-from arc.evaluation import score_tasks
-from arc.predict import Prediction
-from arc.report import (DEMOS_DRAWN, Progress, attempt_verdict, duration, eval_report_html, read_metrics, show_results,
-                        write_eval_report, write_train_report)
+from arc.data.tasks import Pair, Task
+from arc.inference.evaluation import score_tasks
+from arc.inference.predict import Prediction
+from arc.reports.draw import PALETTE, grid_ansi, grid_svg, line_chart, side_by_side
+from arc.reports.pages import (
+    DEMOS_DRAWN,
+    Progress,
+    attempt_verdict,
+    duration,
+    eval_report_html,
+    read_metrics,
+    show_results,
+    write_eval_report,
+    write_train_report,
+)
 
 
 def g(rows) -> np.ndarray:

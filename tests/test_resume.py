@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, failing_at
 from safetensors.torch import load_file
 
-from arc.checkpoint import checkpoint_dir, load_model, read_config, step_folders
-from arc.errors import CheckpointError, ConfigError, DivergenceError
-from arc.lora import LoRAConfig
-from arc.trainer import train
-from conftest import TINY, failing_at
+from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
+from arc.model.checkpoint import checkpoint_dir, load_model, read_config, step_folders
+from arc.model.config import LoRAConfig
+from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,13 +1,13 @@
-"""Known answers for arc.rows, in-context layout: the exact ids and loss mask of a small example,
+"""Known answers for arc.layouts.rows, in-context layout: the exact ids and loss mask of a small example,
 fitting into the context, answer budgets and limits."""
 import time
 
 import numpy as np
 import pytest
 
-from arc.data import Example, Pair, load_tasks
-from arc.rows import InContextRows, answer_budget, answer_limit
-from arc.tokenizer import OUTPUT, GridTokenizer, grid_length
+from arc.data.tasks import Example, Pair, load_tasks
+from arc.data.tokenizer import OUTPUT, GridTokenizer, grid_length
+from arc.layouts.rows import InContextRows, answer_budget, answer_limit
 
 
 def g(rows) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""arc.search: threshold DFS == brute-force enumeration; greedy is the only output above p > 0.5; the
+"""arc.inference.search: threshold DFS == brute-force enumeration; greedy is the only output above p > 0.5; the
 candidate cap and the single cache; sequence_nll == full-forward log-probs; reproducible sampling."""
 import inspect
 import itertools
@@ -8,9 +8,10 @@ import sys
 import pytest
 import torch
 
-from arc.decode import greedy_decode
-from arc.model import ModelConfig, Transformer
-from arc.search import dfs_decode, sample_decode
+from arc.inference.decode import greedy_decode
+from arc.inference.search import dfs_decode, sample_decode
+from arc.model.config import ModelConfig
+from arc.model.transformer import Transformer
 
 
 @torch.inference_mode()

@@ -1,11 +1,11 @@
-"""arc.submission: entries, format validation (each error names the task), atomic writing."""
+"""arc.inference.submission: entries, format validation (each error names the task), atomic writing."""
 import json
 
 import numpy as np
 import pytest
 
-from arc.data import Pair, Task
-from arc.submission import (
+from arc.data.tasks import Pair, Task
+from arc.inference.submission import (
     build_submission,
     submission_entry,
     validate_submission,

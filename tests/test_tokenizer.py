@@ -1,9 +1,9 @@
-"""Known answers for arc.tokenizer: the vocabulary, the saved tokenizer, parsing generated outputs."""
+"""Known answers for arc.data.tokenizer: the vocabulary, the saved tokenizer, parsing generated outputs."""
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from arc.tokenizer import BEGIN, END, INPUT, OUTPUT, ROW, GridTokenizer
+from arc.data.tokenizer import BEGIN, END, INPUT, OUTPUT, ROW, GridTokenizer
 
 # the in-context row of a one-demonstration task (tests/test_rows.py builds it from grids)
 SMALL_IDS = [13, 11, 1, 2, 10, 12, 3, 10, 4, 10, 14, 11, 5, 10, 12, 6, 7, 10, 14]

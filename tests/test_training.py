@@ -1,4 +1,4 @@
-"""arc.trainer end to end on tiny tasks: exact resume, LoRA runs, untrained checkpoints, the leak guard,
+"""arc.training.trainer end to end on tiny tasks: exact resume, LoRA runs, untrained checkpoints, the leak guard,
 learning one task, and the command-line flags of train.py."""
 import argparse
 import hashlib
@@ -10,18 +10,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, write_tasks
 from safetensors.torch import load_file
 
-from arc.checkpoint import checkpoint_dir, load_model, load_train_state, read_config
-from arc.cli import add_config_flags, build_config, given_flags
-from arc.data import DataError, load_tasks
-from arc.predict import DecodeConfig, predict
-from arc.lora import LoRALinear, add_lora, load_adapter
-from arc.model import Transformer
-from arc.lora import LoRAConfig
-from arc.rows import InContextRows
-from arc.trainer import TrainConfig, saved_train_config, train
-from conftest import TINY, write_tasks
+from arc.data.tasks import DataError, load_tasks
+from arc.inference.config import DecodeConfig
+from arc.inference.predict import predict
+from arc.infra.config import add_config_flags, build_config, given_flags
+from arc.layouts.rows import InContextRows
+from arc.model.checkpoint import (
+    checkpoint_dir,
+    load_model,
+    load_train_state,
+    read_config,
+)
+from arc.model.config import LoRAConfig
+from arc.model.lora import LoRALinear, add_lora, load_adapter
+from arc.model.transformer import Transformer
+from arc.training.config import TrainConfig
+from arc.training.trainer import saved_train_config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +36,7 @@ TOKENS = torch.tensor([[13, 11, 1, 2, 10, 12, 3, 10, 14, 11, 5, 10, 12]])
 
 
 def weights(run, name: str = "model.safetensors") -> dict:
-    """The tensors of a run folder's newest checkpoint (its step folder, arc.checkpoint)."""
+    """The tensors of a run folder's newest checkpoint (its step folder, arc.model.checkpoint)."""
     return load_file(str(checkpoint_dir(run) / name))
 
 

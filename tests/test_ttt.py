@@ -1,4 +1,4 @@
-"""arc.ttt: leave-one-out rows use only the demonstrations, the adapter always comes off leaving the base
+"""arc.inference.ttt: leave-one-out rows use only the demonstrations, the adapter always comes off leaving the base
 model bitwise unchanged, and a few dozen steps really lower the loss on a tiny model."""
 import contextlib
 
@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
-from arc import ttt
-from arc.augment import Augmentation
-from arc.data import Pair, Task
-from arc.lora import DEFAULT_TARGETS, add_lora, lora_modules
-from arc.model import Transformer
-from arc.rows import InContextRows
-from arc.scoring import output_token_loss
-from arc.tokenizer import SYMBOLS, GridTokenizer, grid_length
 from conftest import TINY
+
+from arc.data.augment import Augmentation
+from arc.data.tasks import Pair, Task
+from arc.data.tokenizer import SYMBOLS, GridTokenizer, grid_length
+from arc.inference import ttt
+from arc.layouts.rows import InContextRows
+from arc.model.config import DEFAULT_TARGETS
+from arc.model.lora import add_lora, lora_modules
+from arc.model.transformer import Transformer
+from arc.training.scoring import output_token_loss
 
 ROWS = InContextRows(GridTokenizer())
 CPU = torch.device("cpu")

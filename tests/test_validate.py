@@ -1,4 +1,4 @@
-"""arc.validate and arc.errors: every bad flag refused before any work, with its flag, its value and what is
+"""arc.training.validate and arc.infra.errors: every bad flag refused before any work, with its flag, its value and what is
 allowed; the entry points print a known error as one line and exit 1, without a traceback."""
 import runpy
 import sys
@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from arc.errors import ConfigError
-from arc.evaluation import EvalConfig
-from arc.lora import LoRAConfig
-from arc.model import ModelConfig
-from arc.predict import DecodeConfig
-from arc.trainer import TrainConfig
-from arc.ttt import TTTConfig
-from arc.validate import resume_changes, validate_eval, validate_train
+from arc.inference.config import DecodeConfig, EvalConfig, TTTConfig
+from arc.infra.errors import ConfigError
+from arc.model.config import LoRAConfig, ModelConfig
+from arc.training.config import TrainConfig
+from arc.training.validate import resume_changes, validate_eval, validate_train
 
 ROOT = Path(__file__).parent.parent
 

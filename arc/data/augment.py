@@ -1,0 +1,131 @@
+"""Symmetries of ARC tasks: the 8 rotations/reflections, colour permutations and demonstration shuffles.
+
+An ARC puzzle stays the same puzzle if every grid in it is rotated or reflected the same way (the dihedral
+group D8 of the square), if its colours are renamed consistently, or if its demonstrations are shown in a
+different order. Training on such variants multiplies the data; predicting on them and mapping the answers
+back with the exact inverse (`Augmentation.invert_grid`) gives several votes per test input.
+
+Transform k (0..7), for a grid g of shape (h, w):
+    0 identity        g
+    1 rot90           rotated 90 degrees counter-clockwise (np.rot90(g, 1))
+    2 rot180          rotated 180 degrees
+    3 rot270          rotated 270 degrees counter-clockwise (= 90 clockwise)
+    4 transpose       reflected in the main diagonal (g.T)
+    5 flip_lr         reflected left-right (columns reversed)
+    6 flip_ud         reflected top-bottom (rows reversed)
+    7 anti_transpose  reflected in the anti-diagonal (np.rot90(g, 2).T)
+Rotations 1 and 3 are each other's inverse; every other transform is its own inverse.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from arc.data.tasks import Example, Grid, Pair
+
+# The 8 transforms as numpy views of the grid, not copies: the colour lookup in apply_grid/invert_grid
+# makes the one copy.
+_TRANSFORMS: tuple[Callable[[Grid], Grid], ...] = (
+    lambda g: g,
+    lambda g: np.rot90(g, 1),
+    lambda g: np.rot90(g, 2),
+    lambda g: np.rot90(g, 3),
+    lambda g: g.T,
+    lambda g: g[:, ::-1],
+    lambda g: g[::-1, :],
+    lambda g: np.rot90(g, 2).T,
+)
+_INVERSE: tuple[int, ...] = (0, 3, 2, 1, 4, 5, 6, 7)
+N_COLOURS = 10
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One symmetry of a task: a D8 transform, a colour renaming and a demonstration order.
+
+    new colour = colours[old colour]; new demonstrations = [old[i] for i in order].
+    """
+
+    transform: int
+    colours: tuple[int, ...]
+    order: tuple[int, ...]
+    # Lookup tables built once, since apply_grid runs for every grid of every training row.
+    _lut: np.ndarray = field(init=False, repr=False, compare=False)
+    _inverse_lut: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.transform < 8:
+            raise ValueError(f"D8 transform must be in 0..7, got {self.transform}")
+        if sorted(self.colours) != list(range(N_COLOURS)):
+            raise ValueError(f"colours must be a permutation of 0..9, got {self.colours}")
+        if sorted(self.order) != list(range(len(self.order))):
+            raise ValueError(f"order must be a permutation of 0..{len(self.order) - 1}, got {self.order}")
+        lut = np.array(self.colours, dtype=np.uint8)
+        inverse = np.empty_like(lut)
+        inverse[lut] = np.arange(N_COLOURS, dtype=np.uint8)
+        object.__setattr__(self, "_lut", lut)
+        object.__setattr__(self, "_inverse_lut", inverse)
+
+    def apply_grid(self, grid: Grid) -> Grid:
+        # Fancy indexing allocates the result, so the view needs no copy of its own; it may come out
+        # non-contiguous for transposed views, hence ascontiguousarray (a no-op when it already is).
+        return np.ascontiguousarray(self._lut[_TRANSFORMS[self.transform](grid)])
+
+    def invert_grid(self, grid: Grid) -> Grid:
+        """Map a grid from the augmented frame back to the original one (e.g. a prediction)."""
+        return np.ascontiguousarray(self._inverse_lut[_TRANSFORMS[_INVERSE[self.transform]](grid)])
+
+    def _pair(self, pair: Pair) -> Pair:
+        output = None if pair.output is None else self.apply_grid(pair.output)
+        return Pair(self.apply_grid(pair.input), output)
+
+    def apply(self, example: Example) -> Example:
+        if len(example.train) != len(self.order):
+            raise ValueError(f"augmentation orders {len(self.order)} demonstrations, got {len(example.train)}")
+        train = [self._pair(example.train[i]) for i in self.order]
+        return Example(example.task_id, example.test_index, train, self._pair(example.test))
+
+
+def identity_augmentation(n_train: int) -> Augmentation:
+    return Augmentation(0, tuple(range(N_COLOURS)), tuple(range(n_train)))
+
+
+def colour_map(task_id: str, k: int, keep_background: bool = True) -> tuple[int, ...]:
+    """The k-th of a task's fixed colour permutations: 0 is the identity, k > 0 a permutation that depends
+    only on (task id, k), so training and prediction draw the same ones without storing them. The pair
+    layout uses a few per task (--colour-maps K): the model is not told which permutation a row went
+    through, and with a few it can tell them apart by the colours a task's grids use, so colour-specific
+    rules ("red becomes blue") stay learnable; with a fresh random one per row they are not."""
+    if k == 0:
+        return tuple(range(N_COLOURS))
+    rng = np.random.default_rng([zlib.crc32(task_id.encode()), k])
+    if keep_background:
+        return (0, *(1 + int(c) for c in rng.permutation(N_COLOURS - 1)))
+    return tuple(int(c) for c in rng.permutation(N_COLOURS))
+
+
+def random_augmentation(
+    rng: np.random.Generator,
+    n_train: int,
+    geometric: bool = True,
+    colours: bool = True,
+    keep_background: bool = True,
+    shuffle: bool = True,
+) -> Augmentation:
+    """A uniformly random augmentation among those the flags allow.
+
+    keep_background keeps colour 0 fixed: black is the background in most tasks, so renaming it would
+    produce puzzles unlike any the model will be tested on.
+    """
+    transform = int(rng.integers(8)) if geometric else 0
+    if not colours:
+        perm = tuple(range(N_COLOURS))
+    elif keep_background:
+        perm = (0, *(1 + int(c) for c in rng.permutation(N_COLOURS - 1)))
+    else:
+        perm = tuple(int(c) for c in rng.permutation(N_COLOURS))
+    order = tuple(int(i) for i in rng.permutation(n_train)) if shuffle else tuple(range(n_train))
+    return Augmentation(transform, perm, order)

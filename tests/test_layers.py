@@ -1,0 +1,72 @@
+"""The package's shape: sub-packages are layers, each importing only from itself and the layers below it
+(arc/__init__.py lists them), and no module imports itself back through a chain of others. Read from the
+source with ast, so an import inside a function or under TYPE_CHECKING counts too."""
+import ast
+from pathlib import Path
+
+import arc
+
+ROOT = Path(arc.__file__).parent
+
+
+def modules() -> dict[str, Path]:
+    return {".".join(("arc", *p.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__"): p
+            for p in ROOT.rglob("*.py")}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The arc modules `name` imports (a `from arc.x import y` of a module y counts as y)."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("arc")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from .common import x
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("arc"):
+                continue
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return found - {name}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    return arc.LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in arc.LAYERS else -1
+
+
+def test_every_module_belongs_to_a_layer():
+    assert [m for m in modules() if m != "arc" and layer(m) < 0] == []
+
+
+def test_imports_go_only_downwards():
+    known = set(modules())
+    upward = [f"{m} -> {i}" for m, p in modules().items() for i in imports(m, p, known) if layer(i) > layer(m)]
+    assert upward == []
+
+
+def test_no_import_cycle():
+    known = set(modules())
+    graph = {m: {i for i in imports(m, p, known) if i in known and not known.isdisjoint({i})} for m, p in modules().items()}
+    # a package's __init__ importing its own modules is not a cycle of concepts; drop package -> child edges
+    graph = {m: {i for i in deps if not i.startswith(m + ".")} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, path: list[str]) -> bool:
+        state[m] = 1
+        for i in sorted(graph.get(m, ())):
+            if state.get(i) == 1:
+                cycle.extend(path[path.index(i):] + [m, i] if i in path else [m, i])
+                return True
+            if state.get(i) is None and visit(i, path + [m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(graph):
+        if state.get(m) is None and visit(m, []):
+            break
+    assert cycle == []
