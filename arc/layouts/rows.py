@@ -102,6 +102,7 @@ class InContextRows:
     shows the rule). A task too long for the context drops its longest demonstrations until it fits."""
 
     name = "in_context"
+    options = ("train_on_demo_outputs", "generated_fraction")  # TrainConfig fields only this layout reads
 
     def __init__(self, tokenizer: GridTokenizer):
         self.tokenizer = tokenizer
@@ -175,6 +176,7 @@ class PairRows:
     length limit reads them) but never written into the row."""
 
     name = "pair"
+    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding")  # TrainConfig fields only this layout reads
 
     def __init__(self, tokenizer: GridTokenizer, colour_maps: int = 0, keep_background: bool = True):
         self.tokenizer = tokenizer
