@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from arc.data.tokenizer import PAD  # noqa: E402
 from arc.inference.decode import greedy_decode, one_token_step  # noqa: E402
+from arc.layouts.rows import token_row
 from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer  # noqa: E402
 
@@ -58,11 +59,11 @@ def measure(cfg: ModelConfig, batch: int, prompt_len: int, steps: int, compile: 
         cpu.append(time.thread_time() - start_cpu)
 
     # the whole call, prefill included, after a short warm-up call (which compiles for this batch size)
-    greedy_decode(model, prompts[:, :64].tolist(), [4] * batch, end_id=-1, pad_id=PAD, compile=compile)
+    greedy_decode(model, [token_row(p) for p in prompts[:, :64].tolist()], [4] * batch, end_id=-1, pad_id=PAD, compile=compile)
     call_s = []
     for _ in range(2):
         start = time.perf_counter()
-        greedy_decode(model, prompts.tolist(), [steps] * batch, end_id=-1, pad_id=PAD, compile=compile)
+        greedy_decode(model, [token_row(p) for p in prompts.tolist()], [steps] * batch, end_id=-1, pad_id=PAD, compile=compile)
         call_s.append(time.perf_counter() - start)
     step_cpu = statistics.median(cpu[1:])
     return {

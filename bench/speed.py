@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))  # `python bench/speed.py` puts bench/, not the re
 from arc.data.tokenizer import PAD  # noqa: E402
 from arc.inference.decode import greedy_decode  # noqa: E402
 from arc.infra.runtime import autocast_dtype, resolve_device  # noqa: E402
+from arc.layouts.rows import token_row
 from arc.model.config import ModelConfig
 from arc.model.hf import BLOCK_NAMES, EMBED, HEAD, NORM  # noqa: E402
 from arc.model.transformer import Transformer  # noqa: E402
@@ -151,7 +152,7 @@ def check_equivalence(cfg: ModelConfig, device: torch.device) -> dict:
     with torch.inference_mode():
         diff = (model(tokens) - peer(input_ids=tokens).logits.float()).abs().max().item()
     prompts = random_tokens((2, 64), device, seed=SEED + 1)
-    ours = greedy_decode(model, prompts.tolist(), [16, 16], end_id=NO_END, pad_id=PAD)
+    ours = greedy_decode(model, [token_row(p) for p in prompts.tolist()], [16, 16], end_id=NO_END, pad_id=PAD)
     theirs = hf_greedy(peer, prompts, 16).tolist()
     if diff >= LOGIT_TOLERANCE or ours != theirs:
         raise SystemExit(f"ABORT: our model and the HF peer disagree (config {cfg}): max |logit diff| {diff:.2e} "
@@ -325,7 +326,7 @@ def measure_decode(config: str, impl: str, batch: int, device_name: str, threads
                 model(prompts, cache=model.new_cache(batch, capacity=total, dtype=amp_dtype))
 
         def generate(p: torch.Tensor, n: int) -> list[list[int]]:
-            return greedy_decode(model, p.tolist(), [n] * batch, end_id=NO_END, pad_id=PAD, autocast_dtype=amp_dtype,
+            return greedy_decode(model, [token_row(p) for p in p.tolist()], [n] * batch, end_id=NO_END, pad_id=PAD, autocast_dtype=amp_dtype,
                                  compile=impl == "ours-compiled")
 
     # warm-up: the very call that is timed, so that whatever is compiled, allocated or cached per shape

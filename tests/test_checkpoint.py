@@ -13,7 +13,6 @@ from safetensors.torch import load_file, save_file
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.errors import CheckpointError, DivergenceError
 from arc.model.checkpoint import (
-    checkpoint_dir,
     load_model,
     load_train_state,
     read_config,
@@ -118,8 +117,9 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     assert not step_folders(tmp_path / "ck")
 
 
-def flat_checkpoint(folder, model, step: int, weights_step_: int | None = None) -> None:
-    """The layout written before step folders: every file directly in the run folder."""
+def checkpoint_files(folder, model, step: int, weights_step_: int | None = None) -> None:
+    """A checkpoint's files written straight into `folder` (a step folder named directly), the weights
+    recording weights_step_ when given."""
     saved = save(folder / "tmp", model, step)
     for name in FILES:
         shutil.move(saved / name, folder / name)
@@ -129,20 +129,9 @@ def flat_checkpoint(folder, model, step: int, weights_step_: int | None = None) 
         save_file(tensors, str(folder / "model.safetensors"), metadata={"step": str(weights_step_)})
 
 
-def test_the_flat_layout_is_read_and_replaced_by_the_next_save(tmp_path):
-    folder = tmp_path / "flat"
-    flat_checkpoint(folder, make_model(0), step=4)
-    (folder / "model.safetensors.0123abcd.tmp").write_bytes(b"left by a killed write")
-    assert checkpoint_dir(folder) == folder and read_config(folder)["step"] == 4
-    assert load_train_state(folder)["step"] == 4
-    assert torch.equal(logits_of(load_model(folder)[0].eval()), logits_of(make_model(0)))
-    save(folder, make_model(1), step=5)  # what a resume of a flat run writes
-    assert {p.name for p in folder.iterdir()} == {"step-000005"}
-
-
-def test_a_flat_checkpoint_from_two_steps_is_refused_naming_it(tmp_path):
+def test_a_checkpoint_whose_files_are_from_two_steps_is_refused_naming_it(tmp_path):
     folder = tmp_path / "mixed"
-    flat_checkpoint(folder, make_model(0), step=4, weights_step_=5)  # a save of the old layout, interrupted
+    checkpoint_files(folder, make_model(0), step=4, weights_step_=5)  # files of two saves in one checkpoint folder
     with pytest.raises(CheckpointError, match=f"{folder}: checkpoint files are from different steps"):
         load_model(folder)  # evaluate.py refuses it too, instead of reporting the wrong step
     with pytest.raises(CheckpointError, match="different steps"):

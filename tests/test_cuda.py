@@ -11,6 +11,7 @@ import torch
 
 from arc.data.tokenizer import PAD
 from arc.inference.decode import greedy_decode
+from arc.layouts.rows import token_row
 from arc.model.checkpoint import load_model, read_config
 from arc.training.trainer import train
 
@@ -36,11 +37,11 @@ def test_gpu_logits_match_the_cpu(sharp_model):
 def test_gpu_kv_cache_decoding_gives_the_cpu_tokens(sharp_model):
     """Eager with both models; the compiled step (arc.inference.decode, tens of seconds to compile a graph) with
     the grid-position model only, whose step does everything the plain one does and more."""
-    expected = greedy_decode(sharp_model, PROMPTS, [12, 9, 15], -1, PAD)
+    expected = greedy_decode(sharp_model, [token_row(p) for p in PROMPTS], [12, 9, 15], -1, PAD)
     gpu = copy.deepcopy(sharp_model).to(CUDA)
     for compile in (False, True) if sharp_model.cfg.grid_positions else (False,):
-        assert greedy_decode(gpu, PROMPTS, [12, 9, 15], -1, PAD, compile=compile) == expected, f"compile={compile}"
-        bf16 = greedy_decode(gpu, PROMPTS, [12, 9, 15], -1, PAD, autocast_dtype=torch.bfloat16, compile=compile)
+        assert greedy_decode(gpu, [token_row(p) for p in PROMPTS], [12, 9, 15], -1, PAD, compile=compile) == expected, f"compile={compile}"
+        bf16 = greedy_decode(gpu, [token_row(p) for p in PROMPTS], [12, 9, 15], -1, PAD, autocast_dtype=torch.bfloat16, compile=compile)
         assert [len(row) for row in bf16] == [12, 9, 15]
 
 

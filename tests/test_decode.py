@@ -9,6 +9,7 @@ from conftest import bigram_model
 from arc.data.tokenizer import END, OUTPUT, PAD, ROW
 from arc.inference import decode
 from arc.inference.decode import greedy_decode, left_pad
+from arc.layouts.rows import token_row
 from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,7 +41,7 @@ def test_left_pad():
 @pytest.mark.parametrize("end_id", [END, -1])
 def test_greedy_decode_equals_naive_loop(sharp_model, end_id):
     max_new = [12, 9, 15]
-    got = greedy_decode(sharp_model, PROMPTS, max_new, end_id, PAD)
+    got = greedy_decode(sharp_model, [token_row(p) for p in PROMPTS], max_new, end_id, PAD)
     for prompt, n, row in zip(PROMPTS, max_new, got):
         expected, gap = naive_greedy(sharp_model, prompt, n, end_id)
         assert gap > 1e-3  # the comparison is meaningful: no near-ties that float noise could flip
@@ -53,8 +54,8 @@ def test_greedy_decode_equals_naive_loop(sharp_model, end_id):
 
 
 def test_greedy_decode_single_prompt_equals_batched(sharp_model):
-    batched = greedy_decode(sharp_model, PROMPTS, [10, 10, 10], -1, PAD)
-    alone = [greedy_decode(sharp_model, [p], [10], -1, PAD)[0] for p in PROMPTS]
+    batched = greedy_decode(sharp_model, [token_row(p) for p in PROMPTS], [10, 10, 10], -1, PAD)
+    alone = [greedy_decode(sharp_model, [token_row(p)], [10], -1, PAD)[0] for p in PROMPTS]
     assert batched == alone
     assert len({tuple(r) for r in alone}) > 1  # the rows really differ
 
@@ -71,7 +72,7 @@ def test_rigged_model_follows_its_chain():
 
 def test_stops_right_after_end_token():
     model = bigram_model(CHAIN)
-    got = greedy_decode(model, [[13, 11, 4, 10, OUTPUT], [13, 5], [13, 11, 2], [13, 7]], [10, 6, 2, 1], END, PAD)
+    got = greedy_decode(model, [token_row(p) for p in [[13, 11, 4, 10, OUTPUT], [13, 5], [13, 11, 2], [13, 7]]], [10, 6, 2, 1], END, PAD)
     assert got == [
         [1, 2, ROW, END],  # stops at E although 10 tokens were allowed
         [5, 5, 5, 5, 5, 5],  # never produces E: exactly its 6 tokens
@@ -83,14 +84,14 @@ def test_stops_right_after_end_token():
 def test_each_row_gets_exactly_its_own_limit_without_end(sharp_model):
     limits = [3, 0, 7, 1]
     prompts = PROMPTS + [[13, 11, 1, 10, OUTPUT]]
-    got = greedy_decode(sharp_model, prompts, limits, -1, PAD)
+    got = greedy_decode(sharp_model, [token_row(p) for p in prompts], limits, -1, PAD)
     assert [len(r) for r in got] == limits
-    longest = greedy_decode(sharp_model, prompts, [7] * 4, -1, PAD)
+    longest = greedy_decode(sharp_model, [token_row(p) for p in prompts], [7] * 4, -1, PAD)
     assert all(row == full[: len(row)] for row, full in zip(got, longest))  # a shorter limit is a prefix
 
 
 def test_all_limits_zero_gives_empty_rows(sharp_model):
-    assert greedy_decode(sharp_model, PROMPTS[:2], [0, 0], END, PAD) == [[], []]
+    assert greedy_decode(sharp_model, [token_row(p) for p in PROMPTS[:2]], [0, 0], END, PAD) == [[], []]
 
 
 def test_decode_step_path_equals_eager(sharp_model, monkeypatch):
@@ -99,8 +100,8 @@ def test_decode_step_path_equals_eager(sharp_model, monkeypatch):
     monkeypatch.setattr(decode, "_compiled", Transformer.decode_step)
     prompts, limits = PROMPTS + [[13, 11, 1, 10, OUTPUT]], [12, 9, 15, 4]
     for end_id in (END, -1):
-        assert greedy_decode(sharp_model, prompts, limits, end_id, PAD, compile=True) == \
-            greedy_decode(sharp_model, prompts, limits, end_id, PAD, compile=False)
+        assert greedy_decode(sharp_model, [token_row(p) for p in prompts], limits, end_id, PAD, compile=True) == \
+            greedy_decode(sharp_model, [token_row(p) for p in prompts], limits, end_id, PAD, compile=False)
 
 
 def test_compile_failure_falls_back_to_eager(sharp_model, monkeypatch, capsys):
@@ -108,8 +109,8 @@ def test_compile_failure_falls_back_to_eager(sharp_model, monkeypatch, capsys):
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(decode, "_compiled", broken)
-    got = greedy_decode(sharp_model, PROMPTS, [10, 10, 10], -1, PAD, compile=True)
-    assert got == greedy_decode(sharp_model, PROMPTS, [10, 10, 10], -1, PAD, compile=False)
+    got = greedy_decode(sharp_model, [token_row(p) for p in PROMPTS], [10, 10, 10], -1, PAD, compile=True)
+    assert got == greedy_decode(sharp_model, [token_row(p) for p in PROMPTS], [10, 10, 10], -1, PAD, compile=False)
     assert decode._compiled is False  # not tried again
     assert "decoding eagerly" in capsys.readouterr().out
 
@@ -119,6 +120,6 @@ def test_compiled_greedy_decode_equals_eager(sharp_model):
     prompts, limits = PROMPTS + [[13, 11, 1, 10, OUTPUT]], [12, 9, 15, 4]
     for batch in (prompts[:1], prompts):  # batch 1 and larger batches compile separately
         for end_id in (END, -1):
-            eager = greedy_decode(sharp_model, batch, limits[: len(batch)], end_id, PAD, compile=False)
-            assert greedy_decode(sharp_model, batch, limits[: len(batch)], end_id, PAD, compile=True) == eager
+            eager = greedy_decode(sharp_model, [token_row(p) for p in batch], limits[: len(batch)], end_id, PAD, compile=False)
+            assert greedy_decode(sharp_model, [token_row(p) for p in batch], limits[: len(batch)], end_id, PAD, compile=True) == eager
     assert decode._compiled is not False  # it really ran compiled

@@ -3,19 +3,18 @@ import numpy as np
 import pytest
 import torch
 
-from arc.data.augment import identity_augmentation
+from arc.data.augment import identity_augmentation, make_views
 from arc.data.tasks import Example, Pair
 from arc.data.tokenizer import GridTokenizer
 from arc.inference.ensemble import (
     candidate_nll,
     choose_attempts,
     grid_key,
-    make_views,
     pool_candidates,
     product_of_experts,
     vote,
 )
-from arc.layouts.rows import InContextRows
+from arc.layouts.in_context import InContextLayout
 from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer
 
@@ -70,26 +69,26 @@ def test_make_views():
 
 
 def test_candidate_nll_matches_direct_computation(model):
-    tok, ex = InContextRows(GridTokenizer()), example()
+    tok, ex = InContextLayout(GridTokenizer()), example()
     views = make_views(len(ex.train), 4, seed=3)
-    nll = candidate_nll(model, tok, ex, CANDIDATES, views, max_len=CFG.max_seq_len, batch_size=16)
+    nll = candidate_nll(model, tok, ex, CANDIDATES, views, max_tokens=CFG.max_seq_len, batch_size=16)
     assert nll.shape == (3, 4) and np.isfinite(nll).all()
     expected = np.array([[direct_nll(model, tok, ex, c, v) for v in views] for c in CANDIDATES])
     np.testing.assert_allclose(nll, expected, rtol=1e-4, atol=1e-4)
-    one_by_one = candidate_nll(model, tok, ex, CANDIDATES, views, max_len=CFG.max_seq_len, batch_size=1)
+    one_by_one = candidate_nll(model, tok, ex, CANDIDATES, views, max_tokens=CFG.max_seq_len, batch_size=1)
     np.testing.assert_allclose(one_by_one, nll, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(product_of_experts(nll), expected.sum(axis=1), rtol=1e-4)
 
 
 def test_candidate_nll_too_long_is_inf(model):
-    tok, ex = InContextRows(GridTokenizer()), example()
+    tok, ex = InContextLayout(GridTokenizer()), example()
     views = make_views(len(ex.train), 2, seed=0)
     big = np.zeros((6, 6), dtype=np.uint8)  # 43 answer tokens
     prompt = tok.length(ex, 0)  # all demonstrations fit; room is left for 13 answer tokens
-    nll = candidate_nll(model, tok, ex, [CANDIDATES[0], big], views, max_len=prompt + 13)
+    nll = candidate_nll(model, tok, ex, [CANDIDATES[0], big], views, max_tokens=prompt + 13)
     assert np.isfinite(nll[0]).all() and np.isinf(nll[1]).all()
     assert np.isinf(product_of_experts(nll)[1])
-    assert np.isinf(candidate_nll(model, tok, ex, CANDIDATES, views, max_len=20)).all()  # nothing fits
+    assert np.isinf(candidate_nll(model, tok, ex, CANDIDATES, views, max_tokens=20)).all()  # nothing fits
 
 
 def test_pool_counts_each_voter_once_per_grid_in_first_seen_order():

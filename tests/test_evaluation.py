@@ -26,7 +26,7 @@ def predict_greedy(model, tok, examples, max_len, batch_size=8):
 from conftest import TINY, bigram_model, write_tasks
 
 from arc.data.tokenizer import END, OUTPUT, ROW, GridTokenizer
-from arc.layouts.rows import InContextRows
+from arc.layouts.in_context import InContextLayout
 from arc.model.config import DEFAULT_TARGETS
 from arc.model.lora import add_lora
 from arc.model.transformer import Transformer
@@ -103,7 +103,7 @@ SMALL = Example("small", 0, [Pair(g([[1, 2]]), g([[3], [4]]))], Pair(g([[5]]), g
 
 
 def test_predict_greedy_with_rigged_models():
-    tok = InContextRows(GridTokenizer())
+    tok = InContextLayout(GridTokenizer())
     right = bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END})  # writes "67\nE"
     [p] = predict_greedy(right, tok, [SMALL], max_len=TINY.max_seq_len)
     assert (p.status, p.prompt_tokens, p.correct) == ("ok", 15, True)
@@ -122,7 +122,7 @@ def test_predict_greedy_with_rigged_models():
 
 
 def test_predict_greedy_batches_keep_each_example_in_place():
-    tok = InContextRows(GridTokenizer())
+    tok = InContextLayout(GridTokenizer())
     model = bigram_model({OUTPUT: 6, 6: 7, 7: ROW, ROW: END})
     long_demo = Pair(g([[1] * 5] * 4), g([[2] * 5] * 4))
     examples = [  # prompts of different lengths: they are sorted by length for batching
@@ -139,7 +139,7 @@ def test_predict_greedy_batches_keep_each_example_in_place():
 
 
 def test_prediction_does_not_depend_on_the_hidden_answer():
-    tok = InContextRows(GridTokenizer())
+    tok = InContextLayout(GridTokenizer())
     model = bigram_model({OUTPUT: 6, 6: ROW, ROW: END})
     demo = Pair(g([[1]]), g([[2]]))
     big_truth = Example("x", 0, [demo], Pair(g([[3]]), g(np.zeros((5, 5), dtype=int))))  # answer: 31 tokens
@@ -221,7 +221,7 @@ def test_evaluate_adapter_alone_uses_and_records_its_base(untrained_checkpoint, 
 
 def test_evaluate_refuses_an_unwritable_out_before_decoding(untrained_checkpoint, tmp_path, monkeypatch):
     (tmp_path / "a_file").write_text("")
-    monkeypatch.setattr(evaluation, "predict_tasks", lambda *a, **k: pytest.fail("decoded before checking --out"))
+    monkeypatch.setattr(evaluation, "predict_stage", lambda *a, **k: pytest.fail("decoded before checking --out"))
     with pytest.raises(ConfigError, match="--out .*a_file/out: cannot write there"):
         evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
                             out=str(tmp_path / "a_file" / "out")))
@@ -272,11 +272,10 @@ def test_evaluate_with_test_time_training_dfs_and_poe(untrained_checkpoint, tmp_
 
 
 def test_per_task_losses_keep_the_eval_loss(tiny_model, tmp_path):
-    from arc.layouts.rows import heldout_rows
     from arc.training.scoring import grouped_loss, output_token_loss
     tasks = load_tasks(eval_tasks(tmp_path))
-    tok = InContextRows(GridTokenizer())
-    rows = {t.id: heldout_rows(t.examples(), tok, TINY.max_seq_len)[0] for t in tasks}
+    tok = InContextLayout(GridTokenizer())
+    rows = {t.id: tok.scored_rows(t.examples(), TINY.max_seq_len)[0] for t in tasks}
     flat, groups = [r for rs in rows.values() for r in rs], [k for k, rs in rows.items() for _ in rs]
     overall, per_task = grouped_loss(tiny_model, flat, groups)
     assert overall == output_token_loss(tiny_model, flat)  # bitwise: the same batches, summed the same way
@@ -299,7 +298,7 @@ def test_search_without_ttt_goes_task_by_task_with_the_same_views(tmp_path, caps
     # the views each example gets are those of predicting all examples together (as before)
     model, tok, _ = load_model(checkpoint, "cpu")
     tasks = select_tasks(load_tasks(eval_tasks(tmp_path)), task_set="all")
-    together = predict(model.eval(), InContextRows(tok), [e for t in tasks for e in t.examples()], TINY.max_seq_len, decoding)
+    together = predict(model.eval(), InContextLayout(tok), [e for t in tasks for e in t.examples()], TINY.max_seq_len, decoding)
     assert [t["attempts"] for k in ("aaa", "bbb") for t in results["tasks"][k]["tests"]] == \
         [[a.tolist() for a in p.attempts] for p in together]
     assert (out / "report.html").read_text().count('<section class="card') == 2

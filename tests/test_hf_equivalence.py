@@ -15,6 +15,7 @@ transformers.LlamaForCausalLM  # noqa: B018 - resolve the lazy import (seconds) 
 
 from arc.data.tokenizer import PAD  # noqa: E402
 from arc.inference.decode import greedy_decode  # noqa: E402
+from arc.layouts.rows import token_row
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,7 +58,7 @@ def test_copy_reaches_every_weight(tiny_model):
 def test_greedy_tokens_match(tiny_model):
     peer = speed.hf_peer(tiny_model)
     prompts = random_prompts(2, 20, seed=1)
-    ours = greedy_decode(tiny_model, prompts.tolist(), [10, 10], end_id=speed.NO_END, pad_id=PAD)
+    ours = greedy_decode(tiny_model, [token_row(p) for p in prompts.tolist()], [10, 10], end_id=speed.NO_END, pad_id=PAD)
     theirs = speed.hf_greedy(peer, prompts, 10).tolist()
     assert [len(row) for row in ours] == [10, 10]
     assert ours == theirs

@@ -15,6 +15,7 @@ from conftest import TINY  # noqa: E402
 
 from arc.data.tokenizer import END, PAD  # noqa: E402
 from arc.inference.decode import greedy_decode  # noqa: E402
+from arc.layouts.rows import token_row
 from arc.model.checkpoint import load_model  # noqa: E402
 from arc.model.config import LoRAConfig  # noqa: E402
 from arc.model.export import export_checkpoint, main  # noqa: E402
@@ -39,7 +40,7 @@ def assert_same_model(checkpoint, exported) -> None:
     with torch.no_grad():
         assert (ours(tokens) - peer(input_ids=tokens).logits).abs().max().item() <= 1e-5
     prompts = random_tokens(2, 20, seed=1)
-    mine = greedy_decode(ours, prompts.tolist(), [10, 10], end_id=-1, pad_id=PAD)
+    mine = greedy_decode(ours, [token_row(p) for p in prompts.tolist()], [10, 10], end_id=-1, pad_id=PAD)
     theirs = peer.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False, max_new_tokens=10,
                            min_new_tokens=10, eos_token_id=None, pad_token_id=PAD)[:, 20:]
     assert mine == theirs.tolist()

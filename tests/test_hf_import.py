@@ -21,7 +21,7 @@ from arc.data.tokenizer import PAD, SYMBOLS  # noqa: E402
 from arc.inference.config import EvalConfig  # noqa: E402
 from arc.inference.decode import greedy_decode  # noqa: E402
 from arc.inference.evaluation import evaluate  # noqa: E402
-from arc.layouts.rows import IGNORE, Batch  # noqa: E402
+from arc.layouts.rows import IGNORE, Batch, token_row  # noqa: E402
 from arc.model.checkpoint import adapter_base, checkpoint_dir, load_model, read_config  # noqa: E402
 from arc.model.config import LoRAConfig  # noqa: E402
 from arc.model.hf import import_hf, is_hf_folder, model_config, token_ids  # noqa: E402
@@ -72,7 +72,7 @@ def test_greedy_tokens_equal_the_reference_restricted_to_the_kept_ids(tiny_llama
     model, _, described = import_hf(folder)
     kept = torch.tensor(list(described["hf_import"]["token_ids"].values()))
     prompts = random_tokens(2, 30, seed=1)
-    ours = greedy_decode(model.eval(), prompts.tolist(), [12, 12], end_id=-1, pad_id=PAD)
+    ours = greedy_decode(model.eval(), [token_row(p) for p in prompts.tolist()], [12, 12], end_id=-1, pad_id=PAD)
     peer, tokens = reference(folder), prompts.clone()
     with torch.no_grad():
         for _ in range(12):  # the reference's greedy choice among our 16 tokens, step by step

@@ -1,7 +1,7 @@
 """The pair layout: known rows, 3-D positions, task and transform embeddings through the KV cache, the
 leak guard on the trainer's own sampler, and a tiny model that learns an evaluated task from its
 demonstrations alone."""
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -14,17 +14,19 @@ from arc.data.tokenizer import END, INPUT, OUTPUT, PAD, ROW, GridTokenizer
 from arc.inference.config import DecodeConfig
 from arc.inference.decode import left_pad
 from arc.inference.predict import predict
-from arc.layouts.rows import PairRows, collate
+from arc.layouts import make_layout
+from arc.layouts.pair import PairLayout
+from arc.layouts.rows import collate
 from arc.model.checkpoint import load_model
 from arc.model.config import ModelConfig
 from arc.model.positions import grid_numbers
 from arc.model.rope import rope3d_angles
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
-from arc.training.trainer import train, training_data
+from arc.training.trainer import select_data, train, training_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROWS = PairRows(GridTokenizer())
+ROWS = PairLayout(GridTokenizer(), task_ids=["a", "b", "t"])  # "t" is row 2 of the task table
 PAIR_MODEL = replace(TINY, rope="3d", n_tasks=3, transform_embedding=True)
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -39,21 +41,27 @@ PAIR_IDS = [INPUT, 1, 2, ROW, OUTPUT, 3, ROW, 4, ROW, END]
 
 
 def test_pair_row_known_ids_mask_and_prompt():
-    row = ROWS.encode(PAIR, task=2, transform=5)
+    row = ROWS.encode(replace(PAIR, transform=5))  # the ids travel with the example: its task's row, its transform
     assert row.ids.tolist() == PAIR_IDS and (row.task, row.transform) == (2, 5)
     assert row.loss_mask.tolist() == [False] * 5 + [True] * 5  # the output's rows and E
-    assert ROWS.encode(PAIR, input_loss=True).loss_mask.tolist() == [False] + [True] * 9  # the input too, not the first I
-    assert ROWS.prompt(PAIR) == PAIR_IDS[:5]
+    assert ROWS.encode(PAIR, train=True).loss_mask.tolist() == row.loss_mask.tolist()  # input_loss is off by default
+    input_loss = PairLayout(GridTokenizer(), {"input_loss": True}, task_ids=["t"])
+    assert input_loss.encode(PAIR, train=True).loss_mask.tolist() == [False] + [True] * 9  # the input too, not the first I
+    assert input_loss.encode(PAIR).loss_mask.tolist() == row.loss_mask.tolist()  # scoring: the answer only
+    prompt = ROWS.prompt(replace(PAIR, transform=3))
+    assert prompt.ids.tolist() == PAIR_IDS[:5] and (prompt.task, prompt.transform) == (2, 3)
     assert ROWS.length(PAIR, 5) == len(PAIR_IDS)
     assert ROWS.fit(PAIR, 10) is PAIR and ROWS.fit(PAIR, 9) is None
     test_input_only = Example("t", 0, [], Pair(g([[1, 2]])))
-    assert ROWS.encode(test_input_only, input_loss=True).ids.tolist() == PAIR_IDS[:5]
+    assert input_loss.encode(test_input_only, train=True).ids.tolist() == PAIR_IDS[:5]
     with pytest.raises(ValueError, match="no output"):
         ROWS.encode(test_input_only)
+    with pytest.raises(ValueError, match="no row in the task table"):
+        ROWS.encode(replace(PAIR, task_id="unknown"))
 
 
 def test_collate_carries_task_and_transform():
-    batch = collate([ROWS.encode(PAIR, task=1, transform=3), ROWS.encode(PAIR, task=2, transform=0)])
+    batch = collate([ROWS.encode(replace(PAIR, task_id="b", transform=3)), ROWS.encode(PAIR)])
     assert batch.task.tolist() == [1, 2] and batch.transform.tolist() == [3, 0]
     assert batch.inputs.shape == (2, len(PAIR_IDS) - 1)
 
@@ -139,8 +147,10 @@ def test_no_test_output_of_an_evaluated_task_reaches_a_training_row(tmp_path):
     eval_dir = write_tasks(tmp_path / "eval", {"secret": secret})
     cfg = replace(TrainConfig(), data=train_dir, eval_data=eval_dir, eval_set="all")
     assert cfg.layout == "pair"  # the default
-    data = training_data(cfg, ROWS, 512)
-    assert data.task_ids == ["t0", "t1", "t2", "t3", "secret"]
+    train_tasks, heldout, _ = select_data(cfg)
+    layout = make_layout(asdict(cfg), GridTokenizer(), [t.id for t in train_tasks + heldout])
+    data = training_data(layout, train_tasks, heldout, 512, cfg.seed)
+    assert layout.task_ids == ["t0", "t1", "t2", "t3", "secret"]
     assert all(p.output is None or p.output.shape != (5, 5) for _, pairs in data.sampler.groups[1] for p in pairs)
     seen_secret = 0
     for i in range(2000):
@@ -151,7 +161,7 @@ def test_no_test_output_of_an_evaluated_task_reaches_a_training_row(tmp_path):
         seen_secret += row.task == 4
     assert seen_secret > 800  # evaluated_share 0.5: the task's demonstrations were drawn, just never its test output
     with pytest.raises(ValueError, match="still has a test output"):
-        type(data.sampler)([], load_tasks(eval_dir), ROWS, 512, 0)
+        type(data.sampler)(layout, [], load_tasks(eval_dir), 512, 0)
 
 
 # --- end to end ---------------------------------------------------------------------------------------------
@@ -174,12 +184,12 @@ def test_tiny_pair_model_learns_an_evaluated_task_from_its_demonstrations(tmp_pa
                       out=str(tmp_path / "run"), seed=0)
     model, tokenizer, config = load_model(train(cfg))
     [task] = load_tasks(eval_dir)
-    index = {task_id: i for i, task_id in enumerate(config["task_ids"])}
+    layout = make_layout(config["training"], tokenizer, config["task_ids"])
     one_view = DecodeConfig(views=1)  # the task as given (8 views would vote, but one must already be right)
-    [p] = predict(model.eval(), PairRows(tokenizer), task.examples(), 128, one_view, task_index=index)
+    [p] = predict(model.eval(), layout, task.examples(), 128, one_view)
     assert p.correct, p.attempts
     untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
-    assert not predict(untrained.eval(), PairRows(tokenizer), task.examples(), 128, one_view, task_index=index)[0].correct
+    assert not predict(untrained.eval(), layout, task.examples(), 128, one_view)[0].correct
 
 
 # --- test-time adaptation to tasks without an embedding ------------------------------------------------------
@@ -190,10 +200,10 @@ def test_adapt_trains_new_rows_only_and_leaves_the_rest_bitwise(pair_model):
     from arc.inference.config import AdaptConfig
     rng = np.random.default_rng(2)
     tasks = [parse_task(f"new{i}", random_task(rng, n_train=3), "test") for i in range(2)]
-    index = {"a": 0, "b": 1, "c": 2}
+    layout = PairLayout(GridTokenizer(), task_ids=["a", "b", "c"])
     before = {n: p.detach().clone() for n, p in pair_model.named_parameters()}
-    report = adapt(pair_model, tasks, index, ROWS, AdaptConfig(steps=12, batch_size=4, lr=1e-2), 128, torch.device("cpu"))
-    assert (report.tasks, report.steps) == (2, 12) and index == {"a": 0, "b": 1, "c": 2, "new0": 3, "new1": 4}
+    report = adapt(pair_model, tasks, layout, AdaptConfig(steps=12, batch_size=4, lr=1e-2), 128, torch.device("cpu"))
+    assert (report.tasks, report.steps) == (2, 12) and layout.task_ids == ["a", "b", "c", "new0", "new1"]
     assert report.last_loss < report.first_loss
     after = dict(pair_model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before if n != "embed_task.weight")
@@ -201,7 +211,7 @@ def test_adapt_trains_new_rows_only_and_leaves_the_rest_bitwise(pair_model):
     assert not torch.equal(after["embed_task.weight"][3:], before["embed_task.weight"].mean(0).expand(2, -1))
     assert all(p.requires_grad for p in pair_model.parameters()) and not pair_model.training
     # already known tasks: nothing to do
-    assert adapt(pair_model, tasks, index, ROWS, AdaptConfig(steps=12), 128, torch.device("cpu")).tasks == 0
+    assert adapt(pair_model, tasks, layout, AdaptConfig(steps=12), 128, torch.device("cpu")).tasks == 0
 
 
 def test_adapt_full_moves_the_model_and_zero_steps_refuse(pair_model):
@@ -209,9 +219,10 @@ def test_adapt_full_moves_the_model_and_zero_steps_refuse(pair_model):
     from arc.inference.config import AdaptConfig
     task = parse_task("new", random_task(np.random.default_rng(3), n_train=2), "test")
     with pytest.raises(ValueError, match="no embedding.*--adapt-steps"):
-        adapt(pair_model, [task], {}, ROWS, AdaptConfig(steps=0), 128, torch.device("cpu"))
+        adapt(pair_model, [task], PairLayout(GridTokenizer(), task_ids=["a", "b", "c"]), AdaptConfig(steps=0), 128, torch.device("cpu"))
     head = pair_model.head.weight.detach().clone()
-    adapt(pair_model, [task], {}, ROWS, AdaptConfig(steps=3, batch_size=2, train="full"), 128, torch.device("cpu"))
+    adapt(pair_model, [task], PairLayout(GridTokenizer(), task_ids=["a", "b", "c"]), AdaptConfig(steps=3, batch_size=2, train="full"),
+          128, torch.device("cpu"))
     assert not torch.equal(pair_model.head.weight, head)
 
 
@@ -241,27 +252,26 @@ def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
 
 def test_fixed_colour_maps_are_shared_by_training_rows_and_prediction_views():
     from arc.data.augment import colour_map
-    from arc.inference.ensemble import views_for
-    from arc.layouts.sampling import PairSampler
     task = parse_task("abc", random_task(np.random.default_rng(5), n_train=3), "test")
     maps = {colour_map("abc", k) for k in range(3)}
     assert colour_map("abc", 0) == tuple(range(10)) and len(maps) == 3 and all(m[0] == 0 for m in maps)
     assert colour_map("abc", 1) == colour_map("abc", 1) != colour_map("abd", 1)  # a function of (task, k) only
-    sampler = PairSampler([task], [], ROWS, 512, seed=0, colour_maps=3)
+    layout = PairLayout(GridTokenizer(), {"colour_maps": 3}, task_ids=["abc"])
+    sampler = layout.sampler([task], [], 512, seed=0)
     pairs = task.train + task.test
     for i in range(40):  # every row's colours are one of the task's 3 maps of one of its pairs (under its transform)
         row = sampler.row(i)
         candidates = [Augmentation(row.transform, m, ()).apply(Example("abc", 0, [], p)) for m in maps for p in pairs]
-        assert any(ROWS.encode(c).ids.tolist() == row.ids.tolist() for c in candidates)
-    views = views_for(PairRows(GridTokenizer(), colour_maps=3), task.examples()[0], 8, seed=0)
+        assert any(layout.encode(c).ids.tolist() == row.ids.tolist() for c in candidates)
+    views = layout.views(task.examples()[0], 8, seed=0)
     assert [v.transform for v in views] == list(range(8))
     assert [v.colours for v in views[:3]] == [colour_map("abc", k) for k in range(3)]
 
 
 def test_input_loss_rows_include_the_evaluated_test_inputs_without_outputs():
-    from arc.layouts.sampling import PairSampler
     task = parse_task("ev", random_task(np.random.default_rng(6), n_train=2), "test").without_test_outputs()
-    sampler = PairSampler([], [task], ROWS, 512, seed=0, input_loss=True, augment=False)
+    layout = PairLayout(GridTokenizer(), {"input_loss": True, "augment": False}, task_ids=["ev"])
+    sampler = layout.sampler([], [task], 512, seed=0)
     rows = [sampler.row(i) for i in range(60)]
     inputs_only = [r for r in rows if r.ids[-1] == OUTPUT]  # I <test input> O: nothing after O
     assert inputs_only and all(r.loss_mask[1:].all() for r in inputs_only)

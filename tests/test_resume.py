@@ -93,18 +93,6 @@ def test_divergence_stops_without_saving_non_finite_weights(config):
         assert all(v is None or not isinstance(v, float) or math.isfinite(v) for v in json.loads(line).values())
 
 
-def test_a_run_saved_in_the_flat_layout_resumes_into_step_folders(config):
-    whole = train(config("whole"))
-    out = train(config("flat", stop_at_step=2))
-    step = checkpoint_dir(out)
-    for file in step.iterdir():  # the layout written before step folders: the files in the run folder
-        shutil.move(file, out / file.name)
-    step.rmdir()
-    resumed = train(config("flat"), resume=True)
-    assert_same_run(whole, resumed, evals=False)
-    assert sorted(p.name for p in resumed.iterdir()) == ["loss.svg", "metrics.jsonl", "report.html", "step-000004"]
-
-
 def test_a_lora_run_finds_its_base_from_any_working_directory(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train(replace(config("base", max_steps=1), out="runs/base"))

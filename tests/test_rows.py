@@ -7,7 +7,8 @@ import pytest
 
 from arc.data.tasks import Example, Pair, load_tasks
 from arc.data.tokenizer import OUTPUT, GridTokenizer, grid_length
-from arc.layouts.rows import InContextRows, answer_budget, answer_limit
+from arc.layouts.in_context import InContextLayout
+from arc.layouts.rows import answer_budget, answer_limit
 
 
 def g(rows) -> np.ndarray:
@@ -26,8 +27,8 @@ SMALL_MASK = [False] * 15 + [True] * 4  # only the test output's rows and its E
 SMALL_TEXT = "BI12\nO3\n4\nEI5\nO67\nE"
 
 @pytest.fixture(scope="module")
-def rows() -> InContextRows:
-    return InContextRows(GridTokenizer())
+def rows() -> InContextLayout:
+    return InContextLayout(GridTokenizer())
 
 
 def test_encode_example_known_ids_and_mask(rows):
@@ -39,10 +40,10 @@ def test_encode_example_known_ids_and_mask(rows):
 
 def test_encode_prompt_is_the_prefix_ending_at_the_test_output_marker(rows):
     prompt = rows.prompt(SMALL)
-    assert prompt == SMALL_IDS[:15]
-    assert prompt[-1] == OUTPUT
+    assert prompt.ids.tolist() == SMALL_IDS[:15] and not prompt.loss_mask.any()
+    assert prompt.ids[-1] == OUTPUT
     # prediction: no answer needed
-    assert rows.prompt(example([([[1, 2]], [[3], [4]])], [[5]])) == SMALL_IDS[:15]
+    assert rows.prompt(example([([[1, 2]], [[3], [4]])], [[5]])).ids.tolist() == SMALL_IDS[:15]
 
 
 def test_encode_example_without_test_output_raises(rows):
@@ -58,7 +59,7 @@ THREE = example([([[1]], [[2]]), ([[3]], [[4]]), ([[5]], [[6]])], [[7]], [[8]])
 
 def test_train_on_demo_outputs_masks_later_demo_outputs_not_the_first(rows):
     default = rows.encode(THREE)
-    with_demos = rows.encode(THREE, train_on_demo_outputs=True)
+    with_demos = rows.encode(THREE, train=True)
     assert default.ids.tolist() == with_demos.ids.tolist()
     assert len(default.ids) == 29
     assert np.flatnonzero(default.loss_mask).tolist() == [26, 27, 28]
@@ -126,7 +127,7 @@ def test_example_length_equals_encoded_length(rows, seed):
     ex = example([(grid(), grid()) for _ in range(int(rng.integers(1, 4)))], grid(), grid())
     answer = grid_length(ex.test.output) + 1
     assert rows.length(ex, answer) == len(rows.encode(ex).ids)
-    assert rows.length(ex, 0) == len(rows.prompt(ex))
+    assert rows.length(ex, 0) == len(rows.prompt(ex).ids)
 
 
 def _pair(h_in, w_in, h_out, w_out):

@@ -10,6 +10,7 @@ import torch
 
 from arc.inference.decode import greedy_decode
 from arc.inference.search import dfs_decode, sample_decode
+from arc.layouts.rows import token_row
 from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer
 
@@ -74,7 +75,7 @@ def test_dfs_equals_brute_force(seed):
         # no sequence sits so close to the threshold that cache-vs-full float noise could flip it
         assert min(abs(nll - budget) for nll in everything.values()) > 1e-4
         expected = sorted((nll, s) for s, nll in everything.items() if nll < budget)  # prob descending
-        got = dfs_decode(model, PROMPT, MAX_NEW, END, threshold=threshold, max_candidates=1000)
+        got = dfs_decode(model, token_row(PROMPT), MAX_NEW, END, threshold=threshold, max_candidates=1000)
         assert [tuple(c.tokens) for c in got] == [s for _, s in expected]
         assert [c.nll for c in got] == pytest.approx([nll for nll, _ in expected], abs=1e-5, rel=0)
         sizes.append(len(expected))
@@ -86,10 +87,10 @@ def test_high_threshold_returns_exactly_greedy():
     cases = set()
     for seed, prompt in itertools.product(range(4), ([0, 1, 2, 0], [2, 2, 1])):
         model = small_model(seed, head_scale=40)
-        greedy = greedy_decode(model, [prompt], [6], END, pad_id=0)[0]
+        greedy = greedy_decode(model, [token_row(prompt)], [6], END, pad_id=0)[0]
         p = math.exp(-sequence_nll(model, prompt, [greedy])[0])
         above = greedy[-1] == END and p > 0.6  # anything above p > 0.5 must take the argmax at every step
-        got = dfs_decode(model, prompt, 6, END, threshold=0.6)
+        got = dfs_decode(model, token_row(prompt), 6, END, threshold=0.6)
         assert [c.tokens for c in got] == ([greedy] if above else [])
         cases.add(above)
     assert cases == {True, False}  # both outcomes are exercised
@@ -97,21 +98,21 @@ def test_high_threshold_returns_exactly_greedy():
 
 def test_max_candidates_and_one_bounded_cache():
     model = small_model(2, head_scale=10)
-    everything = dfs_decode(model, PROMPT, MAX_NEW, END, threshold=0.02, max_candidates=1000)
+    everything = dfs_decode(model, token_row(PROMPT), MAX_NEW, END, threshold=0.02, max_candidates=1000)
     assert len(everything) >= 5
     caches, lengths = [], []
     new_cache = model.new_cache
     model.new_cache = lambda *a, **k: caches.append(new_cache(*a, **k)) or caches[-1]
     model.register_forward_hook(lambda mod, args, kwargs, out: lengths.append(kwargs["cache"].length), with_kwargs=True)
-    capped = dfs_decode(model, PROMPT, MAX_NEW, END, threshold=0.02, max_candidates=2)
+    capped = dfs_decode(model, token_row(PROMPT), MAX_NEW, END, threshold=0.02, max_candidates=2)
     assert len(capped) == 2
     assert all(c in everything for c in capped)
     assert len(caches) == 1 and caches[0].capacity == len(PROMPT) + MAX_NEW  # one cache, never copied
     assert max(lengths) <= len(PROMPT) + MAX_NEW
     # the first complete path explored is the greedy one
-    greedy = greedy_decode(model, [PROMPT], [MAX_NEW], END, pad_id=0)[0]
-    assert [c.tokens for c in dfs_decode(model, PROMPT, MAX_NEW, END, threshold=0.02, max_candidates=1)] == [greedy]
-    assert dfs_decode(model, PROMPT, MAX_NEW, END, threshold=0.02, time_limit_s=0.0) == []  # out of time at once
+    greedy = greedy_decode(model, [token_row(PROMPT)], [MAX_NEW], END, pad_id=0)[0]
+    assert [c.tokens for c in dfs_decode(model, token_row(PROMPT), MAX_NEW, END, threshold=0.02, max_candidates=1)] == [greedy]
+    assert dfs_decode(model, token_row(PROMPT), MAX_NEW, END, threshold=0.02, time_limit_s=0.0) == []  # out of time at once
 
 
 def test_dfs_depth_is_not_bounded_by_recursion():
@@ -130,7 +131,7 @@ def test_dfs_depth_is_not_bounded_by_recursion():
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(len(inspect.stack(0)) + 150)
     try:
-        got = dfs_decode(model, [1, 2], 300, END, threshold=0.5)
+        got = dfs_decode(model, token_row([1, 2]), 300, END, threshold=0.5)
     finally:
         sys.setrecursionlimit(limit)
     assert got == []  # END never comes, so the single branch is dropped at the length limit
@@ -152,17 +153,17 @@ def test_sequence_nll_equals_full_forward():
 def test_sample_decode_reproducible_distinct_sorted_and_scored():
     model = small_model(0, head_scale=3)
     kw = dict(n=16, max_new_tokens=6, end_id=END)
-    a, b = sample_decode(model, PROMPT, seed=0, **kw), sample_decode(model, PROMPT, seed=0, **kw)
+    a, b = sample_decode(model, token_row(PROMPT), seed=0, **kw), sample_decode(model, token_row(PROMPT), seed=0, **kw)
     assert a == b and len(a) >= 3
-    assert [c.tokens for c in sample_decode(model, PROMPT, seed=1, **kw)] != [c.tokens for c in a]
+    assert [c.tokens for c in sample_decode(model, token_row(PROMPT), seed=1, **kw)] != [c.tokens for c in a]
     assert len({tuple(c.tokens) for c in a}) == len(a)  # distinct
     assert [c.nll for c in a] == sorted(c.nll for c in a)
     assert all(c.tokens[-1] == END and END not in c.tokens[:-1] and len(c.tokens) <= 6 for c in a)
     # the NLL is under the true distribution, whatever temperature / top-k drew the sample
-    hot = sample_decode(model, PROMPT, temperature=2.0, top_k=3, seed=0, **kw)
+    hot = sample_decode(model, token_row(PROMPT), temperature=2.0, top_k=3, seed=0, **kw)
     for cands in (a, hot):
         rescored = sequence_nll(model, PROMPT, [c.tokens for c in cands])
         assert [c.nll for c in cands] == pytest.approx(rescored, abs=1e-5, rel=0)
     # top-1 sampling is greedy decoding
-    greedy = greedy_decode(model, [PROMPT], [6], END, pad_id=0)[0]
-    assert [c.tokens for c in sample_decode(model, PROMPT, top_k=1, **kw)] == ([greedy] if greedy[-1] == END else [])
+    greedy = greedy_decode(model, [token_row(PROMPT)], [6], END, pad_id=0)[0]
+    assert [c.tokens for c in sample_decode(model, token_row(PROMPT), top_k=1, **kw)] == ([greedy] if greedy[-1] == END else [])

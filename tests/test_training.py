@@ -17,7 +17,7 @@ from arc.data.tasks import DataError, load_tasks
 from arc.inference.config import DecodeConfig
 from arc.inference.predict import predict
 from arc.infra.config import add_config_flags, build_config, given_flags
-from arc.layouts.rows import InContextRows
+from arc.layouts.in_context import InContextLayout
 from arc.model.checkpoint import (
     checkpoint_dir,
     load_model,
@@ -28,7 +28,7 @@ from arc.model.config import LoRAConfig
 from arc.model.lora import LoRALinear, add_lora, load_adapter
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
-from arc.training.trainer import saved_train_config, train
+from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,7 +170,7 @@ def test_tiny_model_learns_one_task(tiny_train_config, tmp_path):
                             warmup_steps=20, augment=False)
     out = train(cfg)
     model, tokenizer, _ = load_model(out)
-    rows = InContextRows(tokenizer)
+    rows = InContextLayout(tokenizer)
     examples = load_tasks(data)[0].examples()
     [prediction] = predict(model.eval(), rows, examples, TINY.max_seq_len, DecodeConfig())
     assert prediction.status == "ok"
@@ -205,17 +205,6 @@ def test_cli_flags_parse_to_typed_values():
 def test_cli_derived_model_fields_are_not_flags():
     with pytest.raises(SystemExit):
         parse(["--n-tasks", "3"])  # set from the data, never by hand
-
-
-def test_resume_reads_a_config_saved_before_the_nesting():
-    flat = {"layout": "pair", "d_model": 64, "n_layers": 2, "n_heads": 4, "grid_positions": False, "rope": "3d",
-            "max_len": 1024, "lora_rank": 0, "lora_alpha": 32.0, "lora_dropout": 0.0, "lora_targets": ["wq"],
-            "extra": {}, "max_steps": 9}
-    config = saved_train_config({"training": flat})
-    assert (config.model.d_model, config.model.max_seq_len, config.max_row_tokens) == (64, 1024, 1024)
-    assert (config.lora.targets, config.max_steps, config.layout) == (("wq",), 9, "pair")
-    old = saved_train_config({"training": {"d_model": 32, "max_len": 128}})  # before the pair layout too
-    assert (old.layout, old.model.rope) == ("in_context", "1d")
 
 
 def test_cli_unset_flags_are_absent():

@@ -1,4 +1,4 @@
-"""arc.inference.ttt: leave-one-out rows use only the demonstrations, the adapter always comes off leaving the base
+"""arc.inference.ttt: leave-one-out rows (the in-context layout's demonstration sampler) use only the demonstrations, the adapter always comes off leaving the base
 model bitwise unchanged, and a few dozen steps really lower the loss on a tiny model."""
 import contextlib
 
@@ -12,13 +12,14 @@ from arc.data.augment import Augmentation
 from arc.data.tasks import Pair, Task
 from arc.data.tokenizer import SYMBOLS, GridTokenizer, grid_length
 from arc.inference import ttt
-from arc.layouts.rows import InContextRows
+from arc.layouts.in_context import InContextLayout
+from arc.layouts.rows import NoRows
 from arc.model.config import DEFAULT_TARGETS
 from arc.model.lora import add_lora, lora_modules
 from arc.model.transformer import Transformer
 from arc.training.scoring import output_token_loss
 
-ROWS = InContextRows(GridTokenizer())
+ROWS = InContextLayout(GridTokenizer())
 CPU = torch.device("cpu")
 
 
@@ -48,25 +49,28 @@ def pairs_of(ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return [tuple(grid_of(g) for g in chunk[1:].split("O")) for chunk in text[1:-1].split("E")]
 
 
-def test_rows_without_augmentation_hold_out_each_demo_in_turn():
+def test_rows_without_augmentation_hold_out_one_demo_each():
     task = swap_task(0, nines=True)
-    rows = ttt.leave_one_out_rows(task.train, ROWS, 128, np.random.default_rng(0), count=6, augment=False)
-    assert len(rows) == 6
-    for i, row in enumerate(rows):
+    sampler = ROWS.demonstration_sampler([task], 128, seed=0, augment=False)
+    rows, held_out = [sampler.row(i) for i in range(12)], set()
+    for row in rows:
         assert 9 not in row.ids  # the task's test input (all 9s) is never shown
         pairs = pairs_of(row.ids)
-        held = i % 3
+        [held] = [j for j, p in enumerate(task.train) if np.array_equal(pairs[-1][0], p.input)]
+        held_out.add(held)
         others = [p for j, p in enumerate(task.train) if j != held]
         assert np.array_equal(pairs[-1][0], task.train[held].input)
         assert np.array_equal(pairs[-1][1], task.train[held].output)
         assert all(np.array_equal(a, p.input) and np.array_equal(b, p.output) for (a, b), p in zip(pairs[:-1], others))
         # loss on the pseudo-test output and on the context outputs after the first (each + its 'E')
         assert row.loss_mask.sum() == sum(grid_length(b) + 1 for _, b in pairs[1:])
+    assert held_out == {0, 1, 2}  # each demonstration serves as the pseudo-test
 
 
 def test_augmented_rows_are_symmetries_of_a_demo():
     task = swap_task(1)
-    rows = ttt.leave_one_out_rows(task.train, ROWS, 128, np.random.default_rng(0), count=8)
+    sampler = ROWS.demonstration_sampler([task], 128, seed=0)
+    rows = [sampler.row(i) for i in range(8)]
     assert len({r.ids.tobytes() for r in rows}) > 1  # fresh augmentation per row
 
     def matches(pair: Pair, got_in: np.ndarray, got_out: np.ndarray) -> bool:
@@ -90,10 +94,11 @@ def test_augmented_rows_are_symmetries_of_a_demo():
 
 def test_one_demo_gives_no_rows_and_skips():
     task = swap_task(0, n_train=1)
-    assert ttt.leave_one_out_rows(task.train, ROWS, 128, np.random.default_rng(0), count=4) == []
+    with pytest.raises(NoRows, match="at least 2"):
+        ROWS.demonstration_sampler([task], 128, seed=0)
     torch.manual_seed(0)
     model = Transformer(TINY)
-    with ttt.task_adapter(model, task.train, ROWS, ttt.TTTConfig(steps=2), CPU) as report:
+    with ttt.task_adapter(model, task, ROWS, ttt.TTTConfig(steps=2), CPU, 128) as report:
         assert report.skipped and "at least 2" in report.skipped and report.steps == 0
         assert not lora_modules(model)
 
@@ -125,7 +130,7 @@ def test_task_adapter_leaves_the_base_model_bitwise_unchanged(fail, one_thread):
     before = snapshot(model)
     task = swap_task(2)
     with pytest.raises(RuntimeError, match="inside") if fail else contextlib.nullcontext():
-        with ttt.task_adapter(model, task.train, ROWS, ttt.TTTConfig(steps=3, lr=1e-2), CPU) as report:
+        with ttt.task_adapter(model, task, ROWS, ttt.TTTConfig(steps=3, lr=1e-2), CPU, 128) as report:
             assert report.skipped is None and report.steps == 3 and not model.training
             assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers
             assert not any(m.merged for m in lora_modules(model).values())
@@ -138,7 +143,7 @@ def test_task_adapter_refuses_a_model_that_already_has_an_adapter():
     model = Transformer(TINY)
     add_lora(model, rank=2, alpha=4.0)
     with pytest.raises(ValueError, match="without LoRA"):
-        with ttt.task_adapter(model, swap_task(0).train, ROWS, ttt.TTTConfig(steps=1), CPU):
+        with ttt.task_adapter(model, swap_task(0), ROWS, ttt.TTTConfig(steps=1), CPU, 128):
             pass
     assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers  # the existing adapter is kept
 
@@ -157,7 +162,7 @@ def test_ttt_lowers_the_loss(one_thread):
     with torch.no_grad():
         base_logits = model(tokens)
     base_test_loss = output_token_loss(model, [test_row])
-    with ttt.task_adapter(model, task.train, ROWS, ttt.TTTConfig(steps=32, lr=3e-3), CPU) as report:
+    with ttt.task_adapter(model, task, ROWS, ttt.TTTConfig(steps=32, lr=3e-3), CPU, 128) as report:
         assert report.rows == 32 * 4 and report.steps == 32
         assert report.last_loss < 0.7 * report.first_loss, report
         with torch.no_grad():

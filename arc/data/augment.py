@@ -19,7 +19,7 @@ Rotations 1 and 3 are each other's inverse; every other transform is its own inv
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -40,6 +40,18 @@ _TRANSFORMS: tuple[Callable[[Grid], Grid], ...] = (
 )
 _INVERSE: tuple[int, ...] = (0, 3, 2, 1, 4, 5, 6, 7)
 N_COLOURS = 10
+
+
+def _composition_table() -> tuple[tuple[int, ...], ...]:
+    """_THEN[a][b]: the transform equal to b applied after a, found by applying both to a grid whose 8
+    images are all different."""
+    probe = np.arange(6).reshape(2, 3)
+    images = [t(probe) for t in _TRANSFORMS]
+    index = lambda g: next(k for k, image in enumerate(images) if image.shape == g.shape and (image == g).all())  # noqa: E731
+    return tuple(tuple(index(_TRANSFORMS[b](_TRANSFORMS[a](probe))) for b in range(8)) for a in range(8))
+
+
+_THEN = _composition_table()
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,9 @@ class Augmentation:
         if len(example.train) != len(self.order):
             raise ValueError(f"augmentation orders {len(self.order)} demonstrations, got {len(example.train)}")
         train = [self._pair(example.train[i]) for i in self.order]
-        return Example(example.task_id, example.test_index, train, self._pair(example.test))
+        # the example remembers the D8 transform its grids are in (the pair layout's transform embedding)
+        return Example(example.task_id, example.test_index, train, self._pair(example.test),
+                       _THEN[example.transform][self.transform])
 
 
 def identity_augmentation(n_train: int) -> Augmentation:
@@ -129,3 +143,31 @@ def random_augmentation(
         perm = tuple(int(c) for c in rng.permutation(N_COLOURS))
     order = tuple(int(i) for i in rng.permutation(n_train)) if shuffle else tuple(range(n_train))
     return Augmentation(transform, perm, order)
+
+
+def make_views(n_train: int, k: int, seed: int, keep_background: bool = True,
+               cover_transforms: bool = False) -> list[Augmentation]:
+    """k augmentations for a task with n_train demonstrations: the identity first (the task as given is
+    always one of the experts), then k - 1 distinct random ones, reproducible from seed. With
+    cover_transforms view v takes D8 transform v % 8, so 8 views see all eight (the pair layout, whose
+    model was trained with an embedding per transform)."""
+    if k < 1:
+        raise ValueError(f"need at least one view, got k={k}")
+    rng = np.random.default_rng(seed)
+    views = [identity_augmentation(n_train)]
+    seen = {(v.transform, v.colours, v.order) for v in views}
+    # Duplicate views would count one expert twice. Small tasks have few symmetries (1 demonstration,
+    # no colour change: only 8), so give up loudly rather than loop forever.
+    for _ in range(1000 * k):
+        if len(views) == k:
+            return views
+        view = random_augmentation(rng, n_train, keep_background=keep_background)
+        if cover_transforms:
+            view = replace(view, transform=len(views) % 8)
+        key = (view.transform, view.colours, view.order)
+        if key not in seen:
+            seen.add(key)
+            views.append(view)
+    if len(views) == k:
+        return views
+    raise ValueError(f"could not draw {k} distinct views for {n_train} demonstrations")

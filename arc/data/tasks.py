@@ -17,7 +17,7 @@ import functools
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +54,11 @@ class Example:
     test_index: int  # which test input of the task this is
     train: list[Pair]  # the demonstrations shown before the test input
     test: Pair  # the test input (and its output, when known)
+    transform: int = 0  # the D8 transform its grids went through (arc.data.augment); travels with it into its row
 
     def hidden(self) -> "Example":
         """The same example with the test output removed: all that prediction may see."""
-        return Example(self.task_id, self.test_index, self.train, Pair(self.test.input))
+        return replace(self, test=Pair(self.test.input))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import torch
 
 from arc.data.tasks import Task
-from arc.inference.config import AdaptConfig
 from arc.infra.errors import ConfigError
-from arc.layouts.rows import PairRows
-from arc.layouts.sampling import PairSampler
+from arc.inference.config import AdaptConfig
+from arc.layouts.rows import Layout, NoRows
 from arc.model.transformer import Transformer
-from arc.training.optim import BETAS, lr_at, optimizer_step, set_lr
+from arc.training.fit import fit, trainable
+from arc.training.optim import lr_at, make_optimizer
 
 
 @dataclass
@@ -39,11 +39,11 @@ class AdaptReport:
     last_loss: float | None
 
 
-def adapt(model: Transformer, tasks: list[Task], task_index: dict[str, int], rows: PairRows, cfg: AdaptConfig,
-          row_tokens: int, device: torch.device, amp_dtype: torch.dtype | None = None) -> AdaptReport:
-    """Give every task of `tasks` missing from task_index an embedding row, add it to task_index, and
-    train as cfg says. Leaves the model in eval mode with every parameter's requires_grad as it was."""
-    new = [t for t in tasks if t.id not in task_index]
+def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfig, row_tokens: int,
+          device: torch.device, amp_dtype: torch.dtype | None = None) -> AdaptReport:
+    """Give every task of `tasks` that the layout's task table lacks a row (in the model and the layout),
+    and train as cfg says. Leaves the model in the mode it was in, every requires_grad as it was."""
+    new = [t for t in tasks if not layout.knows(t.id)]
     if not new:
         return AdaptReport(0, 0, 0.0, None, None)
     if cfg.steps <= 0:
@@ -51,32 +51,22 @@ def adapt(model: Transformer, tasks: list[Task], task_index: dict[str, int], row
                          "adapt to them with --adapt-steps N, or evaluate the tasks it was trained on")
     if cfg.train not in ("embeddings", "full"):
         raise ConfigError(f"--adapt-train {cfg.train!r}: embeddings | full")
-    started = time.time()
-    first = model.add_tasks(len(new)).start
-    task_index.update({t.id: first + i for i, t in enumerate(new)})
-    sampler = PairSampler([], [t.without_test_outputs() for t in new], rows, row_tokens, cfg.seed, first_task=first)
-
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    if cfg.train == "embeddings":
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model.embed_task.weight.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    # no weight decay: rows that get no gradient (the trained tasks') must not move at all
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=BETAS, weight_decay=0.0)
-    losses = []
-    model.train()
+    model.add_tasks(len(new))
+    layout.add_tasks([t.id for t in new])
     try:
-        for step in range(cfg.steps):
-            if cfg.seconds and time.time() - started > cfg.seconds:
-                break
-            set_lr(optimizer, lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1))
-            losses.append(optimizer_step(model, optimizer, params, [sampler.batch(step, cfg.batch_size)], 1.0, device, amp_dtype))
-            if (step + 1) % 50 == 0:  # a long adaptation says how far it is (one line every 50 steps)
-                print(f"adapting: step {step + 1}/{cfg.steps} | loss {losses[-1]:.3f} | {time.time() - started:.0f}s", flush=True)
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.eval()
-    return AdaptReport(len(new), len(losses), time.time() - started, losses[0] if losses else None,
-                       losses[-1] if losses else None)
+        sampler = layout.demonstration_sampler(new, row_tokens, cfg.seed)
+    except NoRows as error:
+        raise ConfigError(f"cannot adapt to {' '.join(t.id for t in new[:8])}: {error}") from None
+
+    def progress(done: int, loss: float, lr: float) -> None:
+        if done % 50 == 0:  # a long adaptation says how far it is (one line every 50 steps)
+            print(f"adapting: step {done}/{cfg.steps} | loss {loss:.3f} | {time.time() - started:.0f}s", flush=True)
+
+    started = time.time()
+    # embeddings: only the new rows get gradients, and without weight decay the trained rows stay bitwise equal
+    with trainable(model, [model.embed_task.weight] if cfg.train == "embeddings" else None) as params:
+        optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
+        report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
+                     lambda step: lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1), range(cfg.steps),
+                     1.0, device, amp_dtype, seconds=cfg.seconds, after_step=progress)
+    return AdaptReport(len(new), report.steps, time.time() - started, report.first_loss, report.last_loss)

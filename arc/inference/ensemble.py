@@ -31,13 +31,10 @@ import torch
 
 from arc.data.augment import (
     Augmentation,
-    colour_map,
-    identity_augmentation,
-    random_augmentation,
 )
 from arc.data.tasks import Example, Grid, Pair
 from arc.data.tokenizer import grid_length
-from arc.layouts.rows import EncodedRow, Rows
+from arc.layouts.rows import EncodedRow, Layout
 from arc.training.scoring import row_nll
 
 
@@ -48,88 +45,37 @@ def grid_key(grid: Grid) -> tuple:
 
 
 # --------------------------------------------------------------------------------------------------
-# Views
-# --------------------------------------------------------------------------------------------------
-
-
-def make_views(n_train: int, k: int, seed: int, keep_background: bool = True,
-               cover_transforms: bool = False) -> list[Augmentation]:
-    """k augmentations for a task with n_train demonstrations: the identity first (the task as given is
-    always one of the experts), then k - 1 distinct random ones, reproducible from seed. With
-    cover_transforms view v takes D8 transform v % 8, so 8 views see all eight (the pair layout, whose
-    model was trained with an embedding per transform)."""
-    if k < 1:
-        raise ValueError(f"need at least one view, got k={k}")
-    rng = np.random.default_rng(seed)
-    views = [identity_augmentation(n_train)]
-    seen = {(v.transform, v.colours, v.order) for v in views}
-    # Duplicate views would count one expert twice. Small tasks have few symmetries (1 demonstration,
-    # no colour change: only 8), so give up loudly rather than loop forever.
-    for _ in range(1000 * k):
-        if len(views) == k:
-            return views
-        view = random_augmentation(rng, n_train, keep_background=keep_background)
-        if cover_transforms:
-            view = replace(view, transform=len(views) % 8)
-        key = (view.transform, view.colours, view.order)
-        if key not in seen:
-            seen.add(key)
-            views.append(view)
-    if len(views) == k:
-        return views
-    raise ValueError(f"could not draw {k} distinct views for {n_train} demonstrations")
-
-
-def views_for(rows: Rows, example: Example, k: int, seed: int) -> list[Augmentation]:
-    """The k views an example is predicted (or scored) under, as its row layout was trained:
-    in-context, make_views (random transforms, colours and demonstration orders); pair layout, view v
-    takes D8 transform v % 8 (each has its own embedding) and, when the model was trained on each task's
-    K fixed colour maps (rows.colour_maps), the task's map v % K, else a random colour permutation."""
-    if rows.name != "pair":
-        return make_views(len(example.train), k, seed)
-    if not rows.colour_maps:
-        return make_views(len(example.train), k, seed, rows.keep_background, cover_transforms=True)
-    order = tuple(range(len(example.train)))
-    return [Augmentation(v % 8, colour_map(example.task_id, v % rows.colour_maps, rows.keep_background), order)
-            for v in range(k)]
-
-
-# --------------------------------------------------------------------------------------------------
 # Scoring candidates under views
 # --------------------------------------------------------------------------------------------------
 
 
-def _scored_row(rows: Rows, example: Example, candidate: Grid, view: Augmentation, max_len: int,
-                task: int) -> EncodedRow | None:
+def _scored_row(layout: Layout, example: Example, candidate: Grid, view: Augmentation, max_tokens: int) -> EncodedRow | None:
     """The encoded row "view(task) with view(candidate) as the answer", or None if it cannot fit."""
-    hidden = example.hidden()
     # Fit in the view's frame, as prediction on that view does: the context budget is computed with the
     # answer hidden, so the demonstrations kept are the ones the model saw when it answered. (Fitting in
     # the original frame is not enough: a transpose turns h*(w+1) tokens into w*(h+1).)
-    fitted = rows.fit(view.apply(hidden), max_len)
+    fitted = layout.fit(view.apply(example.hidden()), max_tokens)
     if fitted is None:
         return None
     answer = view.apply_grid(candidate)
-    if rows.length(fitted, grid_length(answer) + 1) > max_len:
+    if layout.length(fitted, grid_length(answer) + 1) > max_tokens:
         return None  # a candidate larger than the budget reserved for it
-    full = Example(fitted.task_id, fitted.test_index, fitted.train, Pair(fitted.test.input, answer))
-    return rows.encode(full, task=task, transform=view.transform)  # loss mask: the answer's rows and its end token
+    return layout.encode(replace(fitted, test=Pair(fitted.test.input, answer)))  # loss mask: the answer's rows and its end token
 
 
 @torch.inference_mode()
 def candidate_nll(
     model,
-    rows: Rows,
+    layout: Layout,
     example: Example,
     candidates: list[Grid],
     views: list[Augmentation],
-    max_len: int,
+    max_tokens: int,
     batch_size: int = 16,
     autocast_dtype: torch.dtype | None = None,
-    task: int = 0,
 ) -> np.ndarray:
     """NLL (natural log, summed over the answer's tokens including the end token) of each candidate as
-    the answer under each view: shape (n_candidates, n_views); +inf where the row cannot fit max_len.
+    the answer under each view: shape (n_candidates, n_views); +inf where the row cannot fit max_tokens.
 
     Candidates are in the original frame; each view transforms the task and the candidate together.
     """
@@ -137,7 +83,7 @@ def candidate_nll(
     scored: list[tuple[int, int, EncodedRow]] = []
     for c, candidate in enumerate(candidates):
         for v, view in enumerate(views):
-            row = _scored_row(rows, example, candidate, view, max_len, task)
+            row = _scored_row(layout, example, candidate, view, max_tokens)
             if row is not None:
                 scored.append((c, v, row))
     if not scored:

@@ -1,14 +1,16 @@
-"""From examples to two attempts per test input: views -> decode -> map back -> select.
+"""From examples to two attempts per test input, in two stages that the evaluation runs one after the other:
 
-    for each example and each of K augmented views (the first is the task as given):
-        fit the viewed task into the context (answer hidden), decode it     greedy | sample | dfs
-        parse the generated tokens into a grid, map it back to the original frame (inverse view)
-    pool the candidates of all views, count the views that produced each distinct grid (votes)
-    choose the attempts:  vote  most votes first (ties: lower NLL, then first seen)
-                          poe   product of experts: lowest NLL summed over `score_views` views
+    generate   for each example and each of K augmented views (the first is the task as given):
+                   fit the viewed task into the context (answer hidden), decode it    greedy | sample | dfs
+                   parse the generated tokens into a grid, map it back (inverse view)
+               pool the candidates of all views: each distinct grid with the views that produced it
+    select     choose the attempts among the pooled candidates:
+                   vote  most votes first (ties: lower NLL, then first seen)
+                   poe   product of experts: lowest NLL summed over `score_views` views
 
-Greedy decoding of all (example, view) prompts runs in batches across examples; DFS and sampling
-run per prompt. Candidate scoring for "poe" is batched over (candidate, view) rows.
+The layout (arc.layouts) says what a prompt is, how many views by default and which ones. Greedy
+decoding of all (example, view) prompts runs in batches across examples; DFS and sampling run per
+prompt. Candidate scoring for "poe" is batched over (candidate, view) rows.
 """
 from __future__ import annotations
 
@@ -19,17 +21,9 @@ from arc.data.tasks import Example, Grid, grids_equal
 from arc.data.tokenizer import END, PAD, GridTokenizer
 from arc.inference.config import DecodeConfig
 from arc.inference.decode import greedy_decode
-from arc.inference.ensemble import (
-    candidate_nll,
-    choose_attempts,
-    grid_key,
-    pool_candidates,
-    product_of_experts,
-    views_for,
-    vote,
-)
+from arc.inference.ensemble import Pooled, candidate_nll, choose_attempts, grid_key, pool_candidates, product_of_experts, vote
 from arc.inference.search import dfs_decode, sample_decode
-from arc.layouts.rows import Rows, answer_limit
+from arc.layouts.rows import EncodedRow, Layout, answer_limit
 
 
 @dataclass
@@ -41,6 +35,7 @@ class Prediction:
     candidates: int = 0  # distinct valid grids found across views
     votes: list[int] = field(default_factory=list)  # views that produced each attempt
     attempts_by: dict[str, list[Grid]] = field(default_factory=dict)  # attempts under each selection method
+    pool: list[Pooled] = field(default_factory=list, repr=False)  # the distinct candidates generate found
 
     @property
     def correct(self) -> bool | None:
@@ -55,22 +50,19 @@ class Prediction:
 class _Job:
     example_index: int
     view_index: int
-    prompt: list[int]
+    prompt: EncodedRow  # the view's prompt, with its task and D8 transform
     max_new: int
-    task: int  # task embedding row (pair layout)
-    transform: int  # the view's D8 transform
 
 
 def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[list[tuple[list[int], float]]]:
     """For each job, its generated token sequences with their NLL (nan when greedy does not score)."""
     if cfg.decode == "greedy":
         outputs: list[list[tuple[list[int], float]]] = [[] for _ in jobs]
-        order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].prompt))  # similar lengths batch well
+        order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].prompt.ids))  # similar lengths batch well
         started, reported = time.time(), 0
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
-            ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype,
-                                tasks=[jobs[i].task for i in chunk], transforms=[jobs[i].transform for i in chunk])
+            ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype)
             for i, tokens in zip(chunk, ids):
                 outputs[i] = [(tokens, float("nan"))]
             done = start + len(chunk)
@@ -81,8 +73,7 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
         return outputs
     if cfg.decode == "dfs":
         outputs = [[(c.tokens, c.nll) for c in dfs_decode(
-            model, job.prompt, job.max_new, END, cfg.dfs_threshold, cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype,
-            job.task, job.transform)]
+            model, job.prompt, job.max_new, END, cfg.dfs_threshold, cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype)]
             for job in jobs]
         if cfg.dfs_keep_greedy:
             # DFS's first path is the greedy one, but it is pruned once its probability drops below the
@@ -94,39 +85,30 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
         return outputs
     if cfg.decode == "sample":
         return [[(c.tokens, c.nll) for c in sample_decode(
-            model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, cfg.seed + k, amp_dtype,
-            job.task, job.transform)]
+            model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, cfg.seed + k, amp_dtype)]
             for k, job in enumerate(jobs)]
     raise ValueError(f"unknown decode strategy {cfg.decode!r}: greedy | sample | dfs")
 
 
-def default_views(rows: Rows) -> int:
-    """Views when DecodeConfig.views is 0: the in-context model sees the task as given; the pair-layout
-    model was trained under all 8 D8 transforms (each with its embedding), so it votes over all 8."""
-    return 8 if rows.name == "pair" else 1
-
-
-def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: DecodeConfig,
-            amp_dtype=None, task_index: dict[str, int] | None = None) -> list[Prediction]:
-    """Attempts for every example (see the module docstring for the steps). task_index: each task's
-    embedding row (pair layout)."""
+def generate(model, layout: Layout, examples: list[Example], context_tokens: int, cfg: DecodeConfig,
+             amp_dtype=None) -> list[Prediction]:
+    """Each example's candidates under cfg.views views (0: the layout's default), pooled in
+    Prediction.pool, no attempts chosen yet. Example i's views are seeded with cfg.seed + i."""
     predictions = [Prediction(ex) for ex in examples]
-    index = task_index or {}  # task id -> embedding row; 0 where the layout has no task embeddings
-    n_views = cfg.views or default_views(rows)
+    n_views = cfg.views or layout.default_views
     views_of, jobs = [], []
     for i, ex in enumerate(examples):
-        task = index.get(ex.task_id, 0)
-        views = views_for(rows, ex, n_views, cfg.seed + i)
+        views = layout.views(ex, n_views, cfg.seed + i)
         views_of.append(views)
         hidden = ex.hidden()  # the answer is never seen
         for v, view in enumerate(views):
-            fitted = rows.fit(view.apply(hidden), max_len)
+            fitted = layout.fit(view.apply(hidden), context_tokens)
             if fitted is None:
                 continue
-            prompt = rows.prompt(fitted)
-            predictions[i].prompt_tokens = max(predictions[i].prompt_tokens, len(prompt))
+            prompt = layout.prompt(fitted)
+            predictions[i].prompt_tokens = max(predictions[i].prompt_tokens, len(prompt.ids))
             limit = answer_limit(fitted, cfg.limit_slack)
-            jobs.append(_Job(i, v, prompt, min(limit, max_len - len(prompt)), task, view.transform))
+            jobs.append(_Job(i, v, prompt, min(limit, context_tokens - len(prompt.ids))))
 
     # each example's candidates in the original frame, with the view that produced them and their NLL
     candidates: list[list[tuple[int, Grid, float]]] = [[] for _ in examples]
@@ -139,25 +121,39 @@ def predict(model, rows: Rows, examples: list[Example], max_len: int, cfg: Decod
                 continue
             grid = views_of[job.example_index][job.view_index].invert_grid(grid)
             candidates[job.example_index].append((job.view_index, grid, nll))
-    pools = [pool_candidates(found) for found in candidates]
-
-    for i, (pred, pool) in enumerate(zip(predictions, pools)):
-        if not pool:
+    for i, pred in enumerate(predictions):
+        pred.pool = pool_candidates(candidates[i])
+        pred.candidates = len(pred.pool)
+        if not pred.pool:
             # DFS and sampling drop branches that never end, so they may leave no reason behind
             reasons = "; ".join(sorted(failures[i])) or "no complete output found"
             pred.status = "too long for the context" if pred.prompt_tokens == 0 else f"no valid output ({reasons})"
+    return predictions
+
+
+def select(model, layout: Layout, predictions: list[Prediction], context_tokens: int, cfg: DecodeConfig,
+           amp_dtype=None) -> list[Prediction]:
+    """Choose each prediction's attempts among its pooled candidates: by vote (always recorded under
+    attempts_by["vote"]) and, with cfg.select "poe", by product of experts under cfg.score_views views
+    (example i's seeded with cfg.seed + 7919 * (i + 1))."""
+    if cfg.select not in ("vote", "poe"):
+        raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")
+    for i, pred in enumerate(predictions):
+        if not pred.pool:
             continue
-        grids = [entry.grid for entry in pool]
-        pred.attempts_by["vote"] = [entry.grid for entry in vote(pool)[: cfg.attempts]]
+        grids = [entry.grid for entry in pred.pool]
+        pred.attempts_by["vote"] = [entry.grid for entry in vote(pred.pool)[: cfg.attempts]]
         if cfg.select == "poe":
-            score_views = views_for(rows, pred.example, cfg.score_views, cfg.seed + 7919 * (i + 1))
-            nll = candidate_nll(model, rows, pred.example, grids, score_views, max_len, cfg.batch_size, amp_dtype,
-                                index.get(pred.example.task_id, 0))
+            score_views = layout.views(pred.example, cfg.score_views, cfg.seed + 7919 * (i + 1))
+            nll = candidate_nll(model, layout, pred.example, grids, score_views, context_tokens, cfg.batch_size, amp_dtype)
             pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)
-        elif cfg.select != "vote":
-            raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")
         pred.attempts = pred.attempts_by[cfg.select]
-        pred.candidates = len(grids)
-        votes = {grid_key(entry.grid): entry.votes for entry in pool}
+        votes = {grid_key(entry.grid): entry.votes for entry in pred.pool}
         pred.votes = [votes[grid_key(a)] for a in pred.attempts]
     return predictions
+
+
+def predict(model, layout: Layout, examples: list[Example], context_tokens: int, cfg: DecodeConfig,
+            amp_dtype=None) -> list[Prediction]:
+    """Attempts for every example: generate, then select (see the module docstring)."""
+    return select(model, layout, generate(model, layout, examples, context_tokens, cfg, amp_dtype), context_tokens, cfg, amp_dtype)

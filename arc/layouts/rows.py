@@ -1,22 +1,23 @@
-"""Rows: how ARC examples become token sequences for training, scoring and prediction, in two layouts.
+"""What every row layout shares: the encoded row, batches, the answer's token budget, and the Layout base.
 
-A row is one token sequence, a loss mask saying which of its tokens are trained on, and (pair layout)
-the task and D8 transform whose embeddings the model adds to every token. Two layouts, one class each
-with the same methods (fit, encode, prompt), chosen by name with `make_rows`:
+A row is one token sequence, a loss mask saying which of its tokens are trained on, and the task and D8
+transform whose embeddings a pair-layout model adds to every token (EncodedRow). The ids travel with
+the row: a layout reads the task from the example's task id (its task table) and the transform from
+the example itself (Example.transform, set by arc.data.augment), so no caller passes them alongside.
 
-in_context (the walkthrough's): every demonstration in the context, the rule inferred in one forward
+A layout (arc.layouts.pair, arc.layouts.in_context) is one class owning everything that differs between
+the two ways of showing a task to the model:
 
-    B I <demo 1 input> O <demo 1 output> E  I <demo 2 input> O <demo 2 output> E  I <test input> O | <test output> E
+    its rows            encode (a full row, with its loss mask), prompt (what the decoder continues),
+                        length and fit (into a token budget)
+    its samplers        the training rows of train.py, and the demonstration rows that test-time
+                        training and adaptation learn from (arc.inference)
+    its views           the augmented views a test input is predicted and scored under
+    its options         the TrainConfig fields only it reads (`options`), whether the model keeps a
+                        learned row per task (`task_table`), its default number of views
 
-pair (mdlARC, TRM, HRM): one (input, output) pair per row; the rule lives in the task's learned
-embedding, trained on the task's demonstrations (test-time training folded into training)
-
-    I <input> O | <output> E          + task embedding + D8 transform embedding on every token
-
-`|` marks where a prompt ends and the model writes. Grids are written as in arc.data.tokenizer (rows of
-colour digits, each ended by a row token). Besides the layouts this module owns what every row
-shares: collation into padded batches (IGNORE for tokens outside the loss), the answer length limit,
-and the held-out rows that give the eval loss.
+Built from a run's training settings (TrainConfig as a dict, or config.json's "training"), so training
+and evaluation of one checkpoint see the same layout. `|` below marks where a prompt ends.
 """
 from __future__ import annotations
 
@@ -27,17 +28,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from arc.data.tasks import MAX_SIDE, Example
-from arc.data.tokenizer import (
-    MAX_OUTPUT_TOKENS,
-    PAD,
-    GridTokenizer,
-    grid_length,
-    grid_text,
-)
+from arc.data.augment import Augmentation
+from arc.data.tasks import MAX_SIDE, Example, Task
+from arc.data.tokenizer import MAX_OUTPUT_TOKENS, PAD, GridTokenizer, grid_length
 
 IGNORE = -100  # target value that cross-entropy skips
-LAYOUTS = ("in_context", "pair")
 
 
 @dataclass
@@ -56,6 +51,13 @@ class Batch(NamedTuple):
 
     def to(self, device) -> "Batch":
         return Batch(*(t.to(device) for t in self))
+
+
+def token_row(ids, task: int = 0, transform: int = 0) -> EncodedRow:
+    """A row of just these token ids (no loss mask): a prompt to decode, for code that builds its own
+    tokens (tests, benchmarks) rather than a layout's."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return EncodedRow(ids, np.zeros(len(ids), dtype=bool), task, transform)
 
 
 def collate(rows: list[EncodedRow]) -> Batch:
@@ -94,142 +96,99 @@ def answer_limit(example: Example, slack: float) -> int:
     return min(MAX_OUTPUT_TOKENS, int(slack * (min(h, MAX_SIDE) * (min(w, MAX_SIDE) + 1) + 1)))
 
 
-class InContextRows:
-    """The in-context layout: demonstrations, then the test input, then the answer.
+class NoRows(ValueError):
+    """A sampler that can draw no row at all (say, every demonstration is longer than the token budget)."""
 
-    Loss mask: the test output's tokens (its rows and its E); with train_on_demo_outputs the
-    demonstration outputs after the first as well (the first cannot be predicted: nothing before it
-    shows the rule). A task too long for the context drops its longest demonstrations until it fits."""
 
-    name = "in_context"
-    options = ("train_on_demo_outputs", "generated_fraction")  # TrainConfig fields only this layout reads
+class Layout:
+    """The base of the row layouts: the task table and the settings a layout is built with. Subclasses
+    define the rows (encode, prompt, length, fit), the samplers and the views."""
 
-    def __init__(self, tokenizer: GridTokenizer):
+    name: str
+    options: tuple[str, ...] = ()  # TrainConfig fields that only this layout reads
+    task_table: bool = False  # the model keeps a learned row per task: unseen tasks need one (arc.inference.adapt)
+    default_views: int = 1  # views a test input is predicted under when DecodeConfig.views is 0
+
+    def __init__(self, tokenizer: GridTokenizer, settings: dict | None = None, task_ids: list[str] | tuple[str, ...] = ()):
+        """settings: the run's training settings (TrainConfig as a dict); a missing key takes the
+        default the layout documents. task_ids: the task table, row i is task_ids[i]."""
         self.tokenizer = tokenizer
+        settings = settings or {}
+        self.augment: bool = settings.get("augment", True)  # a random view (D8, colours, order) per training row
+        self.keep_background: bool = settings.get("keep_background", True)  # colour permutations keep 0 fixed
+        self.max_examples: int | None = settings.get("max_examples")  # a fixed pool of training rows (None: fresh rows)
+        self.task_ids: list[str] = list(task_ids)
+        self._rows = {task_id: i for i, task_id in enumerate(self.task_ids)}
 
-    @staticmethod
-    def _segments(example: Example, with_answer: bool) -> list[tuple[str, bool]]:
-        """The sequence as (text, is_demo_output_or_answer) pieces; the flag drives the loss mask."""
-        pieces: list[tuple[str, bool]] = [("B", False)]
-        for i, pair in enumerate(example.train):
-            pieces.append(("I" + grid_text(pair.input) + "O", False))
-            pieces.append((grid_text(pair.output) + "E", i > 0))
-        pieces.append(("I" + grid_text(example.test.input) + "O", False))
-        if with_answer:
-            pieces.append((grid_text(example.test.output) + "E", True))
-        return pieces
+    # ---- the task table ----------------------------------------------------------------------------
 
-    def encode(self, example: Example, train_on_demo_outputs: bool = False, task: int = 0, transform: int = 0) -> EncodedRow:
-        """The full sequence with the test output, and which tokens are trained on."""
-        if example.test.output is None:
-            raise ValueError(f"task {example.task_id}: test[{example.test_index}] has no output to train on")
-        pieces = self._segments(example, with_answer=True)
-        ids = np.array(self.tokenizer.encode_text("".join(t for t, _ in pieces)), dtype=np.int64)
-        mask = np.zeros(len(ids), dtype=bool)
-        start = 0
-        for k, (text, is_output) in enumerate(pieces):
-            end = start + len(text)  # one token per character
-            is_answer = k == len(pieces) - 1
-            if is_answer or (is_output and train_on_demo_outputs):
-                mask[start:end] = True
-            start = end
-        return EncodedRow(ids, mask, task, transform)
+    def task_row(self, task_id: str) -> int:
+        """The task's row in the model's task embedding table; 0 for a layout without one."""
+        if not self.task_table:
+            return 0
+        if task_id not in self._rows:
+            raise ValueError(f"task {task_id} has no row in the task table (adapt to it first: arc.inference.adapt)")
+        return self._rows[task_id]
 
-    def prompt(self, example: Example) -> list[int]:
-        """Everything up to and including the test output marker 'O': what the decoder continues."""
-        return self.tokenizer.encode_text("".join(t for t, _ in self._segments(example, with_answer=False)))
+    def knows(self, task_id: str) -> bool:
+        return not self.task_table or task_id in self._rows
 
-    @staticmethod
-    def length(example: Example, answer_tokens: int) -> int:
-        demos = sum(2 + grid_length(p.input) + grid_length(p.output) + 1 for p in example.train)
-        return 1 + demos + 2 + grid_length(example.test.input) + answer_tokens
+    def add_tasks(self, task_ids: list[str]) -> None:
+        """Append rows for new tasks, in the order the model's table grows (Transformer.add_tasks)."""
+        for task_id in task_ids:
+            if task_id in self._rows:
+                raise ValueError(f"task {task_id} already has a row")
+            self._rows[task_id] = len(self.task_ids)
+            self.task_ids.append(task_id)
 
-    def fit(self, example: Example, max_len: int, answer_tokens: int | None = None) -> Example | None:
-        """Drop the longest demonstrations until the example fits in max_len tokens, keeping at least
-        one; None when even one demonstration is too many. Each demonstration is measured once and the
-        drop order (longest first, the first of equals first) comes from one sort, so a task with
-        thousands of demonstrations fits in O(n log n), not one rescan per dropped demonstration."""
-        answer = answer_budget(example) if answer_tokens is None else answer_tokens
-        sizes = [2 + grid_length(p.input) + grid_length(p.output) + 1 for p in example.train]
-        total = self.length(example, answer)
-        dropped: set[int] = set()
-        for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):  # stable: equals keep their order
-            if total <= max_len:
-                break
-            if len(dropped) == len(sizes) - 1:
-                return None
-            dropped.add(i)
-            total -= sizes[i]
-        if total > max_len:
-            return None
-        train = [p for i, p in enumerate(example.train) if i not in dropped]
-        return Example(example.task_id, example.test_index, train, example.test)
+    # ---- rows (subclasses) ---------------------------------------------------------------------------
 
+    def encode(self, example: Example, train: bool = False) -> EncodedRow:
+        """The full row of an example with its output; train: the loss mask training uses (the layout's
+        options), else the answer's tokens only (scoring)."""
+        raise NotImplementedError
 
-class PairRows:
-    """The pair layout: one (input, output) pair per row, `I <input> O <output> E`.
+    def prompt(self, example: Example) -> EncodedRow:
+        """What the decoder continues (everything up to and including the answer's O), as a row with an
+        empty loss mask: its ids, task and transform."""
+        raise NotImplementedError
 
-    The row's task and transform ids travel with it (EncodedRow.task, .transform). Loss mask: the
-    output's tokens and E; with input_loss the input's cells and row ends as well (predicting a grid
-    from the task's embedding is signal too: mdlARC's argument). A row with no output (an evaluated
-    task's test input, input_loss only) ends at O. Demonstrations are kept on the Example (the answer
-    length limit reads them) but never written into the row."""
+    def length(self, example: Example, answer_tokens: int) -> int:
+        raise NotImplementedError
 
-    name = "pair"
-    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding")  # TrainConfig fields only this layout reads
+    def fit(self, example: Example, max_tokens: int, answer_tokens: int | None = None) -> Example | None:
+        """The example as it fits in max_tokens (answer included), or None."""
+        raise NotImplementedError
 
-    def __init__(self, tokenizer: GridTokenizer, colour_maps: int = 0, keep_background: bool = True):
-        self.tokenizer = tokenizer
-        # how training permuted colours, which prediction's views follow (arc.inference.ensemble.views_for)
-        self.colour_maps, self.keep_background = colour_maps, keep_background
+    # ---- samplers and views (subclasses) -------------------------------------------------------------
 
-    def encode(self, example: Example, input_loss: bool = False, task: int = 0, transform: int = 0) -> EncodedRow:
-        pair = example.test
-        if pair.output is None and not input_loss:
-            raise ValueError(f"task {example.task_id}: test[{example.test_index}] has no output to train on")
-        prompt = "I" + grid_text(pair.input) + "O"
-        answer = "" if pair.output is None else grid_text(pair.output) + "E"
-        ids = np.array(self.tokenizer.encode_text(prompt + answer), dtype=np.int64)
-        mask = np.zeros(len(ids), dtype=bool)
-        mask[len(prompt):] = True
-        if input_loss:
-            mask[1 : len(prompt)] = True  # the input's rows and O; the first token is never a target
-        return EncodedRow(ids, mask, task, transform)
+    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int, seed: int):
+        """Training rows (arc.layouts.sampling.Sampler). evaluated_tasks come without test outputs."""
+        raise NotImplementedError
 
-    def prompt(self, example: Example) -> list[int]:
-        return self.tokenizer.encode_text("I" + grid_text(example.test.input) + "O")
+    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True):
+        """Rows from the tasks' demonstrations only (and what else a test-time learner may see), for
+        test-time training and adaptation; NoRows when none can be built."""
+        raise NotImplementedError
 
-    @staticmethod
-    def length(example: Example, answer_tokens: int) -> int:
-        return 2 + grid_length(example.test.input) + answer_tokens
+    def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:
+        """The k views an example is predicted (or scored) under, the identity first."""
+        raise NotImplementedError
 
-    def fit(self, example: Example, max_len: int, answer_tokens: int | None = None) -> Example | None:
-        """The example itself when its row fits in max_len tokens, else None (nothing can be dropped)."""
-        answer = answer_budget(example) if answer_tokens is None else answer_tokens
-        return example if self.length(example, answer) <= max_len else None
+    # ---- shared --------------------------------------------------------------------------------------
 
+    def _row(self, example: Example, ids: list[int], mask: np.ndarray | None = None) -> EncodedRow:
+        ids = np.array(ids, dtype=np.int64)
+        return EncodedRow(ids, np.zeros(len(ids), dtype=bool) if mask is None else mask,
+                          self.task_row(example.task_id), example.transform)
 
-Rows = InContextRows | PairRows
-
-
-def make_rows(layout: str, tokenizer: GridTokenizer, colour_maps: int = 0, keep_background: bool = True) -> Rows:
-    """The rows of a layout; colour_maps and keep_background (pair layout) say how training permuted colours."""
-    if layout == "in_context":
-        return InContextRows(tokenizer)
-    if layout == "pair":
-        return PairRows(tokenizer, colour_maps, keep_background)
-    raise ValueError(f"unknown row layout {layout!r}: {' | '.join(LAYOUTS)}")
-
-
-def heldout_rows(examples: list[Example], rows: Rows, max_len: int,
-                 task_index: dict[str, int] | None = None) -> tuple[list[EncodedRow], int]:
-    """Un-augmented rows for the eval loss (test output tokens only), and how many did not fit.
-    task_index maps task ids to task embedding rows (pair layout)."""
-    encoded, skipped = [], 0
-    for ex in examples:
-        fitted = rows.fit(ex, max_len)
-        if fitted is None:
-            skipped += 1
-        else:
-            encoded.append(rows.encode(fitted, task=(task_index or {}).get(ex.task_id, 0)))
-    return encoded, skipped
+    def scored_rows(self, examples: list[Example], max_tokens: int) -> tuple[list[EncodedRow], int]:
+        """Un-augmented rows for the eval loss (test output tokens only), and how many did not fit."""
+        encoded, skipped = [], 0
+        for ex in examples:
+            fitted = self.fit(ex, max_tokens)
+            if fitted is None:
+                skipped += 1
+            else:
+                encoded.append(self.encode(fitted))
+        return encoded, skipped

@@ -15,14 +15,14 @@ checkpoint in a step folder:
 
 Saving writes every file into a fresh temporary folder (`.step-000200.<random>.tmp`), flushes each one
 to disk, then renames the folder into place: that rename is the commit. Only after it are the previous
-step folder, leftovers of interrupted saves and the files of the older flat layout removed. So a kill
-leaves the previous checkpoint, the new one, or both (the newer is taken); a failed save (a full disk)
-removes its temporary folder and says which checkpoint was kept.
+step folder and leftovers of interrupted saves removed. So a kill leaves the previous checkpoint, the new
+one, or both (the newer is taken); a failed save (a full disk) removes its temporary folder and says
+which checkpoint was kept.
 
-Reading (`checkpoint_dir`) takes the newest step folder. A folder written before step folders existed
-(the files directly in the run folder, like the shipped checkpoints/base) is read as it is, and a
-resumed flat run is saved in the new layout. Each weights and state file records its step, and a
-checkpoint whose files disagree is refused with a message naming it, as is a file that cannot be read.
+Reading (`checkpoint_dir`) takes the newest step folder of a run folder (a step folder may also be named
+directly). Each weights and state file records its step, and a checkpoint whose files disagree is
+refused with a message naming it, as is a file that cannot be read. The trainer opens its run folder
+through RunFolder: where a resumed run starts from, and where its checkpoints go.
 
 train_state.pt holds tensors and plain values only, and is loaded with torch.load(weights_only=True):
 a crafted file cannot run code. A LoRA run's base is recorded relative to the run folder (and
@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -48,16 +49,14 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_weights
 
 from arc.data.tokenizer import GridTokenizer
-from arc.infra.errors import CheckpointError, DivergenceError
+from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.files import fsync_dir, json_text
 from arc.model.config import LoRAConfig, ModelConfig
 from arc.model.hf import import_hf, is_hf_folder
-from arc.model.hf import model_config as hf_model_config
 from arc.model.lora import add_lora, load_adapter, lora_state_dict
 from arc.model.transformer import Transformer
 
 STEP_FOLDER = re.compile(r"^step-(\d+)(?:-(\d+))?$")  # step-000200, or step-000200-2 when a same-step folder exists
-FLAT_FILES = ("model.safetensors", "adapter.safetensors", "config.json", "tokenizer.json", "train_state.pt")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,7 +79,7 @@ def step_folders(run: str | Path) -> list[Path]:
 
 def checkpoint_dir(folder: str | Path) -> Path:
     """The folder holding the checkpoint files that `folder` names: its newest step folder, or folder
-    itself when it holds config.json (a step folder, or a run saved in the flat layout)."""
+    itself when it holds config.json (a step folder named directly)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
@@ -147,22 +146,19 @@ def base_reference(base: str | Path, run: str | Path) -> dict:
     """config.json entries naming a LoRA run's base: relative to the run folder (so the pair of folders
     can move together, and the adapter loads from any working directory), absolute, and its step."""
     base, run = Path(base), Path(run)
-    return {"base": os.path.relpath(base.resolve(), run.resolve()), "base_from": "run folder",
+    return {"base": os.path.relpath(base.resolve(), run.resolve()),
             "base_absolute": str(base.resolve()), "base_step": read_config(base).get("step")}
 
 
 def adapter_base(folder: str | Path) -> Path:
-    """The base checkpoint folder a LoRA run folder names, resolved. Its path is relative to the run
-    folder; configs written before that was so name it relative to the working directory."""
+    """The base checkpoint folder a LoRA run folder names, resolved: its path relative to the run folder,
+    else its absolute path."""
     checkpoint = checkpoint_dir(folder)
     config = _read_json(checkpoint / "config.json")
     if not is_lora_run(config) or "base" not in config:
         raise CheckpointError(f"{folder}: not a LoRA run folder (its config.json names no base checkpoint)")
     run, base = run_folder(checkpoint), Path(config["base"])
-    if config.get("base_from") == "run folder":
-        candidates = [run / base, Path(config.get("base_absolute", run / base))]
-    else:
-        candidates = [base, run / base]
+    candidates = [run / base, Path(config.get("base_absolute", run / base))]
     for candidate in candidates:
         if candidate.is_dir():
             return Path(os.path.normpath(candidate))
@@ -201,16 +197,14 @@ def _free_name(run: Path, step: int) -> Path:
 
 def _remove_leftovers(run: Path, keep: Path | None = None) -> None:
     """Temporary folders and files of interrupted saves; with keep (the checkpoint just committed), also
-    every other step folder and the files of the flat layout, which keep supersedes."""
+    every other step folder, which keep supersedes."""
     for path in run.iterdir():
         if path.name.startswith(".step-") and path.name.endswith(".tmp"):
             shutil.rmtree(path, ignore_errors=True)
         elif path.name.endswith(".tmp") and path.is_file():
-            path.unlink(missing_ok=True)  # e.g. a file of the flat layout's atomic writes
+            path.unlink(missing_ok=True)  # a file of an interrupted atomic write
         elif keep is not None and path != keep and STEP_FOLDER.match(path.name) and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-        elif keep is not None and path.name in FLAT_FILES and path.is_file():
-            path.unlink(missing_ok=True)
 
 
 def _describe_kept(run: Path) -> str:
@@ -262,7 +256,7 @@ def save_checkpoint(
         buffer = io.BytesIO()
         torch.save({**train_state, "step": step}, buffer)
         files["train_state.pt"] = buffer.getvalue()
-    files["config.json"] = json_text(config, indent=2).encode()  # last: the order a reader of the old layout relied on
+    files["config.json"] = json_text(config, indent=2).encode()
     _remove_leftovers(run)
     tmp = run / f".step-{step:06d}.{uuid.uuid4().hex}.tmp"
     tmp.mkdir()
@@ -290,34 +284,19 @@ def save_checkpoint(
 
 
 def _model_config(config: dict, where: Path) -> ModelConfig:
-    """The ModelConfig a (full run's) config.json records. Checkpoints written before the model's
-    sequence limit was named max_seq_len call it max_len."""
+    """The ModelConfig a (full run's) config.json records."""
     fields = dict(config.get("model") or {})
-    if "max_len" in fields:
-        fields["max_seq_len"] = fields.pop("max_len")
     try:
         return ModelConfig(**fields)
     except TypeError as e:
         raise CheckpointError(f"{where}/config.json: its 'model' entry is not a model config ({e})") from None
 
 
-def model_config(folder: str | Path) -> ModelConfig:
-    """The ModelConfig of a checkpoint folder (of its base, for a LoRA run; imported, for a Hugging Face
-    Llama folder)."""
-    if is_hf_folder(folder):
-        return hf_model_config(_read_json(Path(folder) / "config.json"))
-    checkpoint = checkpoint_dir(folder)
-    config = _read_json(checkpoint / "config.json")
-    if is_lora_run(config):
-        return model_config(adapter_base(checkpoint))
-    return _model_config(config, checkpoint)
-
-
 def _check_steps(checkpoint: Path, config: dict, files: dict[str, int | None]) -> None:
     steps = {"config.json": config.get("step"), **{k: v for k, v in files.items() if v is not None}}
     if len(set(steps.values())) != 1:
         raise CheckpointError(f"{checkpoint}: checkpoint files are from different steps {steps} "
-                              "(an interrupted save of the older layout?): refused")
+                              "refused")
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, GridTokenizer, dict]:
@@ -335,9 +314,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         if config.get("base_step") is not None and base_config.get("step") != config["base_step"]:
             raise CheckpointError(f"{checkpoint}: its adapter was trained on {base} at step {config['base_step']}, "
                                   f"but {base} is now at step {base_config.get('step')}")
-        lora = config["lora"]
-        full = LoRAConfig(train_embeddings=lora.get("train_embeddings", False)).full_parameters
-        add_lora(model, lora["rank"], lora["alpha"], lora.get("dropout", 0.0), tuple(lora["targets"]), full)
+        lora = LoRAConfig(**{**config["lora"], "targets": tuple(config["lora"]["targets"])})
+        add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.full_parameters)
         weights = checkpoint / "adapter.safetensors"
         step = weights_step(weights)
         try:
@@ -389,3 +367,48 @@ def load_train_state(folder: str | Path) -> dict:
     weights = checkpoint / ("adapter.safetensors" if is_lora_run(config) else "model.safetensors")
     _check_steps(checkpoint, config, {"train_state.pt": state["step"], weights.name: weights_step(weights)})
     return state
+
+
+# --------------------------------------------------------------------------------------------------
+# A training run's folder
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResumePoint:
+    checkpoint: Path  # the newest complete step folder
+    config: dict  # its config.json
+    state: dict  # its train_state.pt: optimizer and RNG state, step
+
+
+class RunFolder:
+    """The folder a training run writes (--out), opened once by its trainer: where a resumed run starts
+    from (`resume`, checked before any work) and where its checkpoints go (`save`)."""
+
+    def __init__(self, out: str | Path, resume: bool):
+        self.path = Path(out)
+        self.resume: ResumePoint | None = None
+        if resume:
+            tidy(self.path)  # leftovers of a save that was interrupted
+            checkpoint = checkpoint_dir(self.path)  # the newest complete checkpoint (CheckpointError naming the folder if none)
+            state = load_train_state(checkpoint)  # refused now, before any work, when it cannot be resumed
+            self.resume = ResumePoint(checkpoint, _read_json(checkpoint / "config.json"), state)
+        elif has_checkpoint(self.path):
+            raise ConfigError(f"--out {self.path}: already holds a checkpoint: continue it with --resume, or choose another --out")
+        self.saved_step: int | None = self.resume.state["step"] if self.resume else None  # the newest checkpoint on disk
+
+    def load_weights(self, model: Transformer, device) -> None:
+        """Put the resumed checkpoint's weights (a LoRA run's: its base and adapter) into model."""
+        model.load_state_dict(load_model(self.resume.checkpoint, device)[0].state_dict())
+
+    def base_reference(self, base: str | Path) -> dict:
+        """config.json entries naming a LoRA run's base (see base_reference)."""
+        return base_reference(base, self.path)
+
+    def kept(self) -> str:
+        return "no checkpoint" if self.saved_step is None else f"its checkpoint of step {self.saved_step}"
+
+    def save(self, model: Transformer, config: dict, tokenizer: GridTokenizer, train_state: dict, lora: bool) -> Path:
+        final = save_checkpoint(self.path, model, config, tokenizer, train_state, lora=lora)
+        self.saved_step = int(config["step"])
+        return final

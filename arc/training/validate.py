@@ -23,7 +23,7 @@ from arc.data.tasks import TASK_SETS
 from arc.data.tokenizer import VOCAB_SIZE
 from arc.infra.config import flag_names
 from arc.infra.errors import ConfigError
-from arc.layouts.rows import LAYOUTS
+from arc.layouts import LAYOUTS
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import DEFAULT_TARGETS
 
