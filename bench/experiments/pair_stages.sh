@@ -2,12 +2,12 @@
 # The inference stages on a pair-layout checkpoint, as the walkthrough reported them, and the unseen-task
 # path: one line per stage in OUT/stages.tsv (stage, tasks solved, score, eval loss, seconds per task).
 #
-#   bash bench/pair_stages.sh [CHECKPOINT] [OUT]     # default checkpoints/pair, /tmp/pair-stages
+#   bash bench/experiments/pair_stages.sh [CHECKPOINT] [OUT]     # default checkpoints/pair, /tmp/pair-stages
 #
 # Two streams of one thread each (the machine has 2 cores): the seed20 stages one after the other, and
 # next20 (tasks the checkpoint has no embedding for: new embeddings trained on their demonstrations).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ck=${1:-checkpoints/pair}
 out=${2:-/tmp/pair-stages}
 mkdir -p "$out"

@@ -1,6 +1,6 @@
 """Eval loss and tasks solved against training minutes, one curve per row layout: the picture in RESULTS.md.
 
-    python bench/layout_curve.py --run pair=checkpoints/pair --run in_context=checkpoints/base \
+    python bench/experiments/layout_curve.py --run pair=checkpoints/pair --run in_context=checkpoints/base \
         --solved pair=/tmp/snap/step-450/eval/results.json@450 ... --out docs
 
 Training minutes come from each run's metrics.jsonl (`elapsed_s` of the logged steps; a run continued
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from arc.reports.draw import line_chart  # noqa: E402
 

@@ -2,14 +2,14 @@
 # Ablations of the pair layout at one fixed budget, measured on dev20 (20 ARC-AGI-1 *training* tasks held
 # out of training, arc.data.tasks.TASK_SETS): where the defaults are chosen, never on seed20.
 #
-#   bash bench/pair_ablation.sh [STEPS] [OUT]        # default 300 steps of 16 rows each, bench/ablation/
+#   bash bench/experiments/pair_ablation.sh [STEPS] [OUT]        # default 300 steps of 16 rows each, bench/ablation/
 #
 # Each run trains from scratch on one thread without torch.compile (the same cost for every run), on the
 # ARC-AGI-1 training tasks minus dev20 plus dev20's demonstrations (pair layout: their test outputs give
 # the eval loss and are never trained on), then evaluate.py votes over 8 views on dev20. One line per run
 # goes to OUT/summary.tsv: name, eval loss, tasks solved, training time (the last log line's elapsed).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 steps=${1:-300}
 out=${2:-bench/ablation}
 mkdir -p "$out"
