@@ -1,5 +1,6 @@
-"""arc.training.validate and arc.infra.errors: every bad flag refused before any work, with its flag, its value and what is
-allowed; the entry points print a known error as one line and exit 1, without a traceback."""
+"""arc.infra.config.validate (each field's rule and each config's problems) and arc.infra.errors: every bad flag
+refused before any work, with its flag, its value and what is allowed; the entry points print a known error as one
+line and exit 1, without a traceback."""
 import runpy
 import sys
 from dataclasses import replace
@@ -8,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from arc.inference.config import DecodeConfig, EvalConfig, TTTConfig
+from arc.infra.config import validate
 from arc.infra.errors import ConfigError
 from arc.model.config import LoRAConfig, ModelConfig
-from arc.training.config import TrainConfig
-from arc.training.validate import resume_changes, validate_eval, validate_train
+from arc.training.config import TrainConfig, resume_changes
 
 ROOT = Path(__file__).parent.parent
 
@@ -50,7 +51,7 @@ TRAIN_CASES = [  # (changes, the message's start)
 @pytest.mark.parametrize("changes,message", TRAIN_CASES)
 def test_bad_training_flags_are_refused_with_flag_value_and_rule(changes, message):
     with pytest.raises(ConfigError) as raised:
-        validate_train(replace(TrainConfig(), **changes))
+        validate(replace(TrainConfig(), **changes))
     assert str(raised.value).startswith(message)
 
 
@@ -75,15 +76,15 @@ EVAL_CASES = [
 @pytest.mark.parametrize("changes,message", EVAL_CASES)
 def test_bad_evaluation_flags_are_refused_with_flag_value_and_rule(changes, message):
     with pytest.raises(ConfigError) as raised:
-        validate_eval(replace(EvalConfig(), **changes))
+        validate(replace(EvalConfig(), **changes))
     assert str(raised.value).startswith(message)
 
 
 def test_the_defaults_pass_and_every_problem_is_listed_at_once():
-    validate_train(TrainConfig())
-    validate_eval(EvalConfig())
+    validate(TrainConfig())
+    validate(EvalConfig())
     with pytest.raises(ConfigError, match="--batch-size 0: .*; --save-every 0: "):
-        validate_train(replace(TrainConfig(), batch_size=0, save_every=0))
+        validate(replace(TrainConfig(), batch_size=0, save_every=0))
 
 
 def test_resume_refuses_another_architecture_or_data_and_lists_the_fields():

@@ -28,6 +28,7 @@ from arc.inference.config import EvalConfig
 from arc.inference.predict import Prediction, default_views, predict
 from arc.inference.submission import build_submission, write_submission
 from arc.inference.ttt import task_adapter
+from arc.infra.config import validate
 from arc.infra.errors import ConfigError
 from arc.infra.files import atomic_write_text, check_writable, json_text, locked
 from arc.infra.runtime import autocast_dtype, resolve_device
@@ -42,7 +43,6 @@ from arc.model.checkpoint import (
 from arc.model.lora import merge_lora
 from arc.reports.pages import Progress, show_results, ttt_words, write_eval_report
 from arc.training.scoring import grouped_loss
-from arc.training.validate import validate_eval
 
 
 def task_score(predictions: list[Prediction], answered: Callable[[Prediction], bool]) -> float | None:
@@ -166,7 +166,7 @@ def predict_tasks(model, rows: Rows, tasks: list[Task], cfg: EvalConfig, max_len
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    validate_eval(cfg)  # every flag, before any work (arc.training.validate)
+    validate(cfg)  # every flag, before any work (each field's rule, EvalConfig.problems and its nested configs')
     device = resolve_device(cfg.device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.precision)
     if cfg.adapter:

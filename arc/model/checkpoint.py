@@ -291,10 +291,11 @@ def save_checkpoint(
 
 def _model_config(config: dict, where: Path) -> ModelConfig:
     """The ModelConfig a (full run's) config.json records. Checkpoints written before the model's
-    sequence limit was named max_seq_len call it max_len."""
+    sequence limit was named max_seq_len call it max_len, and those written before 3-D RoPE have no rope."""
     fields = dict(config.get("model") or {})
     if "max_len" in fields:
         fields["max_seq_len"] = fields.pop("max_len")
+    fields.setdefault("rope", "1d")  # written before 3-D RoPE existed (ModelConfig's default since): Llama's 1-D RoPE
     try:
         return ModelConfig(**fields)
     except TypeError as e:

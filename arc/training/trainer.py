@@ -33,7 +33,7 @@ from arc.data.tasks import (
 )
 from arc.data.tokenizer import PAD, GridTokenizer
 from arc.infra import distributed
-from arc.infra.config import build_config
+from arc.infra.config import build_config, validate
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.runlog import RunLog
 from arc.infra.runtime import (
@@ -58,10 +58,9 @@ from arc.model.checkpoint import (
 from arc.model.lora import add_lora, cast_frozen
 from arc.model.transformer import Transformer
 from arc.reports.pages import write_train_report
-from arc.training.config import TrainConfig
+from arc.training.config import TrainConfig, resume_changes
 from arc.training.optim import lr_at, make_optimizer, optimizer_step, set_lr
 from arc.training.scoring import output_token_loss
-from arc.training.validate import resume_changes, validate_train
 
 # Keys of TrainConfig before the model and LoRA settings were nested, and before the pair layout.
 _FLAT_MODEL_KEYS = ("d_model", "n_layers", "n_heads", "grid_positions", "rope")
@@ -160,7 +159,7 @@ def format_seconds(s: float) -> str:
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder holding the final checkpoint."""
-    validate_train(cfg)  # every flag, before any work (arc.training.validate)
+    validate(cfg)  # every flag, before any work (each field's rule, TrainConfig.problems)
     out = Path(cfg.out)
     if resume:
         tidy(out)  # leftovers of a save that was interrupted
