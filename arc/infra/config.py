@@ -352,19 +352,19 @@ def load_config_file(path: str | Path, cls, flags: dict | None = None) -> dict:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     found: list[str] = []
-    values = _read_table(document, cls, (), (), f"{path}: ", found)
+    values = _read_table(document, cls, (), (), found)
     flags = flags or {}
     by_path = {p: f for _, f, p in _walk(cls)}
     for key, value in _leaves(values):
         check = by_path[key].metadata.get("check")
         if not _has(flags, key) and check is not None and (allowed := check(value)) is not None:
-            found.append(f"{path}: {'.'.join(key)} = {_toml(value)}: {allowed}")
+            found.append(f"{'.'.join(key)} = {_toml(value)}: {allowed}")
     if found:
-        raise ConfigError("; ".join(found))
+        raise ConfigError(f"{path}: {'; '.join(found)}")
     return _merged(values, flags)
 
 
-def _read_table(table: dict, cls, path: tuple[str, ...], omit: tuple[str, ...], where: str, found: list[str]) -> dict:
+def _read_table(table: dict, cls, path: tuple[str, ...], omit: tuple[str, ...], found: list[str]) -> dict:
     """The values of one TOML table for the config cls, typed as cls's fields; problems appended to found."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in omit}
     nested_types = _nested(cls)
@@ -374,17 +374,16 @@ def _read_table(table: dict, cls, path: tuple[str, ...], omit: tuple[str, ...], 
         key = ".".join(path + (name,))
         if name not in settable:
             near = difflib.get_close_matches(name, settable, n=1)
-            found.append(f"{where}{key}: unknown key" + (f" (did you mean {'.'.join(path + (near[0],))}?)" if near else ""))
+            found.append(f"{key}: unknown key" + (f" (did you mean {'.'.join(path + (near[0],))}?)" if near else ""))
         elif name in nested_types:
             if not isinstance(value, dict):
-                found.append(f"{where}{key} = {_toml(value)}: must be a table ([{key}])")
+                found.append(f"{key} = {_toml(value)}: must be a table ([{key}])")
             else:
-                values[name] = _read_table(value, nested_types[name], path + (name,), fields[name].metadata.get("omit", ()),
-                                           where, found)
+                values[name] = _read_table(value, nested_types[name], path + (name,), fields[name].metadata.get("omit", ()), found)
         else:
             typed, wrong = _typed(value, fields[name].type)
             if wrong:
-                found.append(f"{where}{key} = {_toml(value)}: {wrong}")
+                found.append(f"{key} = {_toml(value)}: {wrong}")
             else:
                 values[name] = typed
     return values
