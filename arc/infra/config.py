@@ -270,7 +270,7 @@ def _configs(config, path: tuple[str, ...] = ()):
     yield path, config
 
 
-def problems(config) -> list[str]:
+def _all_problems(config) -> list[str]:
     """What is wrong with config: each setting its rule refuses (in field order), then what each config's
     `problems` method finds (the nested configs' first)."""
     flags = flag_names(type(config))
@@ -281,9 +281,17 @@ def problems(config) -> list[str]:
             found.append(f"{flags.get(path, '.'.join(path))} {shown(value)}: {allowed}")
     for path, part in _configs(config):
         if hasattr(part, "problems"):
-            flag = lambda name, path=path: flags.get((*path, *name.split(".")), ".".join((*path, name)))  # noqa: E731
-            found += part.problems(flag)
+            found += part.problems(_flags_below(flags, path))
     return found
+
+
+def _flags_below(flags: dict[tuple[str, ...], str], path: tuple[str, ...]) -> Callable[[str], str]:
+    """flag(name) for the config nested at path: the flag of its field name ("lora.rank") as spelled at
+    the top (--ttt-rank in evaluate.py); a field without a flag is named by its path."""
+    def flag(name: str) -> str:
+        full = (*path, *name.split("."))
+        return flags.get(full, ".".join(full))
+    return flag
 
 
 def _checked_fields(cls, path: tuple[str, ...] = ()):
@@ -298,7 +306,7 @@ def _checked_fields(cls, path: tuple[str, ...] = ()):
 
 def validate(config) -> None:
     """Raise ConfigError naming every setting of config whose value cannot work, all in one message."""
-    if found := problems(config):
+    if found := _all_problems(config):
         raise ConfigError("; ".join(found))
 
 
