@@ -218,6 +218,14 @@ def test_resume_reads_a_config_saved_before_the_nesting():
     assert (old.layout, old.model.rope) == ("in_context", "1d")
 
 
+def test_resume_of_a_fine_tune_keeps_only_the_model_setting_it_could_take():
+    """A fine-tune saved before model flags were refused beside --init recorded them; the checkpoint decided."""
+    saved = {"init": "runs/base", "model": {"d_model": 64, "rope": "1d", "grid_positions": True}, "max_steps": 9}
+    assert saved_train_config({"training": saved}).model == ModelConfig(grid_positions=True)
+    flat = {"init": "runs/base", "d_model": 64, "n_layers": 6, "max_len": 1024}  # and before the nesting
+    assert saved_train_config({"training": flat}).model == ModelConfig()
+
+
 def test_cli_unset_flags_are_absent():
     assert parse([]) == {}
     assert parse(["--augment"]) == {"augment": True}

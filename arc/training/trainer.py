@@ -83,6 +83,10 @@ def saved_train_config(config: dict, where: str = "the checkpoint") -> TrainConf
         training["model"] = model
         training["lora"] = {new: training.pop(old) for old, new in _FLAT_LORA_KEYS.items() if old in training}
         training.pop("extra", None)
+    if training.get("init") is not None and isinstance(training.get("model"), dict):
+        # the checkpoint decided the model; runs saved before the model flags were refused beside --init
+        # recorded their values anyway, which validate() would now refuse
+        training["model"] = {k: v for k, v in training["model"].items() if k == "grid_positions"}
     return build_config(TrainConfig, training)
 
 
