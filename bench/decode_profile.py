@@ -31,8 +31,8 @@ from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer  # noqa: E402
 
 CONFIGS = {
-    "default": ModelConfig(d_model=128, n_layers=4, n_heads=4),  # the trainer's default
-    "5M": ModelConfig(d_model=256, n_layers=6, n_heads=8),  # bench/speed.py's 5M config
+    "default": ModelConfig(d_model=128, n_layers=4, n_heads=4, rope="1d"),  # the trainer's default size, 1-D RoPE
+    "5M": ModelConfig(d_model=256, n_layers=6, n_heads=8, rope="1d"),  # bench/speed.py's 5M config
 }
 
 

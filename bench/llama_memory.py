@@ -34,7 +34,7 @@ from arc.model.lora import add_lora, cast_frozen  # noqa: E402
 from arc.model.transformer import Transformer  # noqa: E402
 
 LLAMA_1B = ModelConfig(d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_size=64, mlp_hidden=8192, max_seq_len=8192,
-                       rope_theta=500000.0, norm_eps=1e-5, rope_scaling={
+                       rope="1d", rope_theta=500000.0, norm_eps=1e-5, rope_scaling={
                            "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                            "original_max_position_embeddings": 8192})
 RANK = 32

@@ -59,7 +59,7 @@ _train_defaults = TrainConfig()
 CONFIGS = {
     # the trainer's default size as a plain Llama (1-D RoPE, no task embeddings), the peer's architecture
     "default": replace(_train_defaults.model, rope="1d"),
-    "5M": ModelConfig(d_model=256, n_layers=6, n_heads=8, max_seq_len=_train_defaults.model.max_seq_len),
+    "5M": ModelConfig(d_model=256, n_layers=6, n_heads=8, max_seq_len=_train_defaults.model.max_seq_len, rope="1d"),
 }
 SEED = 0
 NO_END = -1  # an end id no argmax can return: every row generates exactly its max_new_tokens

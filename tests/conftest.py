@@ -16,7 +16,7 @@ from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
 
-TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128)
+TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128, rope="1d")
 
 
 def random_task(rng: np.random.Generator, n_train: int = 2, n_test: int = 1, side: int = 3) -> dict:
@@ -90,8 +90,10 @@ def tiny_train_config(tmp_path, task_dirs):
     train_dir, eval_dir = task_dirs
 
     def make(out: str, **overrides) -> TrainConfig:
+        # with init the checkpoint decides the model: model settings other than the defaults are refused
+        model = ModelConfig() if overrides.get("init") else TINY
         base = TrainConfig(
-            layout="in_context", data=train_dir, eval_data=eval_dir, eval_set="all", model=TINY,
+            layout="in_context", data=train_dir, eval_data=eval_dir, eval_set="all", model=model,
             max_steps=6, batch_size=2, warmup_steps=2, precision="fp32", compile=False, device="cpu",
             log_every=1000, eval_every=1000, save_every=1000, out=str(tmp_path / out), seed=0,
         )

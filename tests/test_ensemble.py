@@ -19,7 +19,7 @@ from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=256)
+CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=256, rope="1d")
 
 
 def g(rows) -> np.ndarray:

@@ -5,7 +5,6 @@ alone; --init of the folder trains (LoRA with the embedding and head rows) and e
 Skipped without transformers (requirements-test.txt installs it)."""
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 transformers.LlamaForCausalLM  # noqa: B018 - resolve the lazy import (seconds) at collection, not in a test
 
-from conftest import TINY, TINY_LLAMAS  # noqa: E402
+from conftest import TINY_LLAMAS  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from arc.data.tokenizer import PAD, SYMBOLS  # noqa: E402
@@ -175,7 +174,7 @@ def test_init_from_a_hugging_face_folder_trains_and_evaluates(tiny_llama, tiny_t
     default --rope 3d does not apply), the adapter file carries the trained embedding and head rows, and
     the run folder loads again (evaluate.py) from the Hugging Face folder plus the adapter."""
     folder = tiny_llama("gqa_tied_llama3")
-    out = train(tiny_train_config("llama-lora", init=folder, model=replace(TINY, rope="3d"), lora=LoRAConfig(rank=4, train_embeddings=True),
+    out = train(tiny_train_config("llama-lora", init=folder, lora=LoRAConfig(rank=4, train_embeddings=True),
                                   max_steps=3, lr=1e-2))
     config = read_config(out)
     assert config["model"]["rope"] == "1d" and config["model"]["n_kv_heads"] == 2
@@ -201,7 +200,7 @@ def test_init_from_a_hugging_face_folder_trains_and_evaluates(tiny_llama, tiny_t
 
 def test_full_fine_tune_of_an_imported_model_and_the_pair_layout_refused(tiny_llama, tiny_train_config):
     folder = tiny_llama("mha_untied_sharded")
-    out = train(tiny_train_config("llama-full", init=folder, max_steps=2, lora_base_bf16=True))  # bf16: CUDA only
+    out = train(tiny_train_config("llama-full", init=folder, max_steps=2))
     model, _, config = load_model(out)  # model.safetensors with the imported shapes
     assert model.cfg.d_model == 48 and model.embed.weight.shape == (len(SYMBOLS), 48)
     assert model.embed.weight.dtype == torch.float32 and "hf_import" in config

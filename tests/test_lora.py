@@ -187,7 +187,7 @@ def test_load_wrong_rank_raises(tmp_path):
 def test_real_model_step0_equals_base():
     model_mod = pytest.importorskip("arc.model.transformer")
     torch.manual_seed(0)
-    cfg = model_mod.ModelConfig(vocab_size=16, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
+    cfg = model_mod.ModelConfig(vocab_size=16, d_model=32, n_layers=2, n_heads=4, max_seq_len=64, rope="1d")
     base = model_mod.Transformer(cfg)
     lora = copy.deepcopy(base)
     paths = add_lora(lora, rank=4, alpha=8.0)

@@ -117,7 +117,7 @@ def test_cache_overflow_raises(tiny_model):
 
 def test_sequence_longer_than_max_len_raises():
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, max_seq_len=8))
+    model = Transformer(ModelConfig(d_model=16, n_layers=1, n_heads=2, max_seq_len=8, rope="1d"))
     assert model(random_tokens(1, 8)).shape == (1, 8, 16)
     with pytest.raises(ValueError, match="exceeds max_seq_len 8"):
         model(random_tokens(1, 9))

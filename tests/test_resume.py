@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.model.checkpoint import checkpoint_dir, load_model, read_config, step_folders
-from arc.model.config import LoRAConfig
+from arc.model.config import LoRAConfig, ModelConfig
 from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -96,7 +96,7 @@ def test_divergence_stops_without_saving_non_finite_weights(config):
 def test_a_lora_run_finds_its_base_from_any_working_directory(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train(replace(config("base", max_steps=1), out="runs/base"))
-    train(replace(config("lora", init="runs/base", lora=LoRAConfig(rank=2), max_steps=1), out="runs/lora"))
+    train(replace(config("lora", init="runs/base", model=ModelConfig(), lora=LoRAConfig(rank=2), max_steps=1), out="runs/lora"))
     assert read_config("runs/lora")["base"] == "../base"  # relative to the run folder, not to the working directory
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

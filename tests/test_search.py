@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 END = 3  # vocabulary {0, 1, 2, END}
 MAX_NEW = 4
 PROMPT = [0, 1, 2, 0]
-SMALL = ModelConfig(vocab_size=4, d_model=16, n_layers=1, n_heads=2, max_seq_len=32)
+SMALL = ModelConfig(vocab_size=4, d_model=16, n_layers=1, n_heads=2, max_seq_len=32, rope="1d")
 
 
 def small_model(seed: int, head_scale: float) -> Transformer:
@@ -119,7 +119,7 @@ def test_dfs_depth_is_not_bounded_by_recursion():
     # a model that always says 0 (prob ~1): one branch of 300 tokens, run under a recursion limit only
     # 150 frames above the caller's, so a recursive search (a frame or more per level) would fail
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=4, d_model=16, n_layers=1, n_heads=2, max_seq_len=320)).eval()
+    model = Transformer(ModelConfig(vocab_size=4, d_model=16, n_layers=1, n_heads=2, max_seq_len=320, rope="1d")).eval()
     with torch.no_grad():  # as conftest.bigram_model: blocks add nothing, every token embeds the same
         for name, p in model.named_parameters():
             if name.endswith(("wo.weight", "w_down.weight", "head.weight")):

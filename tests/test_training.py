@@ -24,7 +24,7 @@ from arc.model.checkpoint import (
     load_train_state,
     read_config,
 )
-from arc.model.config import LoRAConfig
+from arc.model.config import LoRAConfig, ModelConfig
 from arc.model.lora import LoRALinear, add_lora, load_adapter
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
@@ -235,7 +235,7 @@ def test_fine_tuning_a_plain_checkpoint_adds_zero_grid_positions(tiny_train_conf
     """--init of a model without grid positions (full fine-tune) adds the embeddings at zero: the
     fine-tuned model starts out computing exactly what the plain one did."""
     plain_dir = train(tiny_train_config("plain", max_steps=2, model=replace(TINY, grid_positions=False)))
-    tuned_dir = train(tiny_train_config("tuned", max_steps=0, init=str(plain_dir), model=replace(TINY, grid_positions=True)))
+    tuned_dir = train(tiny_train_config("tuned", max_steps=0, init=str(plain_dir), model=ModelConfig(grid_positions=True)))
     plain, _, _ = load_model(plain_dir)
     tuned, _, config = load_model(tuned_dir)
     assert config["model"]["grid_positions"] and tuned.cfg.grid_positions and not plain.cfg.grid_positions

@@ -1,5 +1,7 @@
-"""arc.training.validate and arc.infra.errors: every bad flag refused before any work, with its flag, its value and what is
-allowed; the entry points print a known error as one line and exit 1, without a traceback."""
+"""arc.infra.config.validate (each field's rule and each config's problems) and arc.infra.errors: every bad flag
+refused before any work, with its flag, its value and what is allowed; the entry points print a known error as one
+line and exit 1, without a traceback."""
+import argparse
 import runpy
 import sys
 from dataclasses import replace
@@ -8,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from arc.inference.config import DecodeConfig, EvalConfig, TTTConfig
+from arc.infra.config import add_config_flags, settings, validate
 from arc.infra.errors import ConfigError
+from arc.model.checkpoint import read_config
 from arc.model.config import LoRAConfig, ModelConfig
-from arc.training.config import TrainConfig
-from arc.training.validate import resume_changes, validate_eval, validate_train
+from arc.training.config import TrainConfig, resume_changes
 
 ROOT = Path(__file__).parent.parent
 
@@ -50,7 +53,7 @@ TRAIN_CASES = [  # (changes, the message's start)
 @pytest.mark.parametrize("changes,message", TRAIN_CASES)
 def test_bad_training_flags_are_refused_with_flag_value_and_rule(changes, message):
     with pytest.raises(ConfigError) as raised:
-        validate_train(replace(TrainConfig(), **changes))
+        validate(replace(TrainConfig(), **changes))
     assert str(raised.value).startswith(message)
 
 
@@ -75,15 +78,83 @@ EVAL_CASES = [
 @pytest.mark.parametrize("changes,message", EVAL_CASES)
 def test_bad_evaluation_flags_are_refused_with_flag_value_and_rule(changes, message):
     with pytest.raises(ConfigError) as raised:
-        validate_eval(replace(EvalConfig(), **changes))
+        validate(replace(EvalConfig(), **changes))
     assert str(raised.value).startswith(message)
 
 
+BASE = str(ROOT / "checkpoints" / "base")  # a shipped checkpoint: a valid --init
+LORA_RUN = dict(init=BASE, layout="in_context", lora=LoRAConfig(rank=4))
+
+IGNORED_CASES = [  # (config, the whole message): a flag the run would silently ignore is refused
+    (TrainConfig(layout="in_context", colour_maps=8), "--colour-maps 8: applies to the pair layout only (this run: --layout in_context)"),
+    (TrainConfig(layout="in_context", evaluated_share=0.25), "--evaluated-share 0.25: applies to the pair layout only (this run: --layout in_context)"),
+    (TrainConfig(layout="in_context", input_loss=True), "--input-loss: applies to the pair layout only (this run: --layout in_context)"),
+    (TrainConfig(layout="in_context", task_embedding=False), "--no-task-embedding: applies to the pair layout only (this run: --layout in_context)"),
+    (TrainConfig(generated_fraction=0.25), "--generated-fraction 0.25: applies to the in_context layout only (this run: --layout pair)"),
+    (TrainConfig(train_on_demo_outputs=False), "--no-train-on-demo-outputs: applies to the in_context layout only (this run: --layout pair)"),
+    (TrainConfig(init=BASE, model=ModelConfig(d_model=64)),
+     "--d-model 64: the checkpoint decides the model with --init (only --grid-positions may be given)"),
+    (TrainConfig(init=BASE, model=ModelConfig(rope="1d", max_seq_len=4096)),
+     "--max-seq-len 4096: the checkpoint decides the model with --init (only --grid-positions may be given); "
+     "--rope 1d: the checkpoint decides the model with --init (only --grid-positions may be given)"),
+    (TrainConfig(**{**LORA_RUN, "model": ModelConfig(grid_positions=True)}),
+     "--grid-positions: adds grid positions in a full fine-tune only (this run: --lora-rank 4)"),
+    (TrainConfig(lora=LoRAConfig(alpha=16.0)), "--lora-alpha 16.0: applies to a LoRA adapter only (this run: --lora-rank 0)"),
+    (TrainConfig(lora=LoRAConfig(dropout=0.1)), "--lora-dropout 0.1: applies to a LoRA adapter only (this run: --lora-rank 0)"),
+    (TrainConfig(lora=LoRAConfig(targets=("wq",))), "--lora-targets wq: applies to a LoRA adapter only (this run: --lora-rank 0)"),
+    (TrainConfig(lora=LoRAConfig(train_embeddings=True)), "--lora-train-embeddings: applies to a LoRA adapter only (this run: --lora-rank 0)"),
+    (TrainConfig(lora_base_bf16=True), "--lora-base-bf16: applies to a LoRA adapter only (this run: --lora-rank 0)"),
+    (EvalConfig(decoding=DecodeConfig(dfs_threshold=0.2)), "--dfs-threshold 0.2: applies to --decode dfs only (this run: --decode greedy)"),
+    (EvalConfig(decoding=DecodeConfig(decode="sample", dfs_keep_greedy=False)),
+     "--no-dfs-keep-greedy: applies to --decode dfs only (this run: --decode sample)"),
+    (EvalConfig(decoding=DecodeConfig(samples=4)), "--samples 4: applies to --decode sample only (this run: --decode greedy)"),
+    (EvalConfig(decoding=DecodeConfig(decode="dfs", temperature=0.5)), "--temperature 0.5: applies to --decode sample only (this run: --decode dfs)"),
+    (EvalConfig(decoding=DecodeConfig(top_k=4)), "--top-k 4: applies to --decode sample only (this run: --decode greedy)"),
+    (EvalConfig(decoding=DecodeConfig(score_views=4)), "--score-views 4: applies to --select poe only (this run: --select vote)"),
+    (EvalConfig(ttt=TTTConfig(lr=1e-2)), "--ttt-lr 0.01: applies to test-time training only (this run: --ttt-steps 0)"),
+    (EvalConfig(ttt=TTTConfig(lora=LoRAConfig(rank=8))), "--ttt-rank 8: applies to test-time training only (this run: --ttt-steps 0)"),
+    (EvalConfig(ttt=TTTConfig(augment=False)), "--no-ttt-augment: applies to test-time training only (this run: --ttt-steps 0)"),
+]
+
+
+@pytest.mark.parametrize("config,message", IGNORED_CASES)
+def test_a_flag_the_run_would_ignore_is_refused(config, message):
+    with pytest.raises(ConfigError) as raised:
+        validate(config)
+    assert str(raised.value) == message
+
+
+def test_the_same_flags_pass_where_they_apply():
+    validate(TrainConfig(colour_maps=8, input_loss=True, task_embedding=False, evaluated_share=0.25))
+    validate(TrainConfig(layout="in_context", generated_fraction=0.25, train_on_demo_outputs=False))
+    validate(TrainConfig(init=BASE, model=ModelConfig(grid_positions=True)))  # adds grid positions to a plain checkpoint
+    validate(TrainConfig(**{**LORA_RUN, "lora": LoRAConfig(rank=4, alpha=16.0, dropout=0.1, targets=("wq",), train_embeddings=True)},
+                         lora_base_bf16=True))
+    validate(EvalConfig(decoding=DecodeConfig(decode="dfs", dfs_threshold=0.2, dfs_keep_greedy=False, select="poe", score_views=4)))
+    validate(EvalConfig(decoding=DecodeConfig(decode="sample", samples=4, temperature=0.5, top_k=4)))
+    validate(EvalConfig(ttt=TTTConfig(steps=4, lr=1e-2, lora=LoRAConfig(rank=8), augment=False)))
+
+
+def test_the_dead_ttt_train_embeddings_flag_is_gone():
+    """Test-time training never trains the embeddings: TTTConfig's adapter leaves that LoRAConfig field out."""
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, EvalConfig)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ttt-train-embeddings"])
+    assert "ttt.lora.train_embeddings" not in settings(EvalConfig) and "lora.train_embeddings" in settings(TrainConfig)
+
+
+def test_one_default_per_field_3d_rope():
+    """train.py's model is ModelConfig's default; the shipped in-context base records its 1-D RoPE."""
+    assert ModelConfig().rope == "3d" and TrainConfig().model == ModelConfig()
+    assert read_config(BASE)["model"]["rope"] == "1d"
+
+
 def test_the_defaults_pass_and_every_problem_is_listed_at_once():
-    validate_train(TrainConfig())
-    validate_eval(EvalConfig())
+    validate(TrainConfig())
+    validate(EvalConfig())
     with pytest.raises(ConfigError, match="--batch-size 0: .*; --save-every 0: "):
-        validate_train(replace(TrainConfig(), batch_size=0, save_every=0))
+        validate(replace(TrainConfig(), batch_size=0, save_every=0))
 
 
 def test_resume_refuses_another_architecture_or_data_and_lists_the_fields():

@@ -1,69 +1,142 @@
-"""The settings of an evaluation (evaluate.py's flags, arc.infra.config): EvalConfig, nesting how test outputs
-are decoded (DecodeConfig), per-task test-time training (TTTConfig) and the adaptation of new task embeddings
-(AdaptConfig).
+"""The settings of an evaluation (evaluate.py's flags and configs/eval-*.toml, arc.infra.config): EvalConfig,
+nesting how test outputs are decoded (DecodeConfig), per-task test-time training (TTTConfig) and the
+adaptation of new task embeddings (AdaptConfig).
+
+Each field declares its rule; each config's `problems` holds the relations between its fields, among them
+the flags this evaluation would silently ignore (a search's settings under another search, test-time
+training's while it is off), which are refused. What needs the checkpoint (its layout) is checked once it
+is loaded (arc.inference.evaluation).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from arc.model.config import LoRAConfig
+from arc.data.tasks import TASK_SETS
+from arc.data.tokenizer import VOCAB_SIZE
+from arc.infra.config import (
+    choice,
+    device,
+    ignored,
+    integer,
+    nested,
+    number,
+    option,
+    optional,
+    out_folder,
+    settings,
+    shown,
+)
+from arc.model.checkpoint import has_checkpoint
+from arc.model.config import MIN_SEQ_LEN, LoRAConfig
+from arc.training.config import PRECISIONS, data_source, split_problems
+
+# The settings of one decoding strategy or selection only (DecodeConfig.decode, .select): refused under another.
+_DECODE_ONLY = {"sample": ("samples", "temperature", "top_k"),
+                "dfs": ("dfs_threshold", "dfs_max_candidates", "dfs_time_limit_s", "dfs_keep_greedy")}
+_SELECT_ONLY = {"poe": ("score_views",)}
 
 
 @dataclass
 class DecodeConfig:
-    decode: str = "greedy"  # greedy | sample | dfs
-    views: int = 0  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
-    select: str = "vote"  # vote | poe: how the attempts are chosen among the pooled candidates
-    score_views: int = 8  # views that score each candidate for "poe"
-    attempts: int = 2  # attempts per test input (the ARC Prize allows 2)
-    samples: int = 8  # samples per view (decode=sample)
-    temperature: float = 1.0  # sampling temperature (decode=sample)
-    top_k: int | None = None  # sample among the k likeliest tokens only (decode=sample)
-    dfs_threshold: float = 0.1  # keep every output with probability above this (decode=dfs)
-    dfs_max_candidates: int = 8  # stop a DFS after this many complete outputs
-    dfs_time_limit_s: float = 60.0  # stop a DFS after this long per view
+    decode: str = option("greedy", choice("greedy", "sample", "dfs"))  # greedy | sample | dfs
+    views: int = option(0, integer(0))  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
+    select: str = option("vote", choice("vote", "poe"))  # vote | poe: how the attempts are chosen among the pooled candidates
+    score_views: int = option(8, integer(1))  # views that score each candidate for "poe"
+    attempts: int = option(2, integer(1))  # attempts per test input (the ARC Prize allows 2)
+    samples: int = option(8, integer(1))  # samples per view (decode=sample)
+    temperature: float = option(1.0, number(0, above=True))  # sampling temperature (decode=sample)
+    top_k: int | None = option(None, optional(integer(1, VOCAB_SIZE)))  # sample among the k likeliest tokens only (decode=sample)
+    dfs_threshold: float = option(0.1, number(0, 1, above=True))  # keep every output with probability above this (decode=dfs)
+    dfs_max_candidates: int = option(8, integer(1))  # stop a DFS after this many complete outputs
+    dfs_time_limit_s: float = option(60.0, number(0, above=True))  # stop a DFS after this long per view
     dfs_keep_greedy: bool = True  # (decode=dfs) seed the candidates with the greedy output even when it is below the threshold
-    limit_slack: float = 2.0  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30)
+    limit_slack: float = option(2.0, number(0))  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30)
     batch_size: int = 8  # prompts decoded together (greedy) and rows scored together (poe)
     seed: int = 0  # seeds the views and the sampling
+
+    def problems(self, flag) -> list[str]:
+        """The settings of a strategy or selection this run does not use."""
+        found = _seeds_and_batches(self, flag)
+        for decode, names in _DECODE_ONLY.items():
+            if self.decode != decode:
+                found += ignored(self, flag, names, f"applies to {flag('decode')} {decode} only (this run: {flag('decode')} {self.decode})")
+        for select, names in _SELECT_ONLY.items():
+            if self.select != select:
+                found += ignored(self, flag, names, f"applies to {flag('select')} {select} only (this run: {flag('select')} {self.select})")
+        return found
+
+
+def _seeds_and_batches(config, flag) -> list[str]:
+    """The rules of the seed and batch_size fields of DecodeConfig, TTTConfig and AdaptConfig, kept here
+    rather than on the fields while those fields are being reworked elsewhere."""
+    return [f"{flag(name)} {shown(getattr(config, name))}: {allowed}"
+            for name, check in (("batch_size", integer(1)), ("seed", integer(0)))
+            if (allowed := check(getattr(config, name))) is not None]
 
 
 @dataclass
 class TTTConfig:
-    steps: int = 0  # AdamW steps per task (evaluate.py: 0 means no test-time training)
-    lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(rank=16))  # the per-task adapter (flags --ttt-rank, --ttt-alpha, ...)
-    lr: float = 1e-3  # constant learning rate after a linear warmup of min(4, steps) steps
+    steps: int = option(0, integer(0))  # AdamW steps per task (evaluate.py: 0 means no test-time training)
+    # the per-task adapter (flags --ttt-rank, --ttt-alpha, ...); the embeddings are never trained here
+    lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
+    lr: float = option(1e-3, number(0, above=True))  # constant learning rate after a linear warmup of min(4, steps) steps
     batch_size: int = 4  # rows per step; every step gets fresh rows (fresh augmentations)
-    max_row_tokens: int | None = None  # longest row in tokens; None: the evaluation's context budget
+    max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # longest row in tokens; None: the evaluation's context budget
     augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
     seed: int = 0  # seeds the rows and the adapter's initialisation (A; B starts at zero)
+
+    def problems(self, flag) -> list[str]:
+        """An adapter of rank 0 cannot train; without steps (test-time training off) the other settings do nothing."""
+        found = _seeds_and_batches(self, flag)
+        if type(self.steps) is not int or self.steps < 0:
+            return found  # refused by its rule
+        if self.steps > 0:
+            if self.lora.rank == 0:
+                found.append(f"{flag('lora.rank')} 0: test-time training ({flag('steps')} > 0) trains an adapter of rank >= 1")
+            return found
+        return found + ignored(self, flag, [name for name in settings(TTTConfig) if name != "steps"],
+                               f"applies to test-time training only (this run: {flag('steps')} 0)")
 
 
 @dataclass
 class AdaptConfig:
-    steps: int = 300  # optimizer steps on the new tasks' demonstrations (0: refuse tasks without an embedding)
-    seconds: float = 0.0  # also stop after this many seconds of adaptation (0: no time limit)
-    train: str = "embeddings"  # embeddings: only the new tasks' rows | full: every parameter
-    lr: float = 3e-3  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
+    steps: int = option(300, integer(0))  # optimizer steps on the new tasks' demonstrations (0: refuse tasks without an embedding)
+    seconds: float = option(0.0, number(0))  # also stop after this many seconds of adaptation (0: no time limit)
+    train: str = option("embeddings", choice("embeddings", "full"))  # embeddings: only the new tasks' rows | full: every parameter
+    lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
     batch_size: int = 16  # rows per step
     seed: int = 0  # seeds the rows
+
+    def problems(self, flag) -> list[str]:
+        return _seeds_and_batches(self, flag)
 
 
 @dataclass
 class EvalConfig:
     checkpoint: str | None = None  # checkpoint folder (default: the adapter's base with --adapter, else the newest run under checkpoints/)
     adapter: str | None = None  # a LoRA run folder whose adapter goes on top of its base checkpoint (--checkpoint, when given, must be that base)
-    data: str = "arc1"  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
+    data: str = option("arc1", data_source)  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
     split: str = "evaluation"  # training | evaluation (for arc1/arc2)
-    task_set: str | None = None  # seed20 | all (default: seed20 on arc1 evaluation, else all)
+    task_set: str | None = option(None, optional(choice(*TASK_SETS, "all")))  # seed20 | all (default: seed20 on arc1 evaluation, else all)
     tasks: tuple[str, ...] = ()  # explicit task ids, comma-separated (overrides --task-set)
-    max_tasks: int | None = None  # keep only the first N tasks
-    context_tokens: int | None = None  # tokens per example, prompt and answer (default: the model's max_seq_len)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # CPU threads for torch (0: torch's default)
-    precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
-    out: str | None = None  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
-    decoding: DecodeConfig = field(default_factory=DecodeConfig)  # views, strategy, selection (arc.inference.predict)
-    ttt: TTTConfig = field(default_factory=TTTConfig, metadata={"flags": "ttt-"})  # per-task test-time training (off while ttt.steps is 0)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig, metadata={"flags": "adapt-"})  # (pair layout) new embeddings for tasks the checkpoint has none for
+    max_tasks: int | None = option(None, optional(integer(1)))  # keep only the first N tasks
+    context_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # tokens per example, prompt and answer (default: the model's max_seq_len)
+    device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
+    threads: int = option(0, integer(0))  # CPU threads for torch (0: torch's default)
+    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
+    out: str | None = option(None, optional(out_folder))  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
+    decoding: DecodeConfig = nested(DecodeConfig)  # views, strategy, selection (arc.inference.predict)
+    ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)
+    adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")  # (pair layout) new embeddings for tasks the checkpoint has none for
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
+
+    def problems(self, flag) -> list[str]:
+        found = split_problems(flag("split"), self.data, self.split)
+        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if repeated:
+            found.append(f"{flag('tasks')} {shown(self.tasks)}: each task id at most once (repeated: {', '.join(repeated)})")
+        for name in ("checkpoint", "adapter"):
+            folder = getattr(self, name)
+            if folder is not None and not has_checkpoint(folder):
+                found.append(f"{flag(name)} {folder}: must be a checkpoint folder (a run folder of train.py)")
+        return found

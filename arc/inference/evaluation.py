@@ -31,6 +31,7 @@ from arc.inference.predict import Prediction, generate, select
 from arc.inference.results import print_table, score_tasks, write_results
 from arc.inference.submission import build_submission, write_submission
 from arc.inference.ttt import task_adapter
+from arc.infra.config import validate
 from arc.infra.errors import ConfigError
 from arc.infra.files import check_writable, locked
 from arc.infra.runtime import autocast_dtype, resolve_device
@@ -41,7 +42,6 @@ from arc.model.lora import merge_lora
 from arc.model.transformer import Transformer
 from arc.reports.pages import Progress, show_results, ttt_words, write_eval_report
 from arc.training.scoring import grouped_loss
-from arc.training.validate import validate_eval
 
 # The checkpoints committed to the repository, in the order evaluate.py prefers them when no training
 # run of the user's own exists: the pair-layout model first (checkpoints/README.md tells their story).
@@ -235,7 +235,7 @@ def write_stage(ev: Evaluation, results: dict, predictions: list[Prediction]) ->
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    validate_eval(cfg)  # every flag, before any work
+    validate(cfg)  # every flag, before any work (each field's rule, EvalConfig.problems and its nested configs')
     ev = open_evaluation(cfg)
     started = time.time()
     adapted = adapt_stage(ev)

