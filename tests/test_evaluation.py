@@ -22,7 +22,7 @@ from arc.model.checkpoint import load_model, save_checkpoint
 
 
 def predict_greedy(model, tok, examples, max_len, batch_size=8):
-    return predict(model, tok, examples, max_len, DecodeConfig(batch_size=batch_size))
+    return predict(model, tok, examples, max_len, DecodeConfig(decode_batch_size=batch_size))
 from conftest import TINY, bigram_model, write_tasks
 
 from arc.data.tokenizer import END, OUTPUT, ROW, GridTokenizer

@@ -416,3 +416,12 @@ def test_rule_sort_columns():
 def test_rule_sort_rows():
     assert same(patterns.sort_rows(G("11/00/10"), False), G("00/10/11"))
     assert same(patterns.sort_rows(G("11/00/10"), True), G("11/10/00"))
+
+
+def test_generated_tasks_are_fixed_per_family_and_index():
+    from arc.data.generators import FAMILIES, generated_tasks
+    tasks = generated_tasks(1, n_pairs=5)
+    assert [t.id for t in tasks] == [f"gen-{family}-0" for family in sorted(FAMILIES)]
+    assert all(len(t.train) == 4 and len(t.test) == 1 for t in tasks)
+    again = generated_tasks(1, n_pairs=5)
+    assert all(a.train[0].input.tobytes() == b.train[0].input.tobytes() for a, b in zip(tasks, again))

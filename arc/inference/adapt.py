@@ -40,9 +40,9 @@ class AdaptReport:
 
 
 def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfig, row_tokens: int,
-          device: torch.device, amp_dtype: torch.dtype | None = None) -> AdaptReport:
+          device: torch.device, seed: int = 0, amp_dtype: torch.dtype | None = None) -> AdaptReport:
     """Give every task of `tasks` that the layout's task table lacks a row (in the model and the layout),
-    and train as cfg says. Leaves the model in the mode it was in, every requires_grad as it was."""
+    and train as cfg says, on rows seeded by `seed`. Leaves the model in the mode it was in, every requires_grad as it was."""
     new = [t for t in tasks if not layout.knows(t.id)]
     if not new:
         return AdaptReport(0, 0, 0.0, None, None)
@@ -54,7 +54,7 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
     model.add_tasks(len(new))
     layout.add_tasks([t.id for t in new])
     try:
-        sampler = layout.demonstration_sampler(new, row_tokens, cfg.seed)
+        sampler = layout.demonstration_sampler(new, row_tokens, seed)
     except NoRows as error:
         raise ConfigError(f"cannot adapt to {' '.join(t.id for t in new[:8])}: {error}") from None
 

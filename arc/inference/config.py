@@ -51,12 +51,11 @@ class DecodeConfig:
     dfs_time_limit_s: float = option(60.0, number(0, above=True))  # stop a DFS after this long per view
     dfs_keep_greedy: bool = True  # (decode=dfs) seed the candidates with the greedy output even when it is below the threshold
     limit_slack: float = option(2.0, number(0))  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30)
-    batch_size: int = 8  # prompts decoded together (greedy) and rows scored together (poe)
-    seed: int = 0  # seeds the views and the sampling
+    decode_batch_size: int = option(8, integer(1))  # prompts decoded together (greedy) and rows scored together (poe)
 
     def problems(self, flag) -> list[str]:
         """The settings of a strategy or selection this run does not use."""
-        found = _seeds_and_batches(self, flag)
+        found = []
         for decode, names in _DECODE_ONLY.items():
             if self.decode != decode:
                 found += ignored(self, flag, names, f"applies to {flag('decode')} {decode} only (this run: {flag('decode')} {self.decode})")
@@ -66,28 +65,19 @@ class DecodeConfig:
         return found
 
 
-def _seeds_and_batches(config, flag) -> list[str]:
-    """The rules of the seed and batch_size fields of DecodeConfig, TTTConfig and AdaptConfig, kept here
-    rather than on the fields while those fields are being reworked elsewhere."""
-    return [f"{flag(name)} {shown(getattr(config, name))}: {allowed}"
-            for name, check in (("batch_size", integer(1)), ("seed", integer(0)))
-            if (allowed := check(getattr(config, name))) is not None]
-
-
 @dataclass
 class TTTConfig:
     steps: int = option(0, integer(0))  # AdamW steps per task (evaluate.py: 0 means no test-time training)
     # the per-task adapter (flags --ttt-rank, --ttt-alpha, ...); the embeddings are never trained here
     lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
     lr: float = option(1e-3, number(0, above=True))  # constant learning rate after a linear warmup of min(4, steps) steps
-    batch_size: int = 4  # rows per step; every step gets fresh rows (fresh augmentations)
+    batch_size: int = option(4, integer(1))  # rows per step; every step gets fresh rows (fresh augmentations)
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # longest row in tokens; None: the evaluation's context budget
     augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
-    seed: int = 0  # seeds the rows and the adapter's initialisation (A; B starts at zero)
 
     def problems(self, flag) -> list[str]:
         """An adapter of rank 0 cannot train; without steps (test-time training off) the other settings do nothing."""
-        found = _seeds_and_batches(self, flag)
+        found = []
         if type(self.steps) is not int or self.steps < 0:
             return found  # refused by its rule
         if self.steps > 0:
@@ -104,11 +94,7 @@ class AdaptConfig:
     seconds: float = option(0.0, number(0))  # also stop after this many seconds of adaptation (0: no time limit)
     train: str = option("embeddings", choice("embeddings", "full"))  # embeddings: only the new tasks' rows | full: every parameter
     lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
-    batch_size: int = 16  # rows per step
-    seed: int = 0  # seeds the rows
-
-    def problems(self, flag) -> list[str]:
-        return _seeds_and_batches(self, flag)
+    batch_size: int = option(16, integer(1))  # rows per step
 
 
 @dataclass
@@ -129,6 +115,7 @@ class EvalConfig:
     ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)
     adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")  # (pair layout) new embeddings for tasks the checkpoint has none for
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
+    seed: int = option(0, integer(0))  # seeds everything random in an evaluation: the views, sampling, adaptation and test-time training
 
     def problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)

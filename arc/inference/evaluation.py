@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -144,7 +144,7 @@ def adapt_stage(ev: Evaluation) -> AdaptReport | None:
     """New rows of the task table, trained, for the tasks the checkpoint has none for (None: none needed)."""
     if all(ev.layout.knows(t.id) for t in ev.tasks):
         return None
-    adapted = adapt(ev.model, ev.tasks, ev.layout, ev.cfg.adapt, ev.context_tokens, ev.device, ev.amp_dtype)
+    adapted = adapt(ev.model, ev.tasks, ev.layout, ev.cfg.adapt, ev.context_tokens, ev.device, ev.cfg.seed, ev.amp_dtype)
     print(f"adapted {adapted.tasks} new task embeddings: {adapted.steps} steps in {adapted.seconds:.0f}s, "
           f"loss {adapted.first_loss:.3f} -> {adapted.last_loss:.3f}", flush=True)
     return adapted
@@ -155,18 +155,17 @@ def test_time_training(ev: Evaluation, task: Task, n: int):
     report; the model is the checkpoint's again after it. Without test-time training: nothing, None."""
     if ev.cfg.ttt.steps <= 0:
         return contextlib.nullcontext()
-    return task_adapter(ev.model, task, ev.layout, replace(ev.cfg.ttt, seed=ev.cfg.ttt.seed + n), ev.device,
-                        ev.context_tokens, ev.amp_dtype)
+    return task_adapter(ev.model, task, ev.layout, ev.cfg.ttt, ev.device, ev.context_tokens, ev.cfg.seed + n, ev.amp_dtype)
 
 
 def predict_group(ev: Evaluation, tasks: list[Task], first_example: int) -> list[Prediction]:
     """Generate, then select, the attempts of a group of tasks. Views are seeded by each example's index
     among all the evaluated examples (first_example: the group's first), so an example gets the same
     views however the tasks are grouped."""
-    decoding = replace(ev.cfg.decoding, seed=ev.cfg.decoding.seed + first_example)
+    seed = ev.cfg.seed + first_example
     examples = [e for t in tasks for e in t.examples()]
-    found = generate(ev.model, ev.layout, examples, ev.context_tokens, decoding, ev.amp_dtype)
-    return select(ev.model, ev.layout, found, ev.context_tokens, decoding, ev.amp_dtype)
+    found = generate(ev.model, ev.layout, examples, ev.context_tokens, ev.cfg.decoding, ev.amp_dtype, seed)
+    return select(ev.model, ev.layout, found, ev.context_tokens, ev.cfg.decoding, ev.amp_dtype, seed)
 
 
 def predict_stage(ev: Evaluation) -> tuple[list[Prediction], dict[str, dict]]:

@@ -54,14 +54,15 @@ class _Job:
     max_new: int
 
 
-def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[list[tuple[list[int], float]]]:
-    """For each job, its generated token sequences with their NLL (nan when greedy does not score)."""
+def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype, seed: int = 0) -> list[list[tuple[list[int], float]]]:
+    """For each job, its generated token sequences with their NLL (nan when greedy does not score);
+    job k samples with seed + k."""
     if cfg.decode == "greedy":
         outputs: list[list[tuple[list[int], float]]] = [[] for _ in jobs]
         order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].prompt.ids))  # similar lengths batch well
         started, reported = time.time(), 0
-        for start in range(0, len(order), cfg.batch_size):
-            chunk = order[start : start + cfg.batch_size]
+        for start in range(0, len(order), cfg.decode_batch_size):
+            chunk = order[start : start + cfg.decode_batch_size]
             ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype)
             for i, tokens in zip(chunk, ids):
                 outputs[i] = [(tokens, float("nan"))]
@@ -85,20 +86,20 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype) -> list[lis
         return outputs
     if cfg.decode == "sample":
         return [[(c.tokens, c.nll) for c in sample_decode(
-            model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, cfg.seed + k, amp_dtype)]
+            model, job.prompt, cfg.samples, job.max_new, END, cfg.temperature, cfg.top_k, seed + k, amp_dtype)]
             for k, job in enumerate(jobs)]
     raise ValueError(f"unknown decode strategy {cfg.decode!r}: greedy | sample | dfs")
 
 
 def generate(model, layout: Layout, examples: list[Example], context_tokens: int, cfg: DecodeConfig,
-             amp_dtype=None) -> list[Prediction]:
+             amp_dtype=None, seed: int = 0) -> list[Prediction]:
     """Each example's candidates under cfg.views views (0: the layout's default), pooled in
-    Prediction.pool, no attempts chosen yet. Example i's views are seeded with cfg.seed + i."""
+    Prediction.pool, no attempts chosen yet. Example i's views are seeded with seed + i."""
     predictions = [Prediction(ex) for ex in examples]
     n_views = cfg.views or layout.default_views
     views_of, jobs = [], []
     for i, ex in enumerate(examples):
-        views = layout.views(ex, n_views, cfg.seed + i)
+        views = layout.views(ex, n_views, seed + i)
         views_of.append(views)
         hidden = ex.hidden()  # the answer is never seen
         for v, view in enumerate(views):
@@ -113,7 +114,7 @@ def generate(model, layout: Layout, examples: list[Example], context_tokens: int
     # each example's candidates in the original frame, with the view that produced them and their NLL
     candidates: list[list[tuple[int, Grid, float]]] = [[] for _ in examples]
     failures: list[set[str]] = [set() for _ in examples]
-    for job, outputs in zip(jobs, _generate(model, jobs, cfg, amp_dtype)):
+    for job, outputs in zip(jobs, _generate(model, jobs, cfg, amp_dtype, seed)):
         for tokens, nll in outputs:
             grid, why = GridTokenizer.parse_output(tokens)
             if grid is None:
@@ -132,10 +133,10 @@ def generate(model, layout: Layout, examples: list[Example], context_tokens: int
 
 
 def select(model, layout: Layout, predictions: list[Prediction], context_tokens: int, cfg: DecodeConfig,
-           amp_dtype=None) -> list[Prediction]:
+           amp_dtype=None, seed: int = 0) -> list[Prediction]:
     """Choose each prediction's attempts among its pooled candidates: by vote (always recorded under
     attempts_by["vote"]) and, with cfg.select "poe", by product of experts under cfg.score_views views
-    (example i's seeded with cfg.seed + 7919 * (i + 1))."""
+    (example i's seeded with seed + 7919 * (i + 1))."""
     if cfg.select not in ("vote", "poe"):
         raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")
     for i, pred in enumerate(predictions):
@@ -144,8 +145,8 @@ def select(model, layout: Layout, predictions: list[Prediction], context_tokens:
         grids = [entry.grid for entry in pred.pool]
         pred.attempts_by["vote"] = [entry.grid for entry in vote(pred.pool)[: cfg.attempts]]
         if cfg.select == "poe":
-            score_views = layout.views(pred.example, cfg.score_views, cfg.seed + 7919 * (i + 1))
-            nll = candidate_nll(model, layout, pred.example, grids, score_views, context_tokens, cfg.batch_size, amp_dtype)
+            score_views = layout.views(pred.example, cfg.score_views, seed + 7919 * (i + 1))
+            nll = candidate_nll(model, layout, pred.example, grids, score_views, context_tokens, cfg.decode_batch_size, amp_dtype)
             pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)
         pred.attempts = pred.attempts_by[cfg.select]
         votes = {grid_key(entry.grid): entry.votes for entry in pred.pool}
@@ -154,6 +155,7 @@ def select(model, layout: Layout, predictions: list[Prediction], context_tokens:
 
 
 def predict(model, layout: Layout, examples: list[Example], context_tokens: int, cfg: DecodeConfig,
-            amp_dtype=None) -> list[Prediction]:
+            amp_dtype=None, seed: int = 0) -> list[Prediction]:
     """Attempts for every example: generate, then select (see the module docstring)."""
-    return select(model, layout, generate(model, layout, examples, context_tokens, cfg, amp_dtype), context_tokens, cfg, amp_dtype)
+    found = generate(model, layout, examples, context_tokens, cfg, amp_dtype, seed)
+    return select(model, layout, found, context_tokens, cfg, amp_dtype, seed)

@@ -52,8 +52,9 @@ def _refuse_existing_adapter(model: nn.Module) -> None:
 
 
 def test_time_train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device,
-                    row_tokens: int, autocast_dtype: torch.dtype | None = None) -> TTTReport:
-    """Add a fresh LoRA to `model` and train it on rows of the task's demonstrations.
+                    row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None) -> TTTReport:
+    """Add a fresh LoRA to `model` and train it on rows of the task's demonstrations (seed: the rows and
+    the adapter's initialisation, A; B starts at zero).
 
     Leaves the adapter in place, unmerged, and the model in eval mode, ready to decode. Prefer
     task_adapter, which also takes the adapter out again. When the layout can build no row (fewer than
@@ -62,14 +63,14 @@ def test_time_train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig
     _refuse_existing_adapter(model)
     started = time.time()
     try:
-        sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, cfg.seed, cfg.augment)
+        sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
     except NoRows as why:
         model.eval()
         return TTTReport(0, 0, time.time() - started, None, None, str(why))
 
     # Seed the adapter's A matrices without disturbing the caller's random streams.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
         add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
     warmup = min(4, cfg.steps)
     with trainable(model, lora_parameters(model)) as params:
@@ -86,7 +87,7 @@ test_time_train.__test__ = False  # its name starts with "test": tell pytest it 
 
 @contextlib.contextmanager
 def task_adapter(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device,
-                 row_tokens: int, autocast_dtype: torch.dtype | None = None) -> Iterator[TTTReport]:
+                 row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None) -> Iterator[TTTReport]:
     """Run test_time_train and yield its report with the adapter active; on leaving (even by an
     exception) remove the adapter and restore requires_grad flags and train/eval mode.
 
@@ -97,6 +98,6 @@ def task_adapter(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, d
     _refuse_existing_adapter(model)  # before the try: the finally must only ever remove our adapter
     with restored(model):
         try:
-            yield test_time_train(model, task, layout, cfg, device, row_tokens, autocast_dtype)
+            yield test_time_train(model, task, layout, cfg, device, row_tokens, seed, autocast_dtype)
         finally:
             remove_lora(model)

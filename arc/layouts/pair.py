@@ -28,7 +28,7 @@ from arc.layouts.sampling import Sampler
 
 class PairLayout(Layout):
     name = "pair"
-    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding")
+    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding", "generated_tasks")
     default_views = 8  # trained under all 8 D8 transforms, each with its embedding: predict under all 8
 
     def __init__(self, tokenizer, settings: dict | None = None, task_ids=()):

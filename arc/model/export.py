@@ -48,7 +48,7 @@ def refusals(cfg: ModelConfig) -> list[str]:
 
 def llama_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     """LlamaForCausalLM's config.json for our model (rope_theta and rope_scaling in the classic layout,
-    which every transformers version reads). max_position_embeddings is our max_len: for an imported
+    which every transformers version reads). max_position_embeddings is our max_seq_len: for an imported
     Llama 3.x that equals its scaling's original context (8192), which transformers warns about and
     accepts; llama3 scaling does not depend on it."""
     return {

@@ -75,7 +75,8 @@ class TrainConfig:
     colour_maps: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random colour permutation per row | K: one of each task's K fixed ones (the first the identity)
     exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True)  # data:split whose copies (same id or content) leave the training data; "none" keeps all
     max_examples: int | None = option(None, optional(integer(1)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
-    generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # share of training rows drawn from generated tasks (arc.data.generators)
+    generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # (in_context) share of training rows drawn from freshly generated tasks (arc.data.generators)
+    generated_tasks: int = option(0, integer(0), frozen=True)  # (pair) extra training tasks: this many fixed generated tasks per generator family, each with its task-table row
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)), frozen=True)  # longest training row in tokens (None: the model's max_seq_len); longer in-context rows drop demonstrations to fit
     augment: bool = option(True, frozen=True)  # D8 transform, colour permutation and demonstration order per row
     train_on_demo_outputs: bool = option(True, frozen=True)  # also train on demonstration outputs after the first (more signal per row)

@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from arc.data.generators import generated_tasks
 from arc.data.tasks import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.data.tokenizer import PAD, GridTokenizer
 from arc.infra import distributed
@@ -73,8 +74,11 @@ class TrainingData:
 
 def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
     """The training tasks, the evaluated (held-out) tasks with their test outputs, and the ids left out of
-    the training tasks. The leak guard lives here: no evaluated task (by id or content) is a training task."""
+    the training tasks. The leak guard lives here: no evaluated task (by id or content) is a training task.
+    Generated tasks (cfg.generated_tasks per generator family) join the training tasks."""
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
+    if cfg.generated_tasks:
+        train_tasks = train_tasks + generated_tasks(cfg.generated_tasks)
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
         data, _, split = cfg.exclude_evaluated.partition(":")
         train_tasks, excluded = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))

@@ -1,6 +1,8 @@
 """Turning families into tasks: draw a rule, then distinct input grids, apply the rule, check the result."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from arc.data.tasks import Pair, Task
@@ -65,3 +67,16 @@ def generate_task(family: str, rng: np.random.Generator, n_train: int | None = N
         task_id = f"gen-{family}-{int(rng.integers(2**32)):08x}"
         return Task(task_id, pairs[:n_train], pairs[n_train:])
     raise RuntimeError(f"family {family!r} failed to produce a valid task in {tries} tries")
+
+
+def generated_tasks(per_family: int, n_pairs: int = 8, seed: int = 0) -> list[Task]:
+    """per_family fixed tasks of every family, each with n_pairs pairs (the last one its test), the same
+    on every call: task k of a family is drawn from a generator seeded by (seed, the family's name, k).
+    The pair layout trains on them as extra training tasks, each with its own row of the task table."""
+    tasks = []
+    for family in sorted(FAMILIES):
+        for k in range(per_family):
+            rng = np.random.default_rng([seed, zlib.crc32(family.encode()), k])
+            task = generate_task(family, rng, n_train=n_pairs - 1, max_cells=None)
+            tasks.append(Task(f"gen-{family}-{k}", task.train, task.test))
+    return tasks
