@@ -167,29 +167,84 @@ def test_no_test_output_of_an_evaluated_task_reaches_a_training_row(tmp_path):
 # --- end to end ---------------------------------------------------------------------------------------------
 
 
-def test_tiny_pair_model_learns_an_evaluated_task_from_its_demonstrations(tmp_path):
-    """The training tasks flip their inputs left-right; the evaluated task copies them. Trained on the
-    training tasks' pairs and on the evaluated task's 3 demonstrations only, greedy decoding with that
-    task's embedding copies a test input it never saw the output of (a flip would be wrong); the
-    untrained model does not."""
+COPY = {"train": [{"input": [[1, 2, 3]], "output": [[1, 2, 3]]}, {"input": [[4, 5], [6, 7]], "output": [[4, 5], [6, 7]]},
+                  {"input": [[8, 0, 9]], "output": [[8, 0, 9]]}],
+        "test": [{"input": [[2, 6], [3, 1]], "output": [[2, 6], [3, 1]]}]}
+# a task never in the run: left-right flips like the training tasks, but without a trained embedding row
+# the model copies (or garbles) it; test-time training on its 3 demonstrations teaches it
+UNSEEN_FLIP = {"train": [{"input": [[3, 1], [2, 4]], "output": [[1, 3], [4, 2]]}, {"input": [[5, 6, 7]], "output": [[7, 6, 5]]},
+                         {"input": [[9, 8], [7, 1], [4, 0]], "output": [[8, 9], [1, 7], [0, 4]]}],
+               "test": [{"input": [[1, 2], [4, 3]], "output": [[2, 1], [3, 4]]}]}
+
+
+@pytest.fixture(scope="module")
+def copy_run(tmp_path_factory):
+    """A tiny pair model trained on 3 training tasks that flip their inputs left-right and on the
+    demonstrations of one evaluated task that copies them (its test output held out); and the config."""
+    tmp_path = tmp_path_factory.mktemp("copy_run")
     rng = np.random.default_rng(1)
     train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng, n_train=3) for i in range(3)})
-    copy = {"train": [{"input": [[1, 2, 3]], "output": [[1, 2, 3]]}, {"input": [[4, 5], [6, 7]], "output": [[4, 5], [6, 7]]},
-                      {"input": [[8, 0, 9]], "output": [[8, 0, 9]]}],
-            "test": [{"input": [[2, 6], [3, 1]], "output": [[2, 6], [3, 1]]}]}
-    eval_dir = write_tasks(tmp_path / "eval", {"copy": copy})
+    eval_dir = write_tasks(tmp_path / "eval", {"copy": COPY})
     cfg = TrainConfig(data=train_dir, eval_data=eval_dir, eval_set="all", model=replace(TINY, d_model=64, rope="3d"),
                       max_steps=600, batch_size=8, lr=3e-3, warmup_steps=20, precision="fp32",
                       compile=False, device="cpu", log_every=1000, eval_every=1000, save_every=1000,
                       out=str(tmp_path / "run"), seed=0)
-    model, tokenizer, config = load_model(train(cfg))
-    [task] = load_tasks(eval_dir)
+    return train(cfg), cfg
+
+
+def test_tiny_pair_model_learns_an_evaluated_task_from_its_demonstrations(copy_run, tmp_path):
+    """Trained on the training tasks' pairs and on the evaluated task's 3 demonstrations only, greedy
+    decoding with that task's embedding copies a test input it never saw the output of (a flip would be
+    wrong); the untrained model does not."""
+    checkpoint, cfg = copy_run
+    model, tokenizer, config = load_model(checkpoint)
+    [task] = load_tasks(cfg.eval_data)
     layout = make_layout(config["training"], tokenizer, config["task_ids"])
     one_view = DecodeConfig(views=1)  # the task as given (8 views would vote, but one must already be right)
     [p] = predict(model.eval(), layout, task.examples(), 128, one_view)
     assert p.correct, p.attempts
     untrained, _, _ = load_model(train(replace(cfg, max_steps=0, out=str(tmp_path / "untrained"))))
     assert not predict(untrained.eval(), layout, task.examples(), 128, one_view)[0].correct
+
+
+def test_test_time_training_solves_an_unseen_task_from_its_demonstrations_alone(copy_run):
+    """A task the run never saw gets a new embedding row (started at the mean of the trained ones): the
+    model does not solve it. Fine-tuned on the task's 3 demonstrations alone (every parameter), it does;
+    afterwards every weight is bitwise what it was."""
+    from arc.inference.config import TTTConfig
+    from arc.inference.ttt import task_training
+    checkpoint, _ = copy_run
+    model, tokenizer, config = load_model(checkpoint)
+    model.eval()
+    task = parse_task("unseen", UNSEEN_FLIP, "test")
+    layout = make_layout(config["training"], tokenizer, config["task_ids"])
+    model.add_tasks(1)
+    layout.add_tasks([task.id])
+    one_view = DecodeConfig(views=1)
+    assert not predict(model, layout, task.examples(), 128, one_view)[0].correct
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with task_training(model, task, layout, TTTConfig(steps=150, lr=3e-3, batch_size=16), torch.device("cpu"), 128) as report:
+        assert report.steps == 150 and report.last_loss < report.first_loss
+        [p] = predict(model, layout, task.examples(), 128, one_view)
+        assert p.correct, p.attempts
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # the next task starts from the checkpoint
+
+
+def test_test_time_training_rows_never_hold_a_test_output():
+    """The leak guard on the test-time path: the task's test output is 5x5 while its demonstrations are at
+    most 3x3 (and a square keeps its shape under every view); no row of the sampler that test-time
+    training draws from holds a 5x5 output, while the demonstrations are drawn."""
+    rng = np.random.default_rng(7)
+    secret = random_task(rng, n_train=3)
+    secret["test"][0]["output"] = (np.arange(25).reshape(5, 5) % 10).tolist()
+    task = parse_task("secret", secret, "test")
+    for settings in ({}, {"input_loss": True}):
+        layout = PairLayout(GridTokenizer(), settings, task_ids=["secret"])
+        sampler = layout.demonstration_sampler([task], 512, seed=0)
+        for i in range(300):
+            text = "".join(GridTokenizer().tokenizer.id_to_token(t) for t in sampler.row(i).ids)
+            output_rows = text.split("O")[1].rstrip("E").split("\n")[:-1]
+            assert not (len(output_rows) == 5 and len(output_rows[0]) == 5), f"row {i} holds the secret test output"
 
 
 # --- test-time adaptation to tasks without an embedding ------------------------------------------------------

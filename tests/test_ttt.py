@@ -13,6 +13,7 @@ from arc.data.tasks import Pair, Task
 from arc.data.tokenizer import SYMBOLS, GridTokenizer, grid_length
 from arc.inference import ttt
 from arc.layouts.in_context import InContextLayout
+from arc.infra.errors import ConfigError
 from arc.layouts.rows import NoRows
 from arc.model.config import DEFAULT_TARGETS
 from arc.model.lora import add_lora, lora_modules
@@ -98,7 +99,7 @@ def test_one_demo_gives_no_rows_and_skips():
         ROWS.demonstration_sampler([task], 128, seed=0)
     torch.manual_seed(0)
     model = Transformer(TINY)
-    with ttt.task_adapter(model, task, ROWS, ttt.TTTConfig(steps=2), CPU, 128) as report:
+    with ttt.task_training(model, task, ROWS, ttt.TTTConfig(steps=2, train="lora"), CPU, 128) as report:
         assert report.skipped and "at least 2" in report.skipped and report.steps == 0
         assert not lora_modules(model)
 
@@ -122,30 +123,36 @@ def assert_restored(model: nn.Module, before: dict) -> None:
     assert model.training == before["training"]
 
 
+@pytest.mark.parametrize("train", ["lora", "full"])
 @pytest.mark.parametrize("fail", [False, True])
-def test_task_adapter_leaves_the_base_model_bitwise_unchanged(fail, one_thread):
+def test_task_training_leaves_the_model_bitwise_unchanged(train, fail, one_thread):
     torch.manual_seed(0)
     model = Transformer(TINY).train()
     model.embed.requires_grad_(False)  # a mix of flags, which must come back exactly
     before = snapshot(model)
     task = swap_task(2)
     with pytest.raises(RuntimeError, match="inside") if fail else contextlib.nullcontext():
-        with ttt.task_adapter(model, task, ROWS, ttt.TTTConfig(steps=3, lr=1e-2), CPU, 128) as report:
+        with ttt.task_training(model, task, ROWS, ttt.TTTConfig(steps=3, lr=1e-2, train=train), CPU, 128) as report:
             assert report.skipped is None and report.steps == 3 and not model.training
-            assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers
-            assert not any(m.merged for m in lora_modules(model).values())
+            if train == "lora":
+                assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers
+                assert not any(m.merged for m in lora_modules(model).values())
+            else:
+                assert not torch.equal(model.head.weight, before["state"]["head.weight"])  # it did move
             if fail:
                 raise RuntimeError("failure inside the with-block")
     assert_restored(model, before)
 
 
-def test_task_adapter_refuses_a_model_that_already_has_an_adapter():
+def test_lora_training_refuses_a_model_that_already_has_an_adapter():
     model = Transformer(TINY)
     add_lora(model, rank=2, alpha=4.0)
-    with pytest.raises(ValueError, match="without LoRA"):
-        with ttt.task_adapter(model, swap_task(0), ROWS, ttt.TTTConfig(steps=1), CPU, 128):
+    with pytest.raises(ConfigError, match="without LoRA"):
+        with ttt.task_training(model, swap_task(0), ROWS, ttt.TTTConfig(steps=1, train="lora"), CPU, 128):
             pass
     assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers  # the existing adapter is kept
+    with pytest.raises(ConfigError, match="no task embeddings"):
+        ttt.check_trainable(Transformer(TINY), ROWS, "embeddings")
 
 
 def test_ttt_lowers_the_loss(one_thread):
@@ -162,7 +169,7 @@ def test_ttt_lowers_the_loss(one_thread):
     with torch.no_grad():
         base_logits = model(tokens)
     base_test_loss = output_token_loss(model, [test_row])
-    with ttt.task_adapter(model, task, ROWS, ttt.TTTConfig(steps=32, lr=3e-3), CPU, 128) as report:
+    with ttt.task_training(model, task, ROWS, ttt.TTTConfig(steps=32, lr=3e-3, train="lora"), CPU, 128) as report:
         assert report.rows == 32 * 4 and report.steps == 32
         assert report.last_loss < 0.7 * report.first_loss, report
         with torch.no_grad():

@@ -67,10 +67,12 @@ class DecodeConfig:
 
 @dataclass
 class TTTConfig:
-    steps: int = option(0, integer(0))  # AdamW steps per task (evaluate.py: 0 means no test-time training)
-    # the per-task adapter (flags --ttt-rank, --ttt-alpha, ...); the embeddings are never trained here
+    steps: int = option(0, integer(0))  # AdamW steps per task on its demonstrations (0: no test-time training)
+    seconds: float = option(0.0, number(0))  # also stop a task's training after this many seconds (0: no time limit)
+    train: str = option("full", choice("full", "lora", "embeddings"))  # what moves: every parameter | a fresh LoRA adapter | the task's embedding row
+    # the per-task adapter of --ttt-train lora (flags --ttt-rank, --ttt-alpha, ...)
     lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
-    lr: float = option(1e-3, number(0, above=True))  # constant learning rate after a linear warmup of min(4, steps) steps
+    lr: float = option(1e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
     batch_size: int = option(4, integer(1))  # rows per step; every step gets fresh rows (fresh augmentations)
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # longest row in tokens; None: the evaluation's context budget
     augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
@@ -81,8 +83,10 @@ class TTTConfig:
         if type(self.steps) is not int or self.steps < 0:
             return found  # refused by its rule
         if self.steps > 0:
-            if self.lora.rank == 0:
-                found.append(f"{flag('lora.rank')} 0: test-time training ({flag('steps')} > 0) trains an adapter of rank >= 1")
+            if self.train == "lora" and self.lora.rank == 0:
+                found.append(f"{flag('lora.rank')} 0: test-time training with {flag('train')} lora trains an adapter of rank >= 1")
+            elif self.train != "lora":
+                found += ignored(self, flag, [n for n in settings(TTTConfig) if n.startswith("lora.")], f"applies to {flag('train')} lora only (this run: {flag('train')} {self.train})")
             return found
         return found + ignored(self, flag, [name for name in settings(TTTConfig) if name != "steps"],
                                f"applies to test-time training only (this run: {flag('steps')} 0)")

@@ -4,7 +4,7 @@
         open            the checkpoint (its model and layout), the tasks, the output folder (proven writable)
         adapt           tasks the layout's task table lacks get a trained row (arc.inference.adapt)
         predict         per group of tasks (all at once, or one at a time with test-time training):
-                            test-time training   a fresh adapter on the task's demonstrations (arc.inference.ttt)
+                            test-time training   fine-tune on the task's demonstrations (arc.inference.ttt)
                             generate             candidates under views (arc.inference.predict)
                             select               the attempts: vote or product of experts
         score           exact match and the ARC score, the eval loss per task (arc.inference.results)
@@ -30,7 +30,7 @@ from arc.inference.config import EvalConfig
 from arc.inference.predict import Prediction, generate, select
 from arc.inference.results import print_table, score_tasks, write_results
 from arc.inference.submission import build_submission, write_submission
-from arc.inference.ttt import task_adapter
+from arc.inference.ttt import check_trainable, task_training
 from arc.infra.config import validate
 from arc.infra.errors import ConfigError
 from arc.infra.files import check_writable, locked
@@ -111,9 +111,8 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
     context_tokens = cfg.context_tokens or model.cfg.max_seq_len
     if context_tokens > model.cfg.max_seq_len:
         raise ConfigError(f"--context-tokens {context_tokens} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
-    if cfg.ttt.steps > 0 and layout.task_table:
-        raise ConfigError("--ttt-steps is per-task LoRA training for the in-context layout; a pair-layout "
-                          "checkpoint already trained on its evaluated tasks' demonstrations")
+    if cfg.ttt.steps > 0:
+        check_trainable(model, layout, cfg.ttt.train)
 
     task_set = cfg.task_set or ("seed20" if (cfg.data, cfg.split) == ("arc1", "evaluation") else "all")
     all_tasks = load_tasks(cfg.data, cfg.split)
@@ -126,7 +125,7 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
     step, d = config.get("step"), cfg.decoding
     method = (f"{d.decode}, {d.views or layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
               + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps)" if unseen else "")
-              + (f", test-time training {cfg.ttt.steps} steps" if cfg.ttt.steps > 0 else ""))
+              + (f", test-time training ({cfg.ttt.train}) {cfg.ttt.steps} steps" + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else "") + " per task" if cfg.ttt.steps > 0 else ""))
     print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / {sum(len(t.test) for t in tasks)} "
           f"test inputs from {cfg.data}/{cfg.split} [{task_set}]: {method}, on {device}", flush=True)
     if step == 0:
@@ -150,12 +149,12 @@ def adapt_stage(ev: Evaluation) -> AdaptReport | None:
     return adapted
 
 
-def test_time_training(ev: Evaluation, task: Task, n: int):
+def per_task_training(ev: Evaluation, task: Task, n: int):
     """A context in which the model is trained on task's demonstrations (the n-th task), yielding the
     report; the model is the checkpoint's again after it. Without test-time training: nothing, None."""
     if ev.cfg.ttt.steps <= 0:
         return contextlib.nullcontext()
-    return task_adapter(ev.model, task, ev.layout, ev.cfg.ttt, ev.device, ev.context_tokens, ev.cfg.seed + n, ev.amp_dtype)
+    return task_training(ev.model, task, ev.layout, ev.cfg.ttt, ev.device, ev.context_tokens, ev.cfg.seed + n, ev.amp_dtype)
 
 
 def predict_group(ev: Evaluation, tasks: list[Task], first_example: int) -> list[Prediction]:
@@ -181,7 +180,7 @@ def predict_stage(ev: Evaluation) -> tuple[list[Prediction], dict[str, dict]]:
     predictions, per_task, progress, first_example = [], {}, Progress(len(ev.tasks)), 0
     for n, task in enumerate(ev.tasks):
         started = time.time()
-        with test_time_training(ev, task, n) as report:
+        with per_task_training(ev, task, n) as report:
             found = predict_group(ev, [task], first_example)
         entry = {"seconds": time.time() - started, **({"ttt": asdict(report)} if report is not None else {})}
         first_example += len(task.test)

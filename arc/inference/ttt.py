@@ -1,19 +1,28 @@
-"""Test-time training (TTT): fine-tune a fresh LoRA on one task's own demonstrations, then predict it.
+"""Test-time training (TTT): before predicting a task, fine-tune on that task's own demonstrations; afterwards
+put the model back exactly as it was.
 
-An ARC task is a new little world: its demonstrations show a rule the model may never have seen.
-The strongest ARC systems (Akyürek et al. 2024, "The Surprising Effectiveness of Test-Time Training";
-the ARChitects' ARC Prize 2024 entry) spend part of their score on this step: before predicting a task,
-they train a small adapter on that task alone, so the rule is partly written into weights instead of
-being inferred from the context in one forward pass.
+An ARC task is a new little world: its demonstrations show a rule the model may never have seen, or has
+only half learnt. The strongest ARC systems (Akyürek et al. 2024, "The Surprising Effectiveness of
+Test-Time Training"; the ARChitects; VARC; for a 7M model, full fine-tuning beat LoRA and embedding-only
+updates) spend part of their score on this step: the rule is partly written into weights instead of
+being inferred in one forward pass.
+
+What moves (TTTConfig.train):
+    full        every parameter (a copy of the weights is kept and written back afterwards)
+    lora        a fresh low-rank adapter on the projections (removed afterwards: the original nn.Linear
+                objects come back, their weights never touched)
+    embeddings  the task's row of the task embedding table only (layouts with a task table)
 
 The rows come from the task's demonstrations only, as its layout draws them for a test-time learner
-(Layout.demonstration_sampler; in-context: leave-one-out rows, each demonstration in turn the pseudo-test
-and the others its context), each under a fresh augmentation. The test output is never used.
+(Layout.demonstration_sampler: the pair layout's demonstration pairs under the training augmentations,
+with its test inputs where the checkpoint trained with the input loss; the in-context layout's
+leave-one-out rows). The test output is never used. Training stops after `steps` steps or `seconds`
+seconds, whichever comes first.
 
 Usage, per task:
-    with task_adapter(model, task, layout, TTTConfig(), device, row_tokens) as report:
-        ...decode the task's test inputs with `model`...
-    # here the model is exactly the base model again: same modules, bitwise-equal weights
+    with task_training(model, task, layout, TTTConfig(steps=100), device, row_tokens) as report:
+        ...predict the task's test inputs with `model`...
+    # here every weight of the model is bitwise what it was before, and so are its modules and flags
 """
 from __future__ import annotations
 
@@ -27,10 +36,13 @@ import torch.nn as nn
 
 from arc.data.tasks import Task
 from arc.inference.config import TTTConfig
+from arc.infra.errors import ConfigError
 from arc.layouts.rows import Layout, NoRows
 from arc.model.lora import add_lora, lora_modules, lora_parameters, remove_lora
 from arc.training.fit import fit, restored, trainable
-from arc.training.optim import make_optimizer
+from arc.training.optim import lr_at, make_optimizer
+
+TRAINED = ("full", "lora", "embeddings")
 
 
 @dataclass
@@ -40,64 +52,67 @@ class TTTReport:
     seconds: float  # wall time of building rows and training
     first_loss: float | None  # training loss per output token at the first step (None: no step)
     last_loss: float | None  # ... and at the last step (different rows: a noisy but honest signal)
-    skipped: str | None  # why TTT did not run for this task (then no adapter was added), else None
+    skipped: str | None  # why TTT did not run for this task (then nothing was changed), else None
 
 
-def _refuse_existing_adapter(model: nn.Module) -> None:
-    # A second adapter cannot be added on top of a first (add_lora finds no plain nn.Linear left), and
-    # removing ours afterwards must not take someone else's with it.
-    if lora_modules(model):
-        raise ValueError("test-time training needs a model without LoRA modules; this one has "
-                         f"{len(lora_modules(model))} (e.g. a trained adapter: evaluate TTT on its base)")
+def check_trainable(model: nn.Module, layout: Layout, train: str) -> None:
+    """Refuse what this model and layout cannot train at test time, before any work."""
+    if train not in TRAINED:
+        raise ConfigError(f"--ttt-train {train}: must be one of {', '.join(TRAINED)}")
+    if train == "embeddings" and not layout.task_table:
+        raise ConfigError(f"--ttt-train embeddings: the {layout.name} layout's model has no task embeddings; "
+                          "use --ttt-train full or lora")
+    if train == "lora" and lora_modules(model):
+        # a second adapter cannot be added on top of a first, and removing ours must not take the other
+        raise ConfigError("--ttt-train lora needs a model without LoRA modules; this one has "
+                          f"{len(lora_modules(model))} (a trained adapter: use --ttt-train full, or evaluate its base)")
 
 
-def test_time_train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device,
-                    row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None) -> TTTReport:
-    """Add a fresh LoRA to `model` and train it on rows of the task's demonstrations (seed: the rows and
-    the adapter's initialisation, A; B starts at zero).
+def _parameters(model: nn.Module, cfg: TTTConfig, seed: int, device: torch.device) -> list[nn.Parameter]:
+    """The parameters this task trains, adding the adapter first for "lora"."""
+    if cfg.train == "lora":
+        # seed the adapter's A matrices (B starts at zero) without disturbing the caller's random streams
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+        return lora_parameters(model)
+    if cfg.train == "embeddings":
+        return [model.embed_task.weight]  # only the task's own row gets a gradient (no weight decay: the rest stay)
+    return list(model.parameters())
 
-    Leaves the adapter in place, unmerged, and the model in eval mode, ready to decode. Prefer
-    task_adapter, which also takes the adapter out again. When the layout can build no row (fewer than
-    2 demonstrations for leave-one-out, or none fits) nothing is added and the report says why.
-    """
-    _refuse_existing_adapter(model)
+
+@contextlib.contextmanager
+def task_training(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device,
+                  row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None) -> Iterator[TTTReport]:
+    """Train `model` on the task's demonstrations (seed: its rows and any adapter's initialisation) and
+    yield the report with the trained model in eval mode; on leaving (even by an exception) put back
+    every weight bitwise, the module tree (no adapter left) and every requires_grad flag and mode."""
+    check_trainable(model, layout, cfg.train)
     started = time.time()
     try:
         sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
     except NoRows as why:
-        model.eval()
-        return TTTReport(0, 0, time.time() - started, None, None, str(why))
-
-    # Seed the adapter's A matrices without disturbing the caller's random streams.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
-    warmup = min(4, cfg.steps)
-    with trainable(model, lora_parameters(model)) as params:
-        # No weight decay: a few dozen steps from B = 0 leave nothing for decay to tame.
-        optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
-        report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
-                     lambda step: cfg.lr * min(1.0, (step + 1) / warmup), range(cfg.steps), 1.0, device, autocast_dtype)
-    model.eval()
-    return TTTReport(report.steps, report.steps * cfg.batch_size, time.time() - started, report.first_loss, report.last_loss, None)
-
-
-test_time_train.__test__ = False  # its name starts with "test": tell pytest it is not a test when imported
-
-
-@contextlib.contextmanager
-def task_adapter(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device,
-                 row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None) -> Iterator[TTTReport]:
-    """Run test_time_train and yield its report with the adapter active; on leaving (even by an
-    exception) remove the adapter and restore requires_grad flags and train/eval mode.
-
-    The adapter is never merged: W + BA - BA is not bitwise W in floating point, and the next task
-    must start from exactly the base model. Removing the wrapper modules returns the original
-    nn.Linear objects, whose weights the optimizer never touched.
-    """
-    _refuse_existing_adapter(model)  # before the try: the finally must only ever remove our adapter
+        yield TTTReport(0, 0, time.time() - started, None, None, str(why))
+        return
+    # the weights as they are: a copy written back afterwards (an optimizer step is not undone by another)
+    saved = {name: p.detach().clone() for name, p in model.named_parameters()} if cfg.train != "lora" else {}
     with restored(model):
         try:
-            yield test_time_train(model, task, layout, cfg, device, row_tokens, seed, autocast_dtype)
+            params = _parameters(model, cfg, seed, device)
+            with trainable(model, params) as trained:
+                # no weight decay: a few hundred steps from the checkpoint leave nothing for decay to tame,
+                # and the rows of other tasks (embeddings) must not move
+                optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
+                report = fit(model, optimizer, trained, lambda step: [sampler.batch(step, cfg.batch_size)],
+                             lambda step: lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1), range(cfg.steps),
+                             1.0, device, autocast_dtype, seconds=cfg.seconds)
+            model.eval()
+            yield TTTReport(report.steps, report.steps * cfg.batch_size, time.time() - started, report.first_loss,
+                            report.last_loss, None)
         finally:
-            remove_lora(model)
+            if cfg.train == "lora":
+                remove_lora(model)
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in saved:
+                        p.copy_(saved[name])
