@@ -70,3 +70,22 @@ def test_no_import_cycle():
         if state.get(m) is None and visit(m, []):
             break
     assert cycle == []
+
+
+def test_the_readme_module_map_lists_every_module_and_only_those():
+    """README.md's module map names each module under its folder's heading; a module added, moved or
+    deleted without the map following fails here."""
+    text = (ROOT.parent / "README.md").read_text()
+    table = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    listed, folder = set(), None
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 2:
+            continue
+        if cells[0].startswith("**`arc/"):
+            folder = cells[0].strip("*`")
+        elif folder and cells[0].startswith("`"):
+            listed |= {folder + name.strip("` ") for name in cells[0].split(",")}
+    actual = {str(p.relative_to(ROOT.parent)) for p in ROOT.glob("*/*.py") if p.name != "__init__.py"}
+    actual |= {str(p.relative_to(ROOT.parent)) + "/" for p in ROOT.glob("*/*/") if (p / "__init__.py").is_file()}
+    assert sorted(listed ^ actual) == []

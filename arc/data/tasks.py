@@ -287,6 +287,13 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
         "0934a4d8", "09c534e7", "0a2355a6", "0b17323b", "0bb8deee", "0becf7df", "0c786b71", "0c9aba6e",
         "0d87d2a6", "0e671a1a", "0f63c0b9", "103eff5b",
     ),
+    # Where test-time settings are chosen for tasks a checkpoint never saw: the next 20 ARC-AGI-1 evaluation ids
+    # (sorted) in neither seed20 nor next20. Used to pick defaults, so never reported as held out.
+    "tune20": (
+        "11e1fe23", "12422b43", "12997ef3", "12eac192", "136b0064", "13713586", "137f0df0", "140c817e",
+        "14754a24", "15113be4", "15663ba9", "15696249", "16b78196", "17b80ad2", "17cae0c1", "18419cfa",
+        "184a9768", "195ba7dc", "1990f7a8", "19bb5feb",
+    ),
     # Where defaults are chosen: 20 ARC-AGI-1 *training* tasks, every 20th id in sorted order (the 1st,
     # 21st, ..., 381st). Evaluated with `--split training --task-set dev20` (train.py: --eval-split
     # training --eval-set dev20, which takes them out of the training tasks). Never reported as held out.

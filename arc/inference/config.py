@@ -33,7 +33,7 @@ from arc.training.config import PRECISIONS, data_source, split_problems
 # The settings of one decoding strategy or selection only (DecodeConfig.decode, .select): refused under another.
 _DECODE_ONLY = {"sample": ("samples", "temperature", "top_k"),
                 "dfs": ("dfs_threshold", "dfs_max_candidates", "dfs_time_limit_s", "dfs_keep_greedy")}
-_SELECT_ONLY = {"poe": ("score_views",)}
+_SELECT_ONLY = {"poe": ("score_views", "rerank")}
 
 
 @dataclass
@@ -42,6 +42,8 @@ class DecodeConfig:
     views: int = option(0, integer(0))  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
     select: str = option("vote", choice("vote", "poe"))  # vote | poe: how the attempts are chosen among the pooled candidates
     score_views: int = option(8, integer(1))  # views that score each candidate for "poe"
+    rerank: int = option(0, integer(0))  # (poe) score only the N candidates with the most votes (0: every candidate)
+    drop_input_copies: bool = False  # drop candidates equal to the test input (mdlARC's filter: an ARC answer is almost never its input)
     attempts: int = option(2, integer(1))  # attempts per test input (the ARC Prize allows 2)
     samples: int = option(8, integer(1))  # samples per view (decode=sample)
     temperature: float = option(1.0, number(0, above=True))  # sampling temperature (decode=sample)

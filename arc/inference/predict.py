@@ -121,6 +121,9 @@ def generate(model, layout: Layout, examples: list[Example], context_tokens: int
                 failures[job.example_index].add(why)
                 continue
             grid = views_of[job.example_index][job.view_index].invert_grid(grid)
+            if cfg.drop_input_copies and grids_equal(grid, examples[job.example_index].test.input):
+                failures[job.example_index].add("copies the test input")
+                continue
             candidates[job.example_index].append((job.view_index, grid, nll))
     for i, pred in enumerate(predictions):
         pred.pool = pool_candidates(candidates[i])
@@ -136,15 +139,16 @@ def select(model, layout: Layout, predictions: list[Prediction], context_tokens:
            amp_dtype=None, seed: int = 0) -> list[Prediction]:
     """Choose each prediction's attempts among its pooled candidates: by vote (always recorded under
     attempts_by["vote"]) and, with cfg.select "poe", by product of experts under cfg.score_views views
-    (example i's seeded with seed + 7919 * (i + 1))."""
+    (example i's seeded with seed + 7919 * (i + 1)) among the cfg.rerank most voted (0: all)."""
     if cfg.select not in ("vote", "poe"):
         raise ValueError(f"unknown selection {cfg.select!r}: vote | poe")
     for i, pred in enumerate(predictions):
         if not pred.pool:
             continue
-        grids = [entry.grid for entry in pred.pool]
-        pred.attempts_by["vote"] = [entry.grid for entry in vote(pred.pool)[: cfg.attempts]]
+        ranked = vote(pred.pool)
+        pred.attempts_by["vote"] = [entry.grid for entry in ranked[: cfg.attempts]]
         if cfg.select == "poe":
+            grids = [entry.grid for entry in (ranked[: cfg.rerank] if cfg.rerank else pred.pool)]
             score_views = layout.views(pred.example, cfg.score_views, seed + 7919 * (i + 1))
             nll = candidate_nll(model, layout, pred.example, grids, score_views, context_tokens, cfg.decode_batch_size, amp_dtype)
             pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)
