@@ -178,3 +178,17 @@ def test_ttt_lowers_the_loss(one_thread):
         assert output_token_loss(model, [test_row]) < 0.85 * base_test_loss
     with torch.no_grad():
         assert torch.equal(model(tokens), base_logits)
+
+
+def test_leave_one_out_picks_a_step_count_and_leaves_the_model_unchanged(one_thread):
+    torch.manual_seed(0)
+    model = Transformer(TINY).eval()
+    before = snapshot(model)
+    cfg = ttt.TTTConfig(steps=20, lr=3e-3, train="full", stop="loo")
+    chosen = ttt.loo_steps(model, swap_task(0), ROWS, cfg, CPU, 128)
+    assert chosen in range(0, 21, 2)  # measured every steps // 10 = 2 steps, 0 included
+    assert_restored(model, before)
+    with ttt.task_training(model, swap_task(0), ROWS, cfg, CPU, 128) as report:
+        assert report.chosen_steps == chosen and report.steps == chosen
+    assert_restored(model, before)
+    assert ttt.loo_steps(model, swap_task(0, n_train=1), ROWS, cfg, CPU, 128) == 20  # nothing to hold out

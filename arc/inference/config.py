@@ -72,6 +72,7 @@ class TTTConfig:
     steps: int = option(0, integer(0))  # AdamW steps per task on its demonstrations (0: no test-time training)
     seconds: float = option(0.0, number(0))  # also stop a task's training after this many seconds (0: no time limit)
     train: str = option("full", choice("full", "lora", "embeddings"))  # what moves: every parameter | a fresh LoRA adapter | the task's embedding row
+    stop: str = option("steps", choice("steps", "loo"))  # steps: train `steps` steps | loo: as many (up to `steps`) as minimised a held-out demonstration's loss when training on the others
     # the per-task adapter of --ttt-train lora (flags --ttt-rank, --ttt-alpha, ...)
     lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)

@@ -19,6 +19,11 @@ with its test inputs where the checkpoint trained with the input loss; the in-co
 leave-one-out rows). The test output is never used. Training stops after `steps` steps or `seconds`
 seconds, whichever comes first.
 
+A budget that stops by itself (TTTConfig.stop "loo"): first train on all demonstrations but the last,
+measuring the held-out one's loss (teacher-forced, averaged over the layout's views) every few steps;
+the step count where it was lowest is the count the real run, on every demonstration, then takes. It
+costs up to twice the training; whether it pays is measured in RESULTS.md.
+
 Usage, per task:
     with task_training(model, task, layout, TTTConfig(steps=100), device, row_tokens) as report:
         ...predict the task's test inputs with `model`...
@@ -34,13 +39,14 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from arc.data.tasks import Task
+from arc.data.tasks import Example, Task
 from arc.inference.config import TTTConfig
 from arc.infra.errors import ConfigError
 from arc.layouts.rows import Layout, NoRows
 from arc.model.lora import add_lora, lora_modules, lora_parameters, remove_lora
 from arc.training.fit import fit, restored, trainable
 from arc.training.optim import lr_at, make_optimizer
+from arc.training.scoring import output_token_loss
 
 TRAINED = ("full", "lora", "embeddings")
 
@@ -48,6 +54,7 @@ TRAINED = ("full", "lora", "embeddings")
 @dataclass
 class TTTReport:
     steps: int  # optimizer steps taken
+    chosen_steps: int | None  # the step count the leave-one-out probe chose (stop "loo"), else None
     rows: int  # training rows drawn (steps x batch size)
     seconds: float  # wall time of building rows and training
     first_loss: float | None  # training loss per output token at the first step (None: no step)
@@ -81,6 +88,64 @@ def _parameters(model: nn.Module, cfg: TTTConfig, seed: int, device: torch.devic
     return list(model.parameters())
 
 
+def _train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, steps: int, device: torch.device,
+           row_tokens: int, seed: int, autocast_dtype, after_step=None):
+    """Train the model in place on the task's demonstration rows for `steps` steps (or cfg.seconds); the
+    caller undoes it. Returns fit's report."""
+    sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
+    with trainable(model, _parameters(model, cfg, seed, device)) as trained:
+        # no weight decay: a few hundred steps from the checkpoint leave nothing for decay to tame,
+        # and the rows of other tasks (embeddings) must not move
+        optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
+        return fit(model, optimizer, trained, lambda step: [sampler.batch(step, cfg.batch_size)],
+                   lambda step: lr_at(step, cfg.lr, max(1, steps // 10), steps, 0.1), range(steps),
+                   1.0, device, autocast_dtype, seconds=cfg.seconds, after_step=after_step)
+
+
+@contextlib.contextmanager
+def undone(model: nn.Module, cfg: TTTConfig) -> Iterator[None]:
+    """Whatever training happens inside the block is undone on leaving it: every weight written back
+    bitwise, any adapter removed, every requires_grad flag and the mode restored."""
+    # a copy of the weights, written back afterwards (an optimizer step is not undone by another)
+    saved = {name: p.detach().clone() for name, p in model.named_parameters()} if cfg.train != "lora" else {}
+    with restored(model):
+        try:
+            yield
+        finally:
+            if cfg.train == "lora" and lora_modules(model):
+                remove_lora(model)
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in saved:
+                        p.copy_(saved[name])
+
+
+def loo_steps(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device, row_tokens: int,
+              seed: int = 0, autocast_dtype=None) -> int:
+    """The step count (a multiple of cfg.steps // 10, at most cfg.steps) at which training on every
+    demonstration but the last gave the last its lowest loss; cfg.steps when the task has one demonstration.
+    The model is left as it was."""
+    if len(task.train) < 2:
+        return cfg.steps
+    rest = Task(task.id, task.train[:-1], task.test)
+    held = Example(task.id, 0, rest.train, task.train[-1])
+    rows = [layout.encode(view.apply(held)) for view in layout.views(held, layout.default_views, seed)
+            if layout.fit(view.apply(held), row_tokens) is not None]
+    every = max(1, cfg.steps // 10)
+    losses = {0: output_token_loss(model, rows, autocast_dtype)}
+
+    def measure(done: int, loss: float, lr: float) -> None:
+        if done % every == 0 or done == cfg.steps:
+            losses[done] = output_token_loss(model, rows, autocast_dtype)
+
+    with undone(model, cfg):
+        try:
+            _train(model, rest, layout, cfg, cfg.steps, device, row_tokens, seed, autocast_dtype, measure)
+        except NoRows:
+            return cfg.steps
+    return min(losses, key=lambda step: (losses[step], step))
+
+
 @contextlib.contextmanager
 def task_training(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device,
                   row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None) -> Iterator[TTTReport]:
@@ -90,29 +155,14 @@ def task_training(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, 
     check_trainable(model, layout, cfg.train)
     started = time.time()
     try:
-        sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
+        layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
     except NoRows as why:
-        yield TTTReport(0, 0, time.time() - started, None, None, str(why))
+        yield TTTReport(0, None, 0, time.time() - started, None, None, str(why))
         return
-    # the weights as they are: a copy written back afterwards (an optimizer step is not undone by another)
-    saved = {name: p.detach().clone() for name, p in model.named_parameters()} if cfg.train != "lora" else {}
-    with restored(model):
-        try:
-            params = _parameters(model, cfg, seed, device)
-            with trainable(model, params) as trained:
-                # no weight decay: a few hundred steps from the checkpoint leave nothing for decay to tame,
-                # and the rows of other tasks (embeddings) must not move
-                optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
-                report = fit(model, optimizer, trained, lambda step: [sampler.batch(step, cfg.batch_size)],
-                             lambda step: lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1), range(cfg.steps),
-                             1.0, device, autocast_dtype, seconds=cfg.seconds)
-            model.eval()
-            yield TTTReport(report.steps, report.steps * cfg.batch_size, time.time() - started, report.first_loss,
-                            report.last_loss, None)
-        finally:
-            if cfg.train == "lora":
-                remove_lora(model)
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    if name in saved:
-                        p.copy_(saved[name])
+    chosen = loo_steps(model, task, layout, cfg, device, row_tokens, seed, autocast_dtype) if cfg.stop == "loo" else None
+    steps = cfg.steps if chosen is None else chosen
+    with undone(model, cfg):
+        report = _train(model, task, layout, cfg, steps, device, row_tokens, seed, autocast_dtype)
+        model.eval()
+        yield TTTReport(report.steps, chosen, report.steps * cfg.batch_size, time.time() - started, report.first_loss,
+                        report.last_loss, None)
