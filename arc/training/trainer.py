@@ -93,13 +93,14 @@ def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
     return train_tasks, heldout_tasks, excluded
 
 
-def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[Task], row_tokens: int, seed: int) -> TrainingData:
+def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[Task], row_tokens: int, seed: int,
+                  excluded: list[str] = ()) -> TrainingData:
     """The training rows' sampler and the held-out rows. The evaluated tasks reach the sampler only as a
     test-time learner sees them: their test outputs are dropped here (Task.without_test_outputs), and the
     pair sampler refuses any task that still has one."""
     sampler = layout.sampler(train_tasks, [t.without_test_outputs() for t in heldout_tasks], row_tokens, seed)
     eval_rows, skipped = layout.scored_rows([e for t in heldout_tasks for e in t.examples()], row_tokens)
-    return TrainingData(sampler, eval_rows, skipped, len(train_tasks), [])
+    return TrainingData(sampler, eval_rows, skipped, len(train_tasks), list(excluded))
 
 
 def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict] | None, run: RunFolder) -> tuple[Transformer, dict]:
@@ -168,7 +169,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     settings = asdict(cfg)
     # the task table: the training tasks, then the evaluated ones (the pair layout learns a row for each)
     layout = make_layout(settings, tokenizer, [t.id for t in train_tasks + heldout_tasks])
-    data = replace(training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed), excluded=excluded)
+    data = training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, excluded)
 
     model, described = build_model(cfg, layout, init, folder)
     if cfg.lora.rank > 0 and cfg.lora_base_bf16 and device.type == "cuda":
