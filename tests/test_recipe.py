@@ -1,5 +1,6 @@
-"""Issue 20's switches ("learn more per token"), each with known answers: dropout that is off in eval, each pair's
-pool of views (distinct per cycle, only its own colours renamed), the evaluated share's final phase."""
+"""Issue 20's switches ("learn more per token"), each with known answers: the schedules' values at known steps and
+seconds, Muon on exactly the blocks' matrices, dropout that is off in eval, each pair's pool of views (distinct
+per cycle, only its own colours renamed), the evaluated share's final phase."""
 from collections import defaultdict
 from dataclasses import replace
 
@@ -12,9 +13,85 @@ from arc.data.augment import N_COLOURS, own_colours, view_pool
 from arc.data.tasks import Pair, Task
 from arc.data.tokenizer import GridTokenizer
 from arc.layouts.pair import PairLayout, PairSampler
+from arc.model.lora import add_lora
 from arc.model.transformer import Transformer
+from arc.training.optim import MuonAndAdamW, Schedule, last_part_start, lr_at, make_optimizer, set_lr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2, rope="1d")
+
+
+# --- schedules ----------------------------------------------------------------------------------------------
+
+
+def test_a_step_budget_cosine_is_lr_at_itself():
+    schedule = Schedule(1e-3, 30, 0.1, "cosine", max_steps=1000)
+    assert all(schedule.lr(s) == lr_at(s, 1e-3, 30, 1000, 0.1) for s in range(0, 1100, 7))  # bitwise: runs unchanged
+
+
+def test_wsd_over_steps_known_values():
+    # warmup 2 steps, peak until the last round(0.2 * 10) = 2 steps, which decay linearly to 0.1 at step 10
+    schedule = Schedule(1.0, 2, 0.1, "wsd", decay_fraction=0.2, max_steps=10)
+    assert [schedule.lr(s) for s in range(11)] == pytest.approx([0.5, 1, 1, 1, 1, 1, 1, 1, 1, 0.55, 0.1])
+    assert last_part_start(1000, 0.2) == 800 and last_part_start(10, 0.0) == 10
+    assert [schedule.in_last_part(0.3, s) for s in (6, 7)] == [False, True]  # the last 3 steps: 7, 8, 9
+
+
+def test_a_time_budget_runs_the_schedule_on_the_clock():
+    wsd = Schedule(1.0, 2, 0.1, "wsd", decay_fraction=0.25, seconds=100.0)
+    assert wsd.lr(0, elapsed=90.0) == 0.5  # the warmup counts steps, whatever the time
+    assert [wsd.lr(5, t) for t in (0, 75, 87.5, 100, 120)] == pytest.approx([1, 1, 0.55, 0.1, 0.1])
+    cosine = Schedule(1.0, 2, 0.1, "cosine", seconds=100.0)
+    assert [cosine.lr(5, t) for t in (0, 50, 100, 120)] == pytest.approx([1, 0.55, 0.1, 0.1])
+    assert [wsd.in_last_part(0.5, 9, t) for t in (49.0, 50.0)] == [False, True]
+    assert not wsd.over(99.9) and wsd.over(100.0) and not Schedule(1.0, 2, 0.1, max_steps=10).over(1e9)
+
+
+# --- Muon ---------------------------------------------------------------------------------------------------
+
+
+def block_matrices(n_layers: int) -> set[str]:
+    return {f"blocks.{i}.{part}.{w}.weight" for i in range(n_layers)
+            for part, names in (("attn", ("wq", "wk", "wv", "wo")), ("mlp", ("w_gate", "w_up", "w_down"))) for w in names}
+
+
+def test_muon_trains_exactly_the_block_matrices_and_adamw_the_rest():
+    model = Transformer(replace(TINY, n_tasks=3, transform_embedding=True, grid_positions=True))
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer = make_optimizer(model, 1e-3, 0.1, "muon", muon_lr=0.02)
+    assert isinstance(optimizer, MuonAndAdamW) and optimizer.param_groups == optimizer.muon.param_groups + optimizer.adamw.param_groups
+    assert isinstance(optimizer.muon, torch.optim.Muon) and isinstance(optimizer.adamw, torch.optim.AdamW)
+    muon = {names[id(p)] for g in optimizer.muon.param_groups for p in g["params"]}
+    decay, no_decay = ({names[id(p)] for p in g["params"]} for g in optimizer.adamw.param_groups)
+    assert muon == block_matrices(TINY.n_layers)
+    assert decay == {"head.weight"}  # the one matrix left to AdamW (decayed); embeddings and norms are not
+    assert no_decay == {"embed.weight", "embed_row.weight", "embed_col.weight", "embed_task.weight", "embed_transform.weight",
+                        "norm.weight"} | {f"blocks.{i}.{n}.weight" for i in range(TINY.n_layers) for n in ("attn_norm", "mlp_norm")}
+    assert isinstance(make_optimizer(model, 1e-3, 0.1), torch.optim.AdamW)  # the default (test-time training, adaptation)
+    add_lora(model, 2, 4.0, 0.0, ("wq",), ())
+    with pytest.raises(ValueError, match="no block matrix is trained"):
+        make_optimizer(model, 1e-3, 0.1, "muon")
+
+
+def test_muon_follows_the_schedule_from_its_own_peak_and_resumes_with_the_new_settings():
+    torch.manual_seed(0)
+    model = Transformer(SMALL)
+    optimizer = make_optimizer(model, 1e-3, 0.1, "muon", muon_lr=0.02)
+    set_lr(optimizer, 5e-4)  # half way down from peak: Muon at half its own peak
+    (muon,), (decay, no_decay) = optimizer.muon.param_groups, optimizer.adamw.param_groups
+    assert decay["lr"] == no_decay["lr"] == 5e-4 and muon["lr"] == pytest.approx(0.01)
+    assert muon["lr"] * muon["weight_decay"] == pytest.approx(decay["lr"] * decay["weight_decay"])  # the same shrink per step
+    model(torch.tensor([[1, 2, 3]])).sum().backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    again = make_optimizer(model, 1e-3, 0.1, "muon", muon_lr=0.04)  # a resume with another --muon-lr
+    again.load_state_dict(state)
+    buffers = lambda o: [s["momentum_buffer"] for s in o.muon.state.values()]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(buffers(optimizer), buffers(again))) and buffers(again)
+    set_lr(again, 1e-3)
+    assert again.muon.param_groups[0]["lr"] == pytest.approx(0.04)  # the new setting, not the checkpoint's
+    with pytest.raises(ValueError, match="another --optimizer"):
+        again.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
 
 
 # --- dropout ------------------------------------------------------------------------------------------------
