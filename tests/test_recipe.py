@@ -1,21 +1,31 @@
 """Issue 20's switches ("learn more per token"), each with known answers: the schedules' values at known steps and
 seconds, Muon on exactly the blocks' matrices, dropout that is off in eval, each pair's pool of views (distinct
-per cycle, only its own colours renamed), the evaluated share's final phase."""
+per cycle, only its own colours renamed), the evaluated share's final phase, a --minutes run on a fake clock, the
+refused combinations, and bitwise resume of a Muon run and of a view-pool run."""
+import itertools
+import json
 from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import TINY
+from safetensors.torch import load_file
 
 from arc.data.augment import N_COLOURS, own_colours, view_pool
 from arc.data.tasks import Pair, Task
 from arc.data.tokenizer import GridTokenizer
+from arc.infra.config import validate
+from arc.infra.errors import ConfigError
 from arc.layouts.pair import PairLayout, PairSampler
+from arc.model.checkpoint import checkpoint_dir, load_train_state
 from arc.model.lora import add_lora
 from arc.model.transformer import Transformer
+from arc.training.config import TrainConfig
 from arc.training.optim import MuonAndAdamW, Schedule, last_part_start, lr_at, make_optimizer, set_lr
+from arc.training.trainer import TrainingClock, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2, rope="1d")
@@ -186,3 +196,75 @@ def test_the_final_phase_changes_the_share_from_its_row_on_and_nothing_before():
     sampler = pool_sampler(3, share=0.5)
     sampler.final_phase(from_row=10, share=0.25)
     assert [sampler.evaluated_before(i) for i in (10, 14, 18)] == [5, 6, 7]
+
+
+# --- whole runs: --minutes on a fake clock, bitwise resume, refused combinations -------------------------------
+
+
+@pytest.fixture
+def config(tiny_train_config):
+    """The pair layout, 6 steps, a checkpoint every 2, a log line every step."""
+    return lambda out, **kw: tiny_train_config(out, **{"layout": "pair", "model": SMALL, "max_steps": 6, "save_every": 2,
+                                                       "log_every": 1, **kw})
+
+
+def logged(run) -> list[dict]:
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(a, b) -> None:
+    """Bitwise-equal final weights, and each step logged once with the same loss and lr (the training lines: the
+    early stop measured one more eval loss)."""
+    wa, wb = (load_file(str(checkpoint_dir(run) / "model.safetensors")) for run in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    steps = lambda run: [(r["step"], r["loss"], r["lr"]) for r in logged(run) if "loss" in r]  # noqa: E731
+    assert steps(a) == steps(b) and len(steps(a)) == 6
+
+
+@pytest.mark.parametrize("switches", [
+    dict(optimizer="muon", schedule="wsd", decay_fraction=0.5, model=replace(SMALL, dropout=0.1)),
+    dict(view_pool=4, final_fraction=0.5, final_evaluated_share=1.0),
+], ids=["muon-wsd-dropout", "view-pool-final-phase"])
+def test_a_killed_run_resumes_bitwise(config, switches):
+    whole = train(config("whole", **switches))
+    train(config("cut", stop_at_step=3, **switches))
+    assert_same_run(whole, train(config("cut", **switches), resume=True))
+
+
+def test_a_minutes_run_ends_on_time_and_resumes_the_same_schedule(config, monkeypatch):
+    """A fake clock where every training step takes exactly 1 s: --minutes 0.1 is 6 steps, step s starts after s
+    seconds, the wsd decay takes the last half, the final phase starts at 3 s."""
+    monkeypatch.setattr(TrainingClock, "now", staticmethod(itertools.count().__next__))
+    switches = dict(minutes=0.1, max_steps=1000, schedule="wsd", decay_fraction=0.5, warmup_steps=2, final_fraction=0.5)
+    whole = train(config("whole", **switches))
+    lines = [r for r in logged(whole) if "loss" in r]
+    schedule = Schedule(1e-3, 2, 0.1, "wsd", 0.5, seconds=6.0)
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert [r["lr"] for r in lines] == [schedule.lr(s, float(s)) for s in range(6)]
+    assert [r["lr"] for r in lines] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 0.7e-3, 0.4e-3])
+    state = load_train_state(whole)
+    assert (state["step"], state["training_seconds"], state["final_phase_step"]) == (6, 6.0, 3)
+    # killed after step 4 (past the final phase's start): the resumed run continues the clock and the phase
+    train(config("cut", stop_at_step=4, **switches))
+    assert_same_run(whole, train(config("cut", **switches), resume=True))
+
+
+def test_the_recipe_switches_refuse_what_they_would_ignore(config):
+    refused = {
+        "--max-steps 50: a --minutes run has no step budget": dict(minutes=5.0, max_steps=50),
+        "--decay-fraction 0.3: applies to --schedule wsd only": dict(decay_fraction=0.3),
+        "--muon-lr 0.01: applies to --optimizer muon only": dict(muon_lr=0.01),
+        "--final-evaluated-share 0.5: applies with --final-fraction > 0 only": dict(final_evaluated_share=0.5),
+        "--final-fraction 0.2: the final phase draws fresh rows": dict(final_fraction=0.2, max_examples=10),
+        "--view-pool 2 --colour-maps 2: both choose": dict(view_pool=2, colour_maps=2),
+        "--view-pool 2: a pool of augmented views, while --no-augment": dict(view_pool=2, augment=False),
+        "--view-pool 2: applies to the pair layout only": dict(view_pool=2, layout="in_context"),
+        "--dropout 1.0: must be a finite number >= 0 and < 1": dict(model=replace(SMALL, dropout=1.0)),
+        "--schedule linear: must be one of cosine, wsd": dict(schedule="linear"),
+    }
+    for message, settings in refused.items():
+        with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
+            validate(config("refused", **settings))
+    validate(config("fine", minutes=5.0, max_steps=1000, schedule="wsd", decay_fraction=0.3, optimizer="muon", muon_lr=0.01,
+                    view_pool=2, final_fraction=0.2, final_evaluated_share=0.5, model=replace(SMALL, dropout=0.1)))
+    assert TrainConfig().optimizer == "adamw" and TrainConfig().minutes is None and TrainConfig().view_pool == 0

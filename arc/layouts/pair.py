@@ -42,7 +42,8 @@ TASK_ROUNDS, PAIR_ROUNDS, VIEW_CYCLES, POOLS = 3 << 32, 4 << 32, 5 << 32, 6 << 3
 
 class PairLayout(Layout):
     name = "pair"
-    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding", "generated_tasks")
+    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding", "generated_tasks", "view_pool",
+               "final_fraction", "final_evaluated_share")
     default_views = 8  # trained under all 8 D8 transforms, each with its embedding: predict under all 8
 
     def __init__(self, tokenizer, settings: dict | None = None, task_ids=()):
