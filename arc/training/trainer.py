@@ -217,6 +217,9 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
         optimizer.load_state_dict(resumed.state["optimizer"])
         rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
         torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
+        cuda_rng = resumed.state.get("cuda_rng_ranks", [])  # the GPU's generator: dropout's masks (--dropout) on CUDA
+        if device.type == "cuda" and len(cuda_rng) == world.size:
+            torch.cuda.set_rng_state(cuda_rng[world.rank], device)
         if resumed.config.get("task_ids", []) != described["task_ids"]:
             raise ConfigError(f"{folder.path}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
         start_step, metrics = resumed.state["step"], resumed.config.get("metrics", {})
@@ -248,11 +251,12 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
 def save(run: Run, step: int) -> None:
     """A checkpoint of step `step` (every rank calls it; rank 0 writes), then the run's report.html."""
     rng = run.world.gather(torch.get_rng_state())
+    cuda_rng = run.world.gather(torch.cuda.get_rng_state(run.device)) if run.device.type == "cuda" else None
     if not run.world.is_main:
         return
     config = {**run.described, "training": asdict(run.cfg), "step": step, "metrics": run.metrics}
     state = {"optimizer": run.optimizer.state_dict(), "torch_rng": rng[0], **({"torch_rng_ranks": rng} if run.world.launched else {}),
-             "training_seconds": run.clock.seconds,
+             **({"cuda_rng_ranks": cuda_rng} if cuda_rng is not None else {}), "training_seconds": run.clock.seconds,
              **({"final_phase_step": run.final_phase_step} if run.final_phase_step is not None else {})}
     run.folder.save(run.model, config, run.tokenizer, state, lora=run.cfg.lora.rank > 0)
     write_train_report(run.folder.path)  # report.html (loss curves, throughput, config) and loss.svg
