@@ -15,7 +15,7 @@ from conftest import TINY
 from safetensors.torch import load_file
 
 from arc.data.augment import N_COLOURS, own_colours, view_pool
-from arc.data.tasks import Pair, Task
+from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.config import validate
 from arc.infra.errors import ConfigError
@@ -196,6 +196,19 @@ def test_the_final_phase_changes_the_share_from_its_row_on_and_nothing_before():
     sampler = pool_sampler(3, share=0.5)
     sampler.final_phase(from_row=10, share=0.25)
     assert [sampler.evaluated_before(i) for i in (10, 14, 18)] == [5, 6, 7]
+
+
+def test_a_pool_trained_layout_predicts_and_adapts_under_the_same_kind_of_views():
+    layout = PairLayout(GridTokenizer(), {"view_pool": 4}, ["t"])
+    example = Example("t", 0, [Pair(g([[1]]), g([[2]]))], Pair(g([[0, 3], [5, 3]])))
+    views = layout.views(example, 10, seed=0)
+    assert [v.transform for v in views] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1] and views[0].colours == tuple(range(N_COLOURS))
+    assert len({(v.transform, v.colours) for v in views}) == 10  # distinct, also past the 8 transforms
+    assert all(v.colours[c] == c for v in views for c in range(N_COLOURS) if c not in (3, 5))  # the input's own colours only
+    assert all(v.order == (0,) for v in views)
+    with pytest.raises(ValueError, match="could not draw 17 distinct views"):
+        layout.views(example, 17, seed=0)  # 8 transforms x 2 permutations of {3, 5}
+    assert layout.demonstration_sampler(tasks(2, 0, 0), 64, 0).view_pool == 4  # adaptation: the pools too
 
 
 # --- whole runs: --minutes on a fake clock, bitwise resume, refused combinations -------------------------------

@@ -154,6 +154,16 @@ def own_colours(pair: Pair, keep_background: bool = True) -> tuple[int, ...]:
     return tuple(int(c) for c in present if not (keep_background and c == 0))
 
 
+def own_colour_permutation(pair: Pair, rng: np.random.Generator, keep_background: bool = True) -> tuple[int, ...]:
+    """A random permutation (new colour = perm[old]) of the pair's own colours among themselves (own_colours);
+    every other colour stays."""
+    colours = own_colours(pair, keep_background)
+    perm = list(range(N_COLOURS))
+    for old, new in zip(colours, rng.permutation(colours)):
+        perm[old] = int(new)
+    return tuple(perm)
+
+
 def _nth_permutation(items: Sequence[int], n: int) -> tuple[int, ...]:
     """The n-th permutation of items (0 <= n < len(items)!) in lexicographic order of positions; 0 is items."""
     left, out = list(items), []

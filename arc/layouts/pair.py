@@ -27,7 +27,16 @@ from fractions import Fraction
 
 import numpy as np
 
-from arc.data.augment import Augmentation, colour_map, make_views, random_augmentation, view_pool
+from arc.data.augment import (
+    N_COLOURS,
+    Augmentation,
+    colour_map,
+    make_views,
+    own_colour_permutation,
+    own_colours,
+    random_augmentation,
+    view_pool,
+)
 from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import grid_length, grid_text
 from arc.infra.errors import ConfigError
@@ -91,11 +100,12 @@ class PairLayout(Layout):
 
     def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True) -> "PairSampler":
         """The tasks' demonstration pairs (and, with input_loss, their test inputs), under the training
-        augmentations: what test-time training and adaptation learn from. Test outputs are dropped here."""
+        augmentations (each pair's pool of views when the model was trained with view_pool): what test-time
+        training and adaptation learn from. Test outputs are dropped here."""
         tasks = [t.without_test_outputs() for t in tasks]
         if not any(self._fits(pair, row_tokens) for t in tasks for pair in t.train):
             raise NoRows(f"no demonstration fits in {row_tokens} tokens")
-        return PairSampler(self, [], tasks, row_tokens, seed, augment=augment)
+        return PairSampler(self, [], tasks, row_tokens, seed, augment=augment, view_pool=self.view_pool)
 
     def _fits(self, pair: Pair, row_tokens: int) -> bool:
         """Whether the pair's row fits in some D8 frame (a transpose turns h*(w+1) tokens into w*(h+1))."""
@@ -104,12 +114,32 @@ class PairLayout(Layout):
 
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:
         """View v takes D8 transform v % 8 (each has its embedding) and, when the model was trained on each
-        task's K fixed colour maps, the task's map v % K, else a random colour permutation."""
+        task's K fixed colour maps, the task's map v % K; when it was trained on each pair's pool of views,
+        a permutation of the test input's own colours (the kind of colour change its pools made; view 0
+        the test input as given); else a random colour permutation."""
+        order = tuple(range(len(example.train)))
+        if self.view_pool:
+            return self._own_colour_views(example, k, seed, order)
         if not self.colour_maps:
             return make_views(len(example.train), k, seed, self.keep_background, cover_transforms=True)
-        order = tuple(range(len(example.train)))
         return [Augmentation(v % 8, colour_map(example.task_id, v % self.colour_maps, self.keep_background), order)
                 for v in range(k)]
+
+    def _own_colour_views(self, example: Example, k: int, seed: int, order: tuple[int, ...]) -> list[Augmentation]:
+        """k distinct views: D8 transform v % 8, the input's colours as given in view 0, a random permutation of
+        them in the others (more than 8 views: redrawn until each (transform, colours) is new, as make_views)."""
+        rng, input_only = np.random.default_rng(seed), Pair(example.test.input)
+        views, seen = [], set()
+        for v in range(k):
+            for _ in range(1000):
+                colours = tuple(range(N_COLOURS)) if v == 0 else own_colour_permutation(input_only, rng, self.keep_background)
+                if (v % 8, colours) not in seen:
+                    break
+            else:
+                raise ValueError(f"could not draw {k} distinct views of a test input with colours {own_colours(input_only)}")
+            seen.add((v % 8, colours))
+            views.append(Augmentation(v % 8, colours, order))
+        return views
 
 
 def _cycled(key: tuple[int, ...], n: int, k: int) -> tuple[int, int]:
