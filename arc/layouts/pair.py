@@ -12,7 +12,8 @@ Loss mask: the output's tokens and E; with input_loss (a training option) the in
 ends as well (predicting a grid from the task's embedding is signal too: mdlARC's argument), and rows
 of the evaluated tasks' test inputs, which end at O. Colours: a fresh random permutation per row, or
 one of each task's K fixed maps (colour_maps K), which prediction's views then follow, or each pair's
-own pool of K views (view_pool K, PairSampler), each used once per cycle.
+own pool of K views (view_pool K, PairSampler), each used once per cycle; prediction's views then
+permute the test input's own colours, and adaptation draws from the demonstrations' pools.
 
 The share of rows from the evaluated tasks is evaluated_share, and over a final phase of the run
 (TrainConfig.final_fraction) final_evaluated_share: the trainer tells the sampler from which row on
