@@ -25,6 +25,7 @@ from arc.infra.config import (
     option,
     optional,
     out_folder,
+    setting,
     settings,
 )
 from arc.infra.errors import ConfigError
@@ -160,7 +161,6 @@ class TrainConfig:
                 for problem in ignored(self, flag, layout.options,
                                        f"applies to the {name} layout only (this run: {flag('layout')} {self.layout})")]
 
-
     def _recipe_problems(self, flag) -> list[str]:
         """The budget, the schedule, the optimiser and the pair layout's views and share schedule: each
         setting that only means something beside another."""
@@ -187,8 +187,8 @@ class TrainConfig:
                 found.append(f"{flag('view_pool')} {self.view_pool} {flag('colour_maps')} {self.colour_maps}: both choose "
                              "each row's colours: give one")
             if self.augment is False:
-                found.append(f"{flag('view_pool')} {self.view_pool}: a pool of augmented views, while --no-augment "
-                             "shows every pair as given")
+                found.append(f"{flag('view_pool')} {self.view_pool}: a pool of augmented views, while "
+                             f"{setting(flag('augment'), False)} shows every pair as given")
         return found
 
 
