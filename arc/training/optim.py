@@ -40,8 +40,9 @@ def is_block_matrix(name: str) -> bool:
     """Whether a parameter is the weight of one of a block's projections (attention wq, wk, wv, wo; SwiGLU
     w_gate, w_up, w_down): the hidden layers' matrices, which Muon trains. Embeddings, norm gains and the
     output head are not (Muon orthogonalises a matrix's update, which suits a map between hidden states,
-    not a lookup table or the logits): AdamW trains them, the split every Muon user makes. A LoRA adapter's
-    factors (blocks.0.attn.wq.lora_a) and the frozen base under it (wq.base.weight) are not either."""
+    not a lookup table or the logits): AdamW trains them, as torch.optim.Muon's documentation and Keller
+    Jordan's Muon advise. A LoRA adapter's factors (blocks.0.attn.wq.lora_a) and the frozen base under it
+    (wq.base.weight) are not either."""
     parts = name.split(".")
     return (len(parts) == 5 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in ("attn", "mlp")
             and parts[3] in DEFAULT_TARGETS and parts[4] == "weight")
@@ -85,7 +86,11 @@ class MuonAndAdamW:
     Weight decay is decoupled in both (the matrix shrinks by lr * weight_decay per step): Muon's groups
     take weight_decay / lr_scale, so --weight-decay shrinks the matrices by the same factor per step under
     either optimiser, whatever --muon-lr is. Both values are set again after a load, so a resume that
-    changes --lr or --muon-lr takes the new ones rather than the checkpoint's."""
+    changes --lr or --muon-lr takes the new ones rather than the checkpoint's.
+
+    Cost: torch's Muon orthogonalises each update with 5 Newton-Schulz iterations in bf16. On CUDA and on
+    CPUs with AMX that is cheap; a CPU without AMX emulates bf16 matmuls (about 28x slower than fp32 on
+    the development CPU), and a Muon step of the default model took 1.1 s there against 2-5 ms for AdamW."""
 
     def __init__(self, matrices: list[torch.nn.Parameter], adamw: torch.optim.AdamW, lr: float, muon_lr: float,
                  weight_decay: float):
