@@ -18,9 +18,10 @@ Rotations 1 and 3 are each other's inverse; every other transform is its own inv
 """
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -143,6 +144,67 @@ def random_augmentation(
         perm = tuple(int(c) for c in rng.permutation(N_COLOURS))
     order = tuple(int(i) for i in rng.permutation(n_train)) if shuffle else tuple(range(n_train))
     return Augmentation(transform, perm, order)
+
+
+def own_colours(pair: Pair, keep_background: bool = True) -> tuple[int, ...]:
+    """The colours a view pool permutes: those that appear in the pair's grids (input, and output when it
+    has one), black left out with keep_background."""
+    grids = [pair.input] + ([] if pair.output is None else [pair.output])
+    present = sorted(set().union(*(np.unique(g).tolist() for g in grids)))
+    return tuple(int(c) for c in present if not (keep_background and c == 0))
+
+
+def own_colour_permutation(pair: Pair, rng: np.random.Generator, keep_background: bool = True) -> tuple[int, ...]:
+    """A random permutation (new colour = perm[old]) of the pair's own colours among themselves (own_colours);
+    every other colour stays."""
+    colours = own_colours(pair, keep_background)
+    perm = list(range(N_COLOURS))
+    for old, new in zip(colours, rng.permutation(colours)):
+        perm[old] = int(new)
+    return tuple(perm)
+
+
+def _nth_permutation(items: Sequence[int], n: int) -> tuple[int, ...]:
+    """The n-th permutation of items (0 <= n < len(items)!) in lexicographic order of positions; 0 is items."""
+    left, out = list(items), []
+    for size in range(len(left), 0, -1):
+        position, n = divmod(n, math.factorial(size - 1))
+        out.append(left.pop(position))
+    return tuple(out)
+
+
+def view_pool(pair: Pair, k: int, rng: np.random.Generator, keep_background: bool = True,
+              transforms: Sequence[int] = tuple(range(8))) -> list[Augmentation]:
+    """min(k, available) distinct views of one pair (mdlARC's per-pair augmentations): a D8 transform from
+    `transforms` (those the caller allows, e.g. the ones whose row fits) times a permutation of the pair's
+    own colours among themselves (own_colours: only colours that appear are renamed, to colours that
+    appear; the others, and black with keep_background, stay). With m such colours there are
+    len(transforms) * m! views; each is numbered (rank r: transform transforms[r % len(transforms)],
+    colour permutation number r // len(transforms)), and the pool is rank 0 (the pair as given, when
+    transform 0 is allowed) then k - 1 other ranks drawn from rng without repeats. Two views differ in
+    their transform or in the colour of some cell, so their rows differ (the transform embedding, or a cell)."""
+    if k < 1 or not transforms:
+        raise ValueError(f"a view pool needs k >= 1 and at least one transform, got k={k}, transforms={transforms}")
+    colours = own_colours(pair, keep_background)
+    total = len(transforms) * math.factorial(len(colours))
+    need = min(k, total) - 1  # besides rank 0
+    if 2 * need > total - 1:  # most of the views: a shuffle of them all (total is small here, under 2k)
+        ranks = [0, *(1 + int(r) for r in rng.permutation(total - 1)[:need])]
+    else:  # a few of many (up to 8 * 10! views): redraw the repeats
+        ranks, seen = [0], {0}
+        while len(ranks) <= need:
+            r = int(rng.integers(1, total))
+            if r not in seen:
+                seen.add(r)
+                ranks.append(r)
+    views = []
+    for r in ranks:
+        transform, number = transforms[r % len(transforms)], r // len(transforms)
+        perm = list(range(N_COLOURS))
+        for old, new in zip(colours, _nth_permutation(colours, number)):
+            perm[old] = new
+        views.append(Augmentation(transform, tuple(perm), ()))
+    return views
 
 
 def make_views(n_train: int, k: int, seed: int, keep_background: bool = True,

@@ -115,7 +115,7 @@ class InContextSampler(Sampler):
         super().__init__(row_tokens, seed, max_examples)
         self.layout, self.tasks, self.augment, self.generated_fraction = layout, tasks, augment, generated_fraction
 
-    def _draw(self, rng: np.random.Generator) -> EncodedRow | None:
+    def _draw(self, rng: np.random.Generator, index: int) -> EncodedRow | None:
         if self.generated_fraction > 0 and rng.random() < self.generated_fraction:
             task = generate_task(GENERATOR_FAMILIES[rng.integers(len(GENERATOR_FAMILIES))], rng)
         else:
@@ -153,7 +153,7 @@ class LeaveOneOutSampler(Sampler):
     def _fits(self, task: Task, held: int) -> bool:
         return self.layout.fit(self._example(task, held), self.row_tokens) is not None
 
-    def _draw(self, rng: np.random.Generator) -> EncodedRow | None:
+    def _draw(self, rng: np.random.Generator, index: int) -> EncodedRow | None:
         task = self.tasks[rng.integers(len(self.tasks))]
         example = self._example(task, int(rng.integers(len(task.train))))
         if self.augment:

@@ -35,13 +35,14 @@ class Sampler:
         self.row_tokens, self.seed, self.max_examples = row_tokens, seed, max_examples
         self.skipped = 0  # draws that could not fit in row_tokens
 
-    def _draw(self, rng: np.random.Generator) -> EncodedRow | None:
+    def _draw(self, rng: np.random.Generator, index: int) -> EncodedRow | None:
+        """Row number `index`, drawn with rng (seeded by (seed, index)); None when it does not fit (drawn again)."""
         raise NotImplementedError
 
     def _fresh_row(self, index: int) -> EncodedRow:
         rng = np.random.default_rng([self.seed, index])
         for _ in range(100):
-            row = self._draw(rng)
+            row = self._draw(rng, index)
             if row is not None:
                 return row
             self.skipped += 1

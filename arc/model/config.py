@@ -32,6 +32,7 @@ class ModelConfig:
     transform_embedding: bool = option(False, flag=False)  # a learned embedding of the row's D8 transform (0..7) on every token
     n_kv_heads: int = option(0, integer(0))  # key/value heads (grouped-query attention: each serves n_heads // n_kv_heads query heads); 0: n_heads
     head_size: int = option(0, integer(0))  # width of each attention head; 0: d_model // n_heads (pretrained checkpoints may set it apart)
+    dropout: float = option(0.0, number(0, 1, below=True))  # while training, dropout on the attention weights and on each block's attention and MLP outputs (0: none; off in eval, decoding and scoring)
     rope_scaling: dict | None = option(None, flag=False)  # Llama 3.x "llama3" RoPE frequency scaling: {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}; None: plain RoPE
 
     def problems(self, flag) -> list[str]:

