@@ -33,7 +33,7 @@ TRAIN_CASES = [  # (changes, the message's start)
     (dict(lr=0.0), "--lr 0.0: must be a finite number > 0"),
     (dict(grad_clip=-1.0), "--grad-clip -1.0: must be a finite number >= 0"),
     (dict(device="gpu"), "--device gpu: must be auto, cpu, cuda or cuda:N"),
-    (dict(eval_set="seed21"), "--eval-set seed21: must be one of seed20, next20, dev20, all"),
+    (dict(eval_set="seed21"), "--eval-set seed21: must be one of seed20, next20, tune20, dev20, all"),
     (dict(split="train"), "--split train: must be one of training, evaluation (for arc1)"),
     (dict(data="no/such/folder"), "--data no/such/folder: must be arc1, arc2, an existing folder"),
     (dict(exclude_evaluated="arc1:test"), "--exclude-evaluated arc1:test: must be none or DATA:SPLIT"),
@@ -66,7 +66,8 @@ EVAL_CASES = [
     (dict(decoding=DecodeConfig(temperature=0.0)), "--temperature 0.0: must be a finite number > 0"),
     (dict(decoding=DecodeConfig(dfs_threshold=0.0)), "--dfs-threshold 0.0: must be a finite number > 0 and <= 1"),
     (dict(ttt=TTTConfig(steps=-1)), "--ttt-steps -1: must be an integer >= 0"),
-    (dict(ttt=TTTConfig(steps=4, lora=LoRAConfig(rank=0))), "--ttt-rank 0: test-time training"),
+    (dict(ttt=TTTConfig(steps=4, train="lora", lora=LoRAConfig(rank=0))), "--ttt-rank 0: test-time training"),
+    (dict(ttt=TTTConfig(steps=4, lora=LoRAConfig(rank=8))), "--ttt-rank 8: applies to --ttt-train lora only (this run: --ttt-train full)"),
     (dict(precision="bogus"), "--precision bogus: must be one of auto, bf16, fp32"),
     (dict(max_tasks=0), "--max-tasks 0: must be an integer >= 1"),
     (dict(tasks=("a", "b", "a")), "--tasks a,b,a: each task id at most once (repeated: a)"),
@@ -132,7 +133,7 @@ def test_the_same_flags_pass_where_they_apply():
                          lora_base_bf16=True))
     validate(EvalConfig(decoding=DecodeConfig(decode="dfs", dfs_threshold=0.2, dfs_keep_greedy=False, select="poe", score_views=4)))
     validate(EvalConfig(decoding=DecodeConfig(decode="sample", samples=4, temperature=0.5, top_k=4)))
-    validate(EvalConfig(ttt=TTTConfig(steps=4, lr=1e-2, lora=LoRAConfig(rank=8), augment=False)))
+    validate(EvalConfig(ttt=TTTConfig(steps=4, lr=1e-2, train="lora", lora=LoRAConfig(rank=8), augment=False)))
 
 
 def test_the_dead_ttt_train_embeddings_flag_is_gone():
