@@ -68,5 +68,5 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
         optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
         report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
                      lambda step: lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1), range(cfg.steps),
-                     1.0, device, amp_dtype, seconds=cfg.seconds, after_step=progress)
+                     1.0, device, amp_dtype, seconds=cfg.seconds * len(new), after_step=progress)
     return AdaptReport(len(new), report.steps, time.time() - started, report.first_loss, report.last_loss)
