@@ -6,7 +6,8 @@ Each field declares its rule and whether --resume may change it (frozen: the run
 TrainConfig.problems holds the relations between fields, among them the flags a run would silently
 ignore (another layout's options, model flags beside --init, LoRA flags without an adapter), which are
 refused. The checks that need to know ARC (its data sources and splits, the task sets) live here too;
-evaluate.py's config (arc.inference.config) uses them.
+evaluate.py's config (arc.inference.config) uses them. `read_training` reads the "training" section of a
+checkpoint's config.json by the same rules (for --resume, and for evaluate.py, which takes the layout from it).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from arc.data.tasks import TASK_SETS
 from arc.infra.config import (
+    build_config,
     changed_settings,
     choice,
     device,
@@ -25,9 +27,10 @@ from arc.infra.config import (
     option,
     optional,
     out_folder,
+    saved_problems,
     settings,
 )
-from arc.infra.errors import ConfigError
+from arc.infra.errors import CheckpointError, ConfigError
 from arc.layouts import LAYOUTS
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
@@ -149,6 +152,25 @@ class TrainConfig:
         return [problem for name, layout in LAYOUTS.items() if name != self.layout
                 for problem in ignored(self, flag, layout.options,
                                        f"applies to the {name} layout only (this run: {flag('layout')} {self.layout})")]
+
+
+# Fields that name paths of the machine that trained: a checkpoint read elsewhere (or later) may name paths
+# that are gone, which says nothing about the checkpoint. Their types are checked; their rules only when
+# a run is resumed (validate, with the run's other flags).
+PATH_FIELDS = ("data", "eval_data", "exclude_evaluated", "out")
+
+
+def read_training(config: dict, where: str) -> TrainConfig:
+    """The TrainConfig a checkpoint's config.json records in its "training" section, every value typed and
+    held to its field's rule (those of PATH_FIELDS aside) before anything reads it; CheckpointError naming
+    `where` (the file) and each problem. The section's "model" is checked as the model's own section is
+    (ModelConfig's rules and relations)."""
+    section = config.get("training")
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{where}: records no training config (a 'training' object): not a run of train.py")
+    if found := saved_problems(TrainConfig, section, ("training",), unchecked=PATH_FIELDS, relations=False):
+        raise CheckpointError(f"{where}: {'; '.join(found)}")
+    return build_config(TrainConfig, section)
 
 
 def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict[str, list]:
