@@ -97,6 +97,10 @@ class AdaptConfig:
     batch_size: int = option(16, integer(1))  # rows per step
 
 
+def task_ids(value) -> str | None:
+    return None if all(value) else "must be task ids separated by commas, none of them empty"
+
+
 @dataclass
 class EvalConfig:
     checkpoint: str | None = None  # checkpoint folder (default: the adapter's base with --adapter, else the newest run under checkpoints/)
@@ -104,7 +108,7 @@ class EvalConfig:
     data: str = option("arc1", data_source)  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
     split: str = "evaluation"  # training | evaluation (for arc1/arc2)
     task_set: str | None = option(None, optional(choice(*TASK_SETS, "all")))  # seed20 | all (default: seed20 on arc1 evaluation, else all)
-    tasks: tuple[str, ...] = ()  # explicit task ids, comma-separated (overrides --task-set)
+    tasks: tuple[str, ...] = option((), task_ids)  # explicit task ids, comma-separated (overrides --task-set)
     max_tasks: int | None = option(None, optional(integer(1)))  # keep only the first N tasks
     context_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # tokens per example, prompt and answer (default: the model's max_seq_len)
     device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
@@ -119,7 +123,7 @@ class EvalConfig:
 
     def problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)
-        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        repeated = sorted({t for t in self.tasks if t and self.tasks.count(t) > 1})  # an empty id: its own rule
         if repeated:
             found.append(f"{flag('tasks')} {shown(self.tasks)}: each task id at most once (repeated: {', '.join(repeated)})")
         for name in ("checkpoint", "adapter"):

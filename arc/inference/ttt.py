@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from arc.data.tasks import Task
 from arc.inference.config import TTTConfig
+from arc.infra.errors import ConfigError, DivergenceError
 from arc.layouts.rows import Layout, NoRows
 from arc.model.lora import add_lora, lora_modules, lora_parameters, remove_lora
 from arc.training.fit import fit, restored, trainable
@@ -76,8 +77,14 @@ def test_time_train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig
     with trainable(model, lora_parameters(model)) as params:
         # No weight decay: a few dozen steps from B = 0 leave nothing for decay to tame.
         optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
-        report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
-                     lambda step: cfg.lr * min(1.0, (step + 1) / warmup), range(cfg.steps), 1.0, device, autocast_dtype)
+        try:
+            report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
+                         lambda step: cfg.lr * min(1.0, (step + 1) / warmup), range(cfg.steps), 1.0, device, autocast_dtype)
+        except DivergenceError as error:
+            raise DivergenceError(f"test-time training of task {task.id}: {error} (try a lower --ttt-lr)") from None
+        except NoRows as error:  # leave-one-out rows fit too rarely in the token budget
+            raise ConfigError(f"test-time training of task {task.id}: {error}: raise --ttt-max-row-tokens "
+                              "(or --context-tokens)") from None
     model.eval()
     return TTTReport(report.steps, report.steps * cfg.batch_size, time.time() - started, report.first_loss, report.last_loss, None)
 
