@@ -216,7 +216,7 @@ CRAFTED = [  # (change, the message after "<file>: ")
     (model_field("rope_theta", None), "model.rope_theta null: must not be null"),
     (model_field("widht", 3), "model.widht: unknown field"),
     (lambda c: c.update(model=[1]), "neither a checkpoint of train.py"),
-    (lambda c: c.update(step="1"), 'step 1: must be an integer >= 0'),
+    (lambda c: c.update(step="1"), 'step "1": must be an integer >= 0'),
     (lambda c: c.update(task_ids=["a", "b"]), "task_ids: 2 ids for a task table of model.n_tasks 0 rows"),
     (lambda c: c.update(lora={"rank": -1}, base="../x"), "lora.rank -1: must be an integer >= 0"),
     (lambda c: "[1, 2]", "expected a JSON object, got list"),
@@ -270,7 +270,7 @@ def test_weights_holding_nan_infinity_or_absurd_values_are_refused_naming_file_a
     tensors = load_file(str(saved / "model.safetensors"))
     tensors["blocks.1.mlp.w_up.weight"][3, 4] = value
     save_file(tensors, str(saved / "model.safetensors"), metadata={"step": "1"})
-    with pytest.raises(CheckpointError, match=rf"model.safetensors: tensor blocks.1.mlp.w_up.weight holds NaN, infinity or values beyond"):
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor blocks.1.mlp.w_up.weight holds NaN, infinity or values beyond"):
         load_model(tmp_path / "ck")
 
 

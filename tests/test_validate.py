@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from arc.inference.config import DecodeConfig, EvalConfig, TTTConfig
-from arc.infra.config import add_config_flags, settings, validate
+from arc.infra.config import add_config_flags, build_config, given_flags, settings, validate
 from arc.infra.errors import CheckpointError, ConfigError
 from arc.infra.runtime import resolve_device
 from arc.model.checkpoint import read_config
@@ -51,6 +51,8 @@ TRAIN_CASES = [  # (changes, the message's start)
     (dict(init="no/such/run"), "--init no/such/run: must be a checkpoint folder"),
     (dict(seed=-1), "--seed -1: must be an integer >= 0"),
     (dict(model=ModelConfig(d_model=10**9)), "--d-model 1000000000: must be an integer >= 1 and <= 65536"),
+    (dict(model=ModelConfig(d_model=32, n_heads=2, n_kv_heads=3)),
+     "--n-heads 2 --n-kv-heads 3: n_heads must be a multiple of n_kv_heads (each key/value head serves n_heads / n_kv_heads query heads)"),
     (dict(model=ModelConfig(n_layers=10**6)), "--n-layers 1000000: must be an integer >= 1 and <= 1024"),
 ]
 
@@ -181,10 +183,6 @@ def run_script(script: str, argv: list[str], monkeypatch, capsys) -> tuple[int, 
     ("train.py", ["--batch-size", "0", "--out", "unused"], "error: --batch-size 0: must be an integer >= 1\n"),
     ("evaluate.py", ["--select", "bogus", "--checkpoint", "checkpoints/base"], "error: --select bogus: must be one of vote, poe\n"),
     ("train.py", ["--resume", "--out", "no/such/run"], "error: no/such/run: no such checkpoint folder\n"),
-    ("train.py", ["--n-heads", "2", "--n-kv-heads", "3", "--out", "unused"], "error: --n-heads 2 --n-kv-heads 3: n_heads must "
-     "be a multiple of n_kv_heads (each key/value head serves n_heads / n_kv_heads query heads)\n"),
-    ("evaluate.py", ["--tasks", ",", "--checkpoint", "checkpoints/base"],  # not "no ids given": all of seed20
-     "error: --tasks ,: must be task ids separated by commas, none of them empty\n"),
 ])
 def test_entry_points_print_one_line_and_exit_1(script, argv, message, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
@@ -216,3 +214,13 @@ def test_a_checkpoints_training_section_is_checked_where_it_is_read(section, mes
         read_training({"training": section}, "ck/config.json")
     saved = read_training({"training": {"data": "gone/folder", "out": "gone/run", "eval_data": "gone.json"}}, "ck/config.json")
     assert saved.data == "gone/folder"  # a path of the machine that trained is no problem of the checkpoint
+
+
+def test_tasks_given_as_a_bare_comma_are_refused_not_read_as_no_tasks():
+    """`--tasks ,` used to parse to (), the default: every task of the set was evaluated."""
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, EvalConfig)
+    for text in (",", "a,,b", ""):
+        with pytest.raises(ConfigError, match=f"--tasks {text}: must be task ids separated by commas, none of them empty"):
+            validate(build_config(EvalConfig, given_flags(parser.parse_args(["--tasks", text]), EvalConfig)))
+    assert build_config(EvalConfig, given_flags(parser.parse_args(["--tasks", "a,b"]), EvalConfig)).tasks == ("a", "b")

@@ -363,9 +363,9 @@ def _load_hf(folder: Path, device: torch.device) -> tuple[Transformer, GridToken
     return model.to(device), tokenizer, config
 
 
-def _load_lora(checkpoint: Path, config: dict, device: torch.device) -> tuple[Transformer, Path]:
+def _load_lora(checkpoint: Path, config: dict, device: torch.device) -> tuple[Transformer, Path, int | None]:
     """A LoRA run: its base (loaded, with any adapter of its own folded in: adapters do not stack) and its
-    adapter, unmerged; returns the model and the adapter file."""
+    adapter, unmerged; returns the model, the adapter file and the step it records."""
     base = adapter_base(checkpoint)
     model, _, base_config = load_model(base, device)
     if config.get("base_step") is not None and base_config.get("step") != config["base_step"]:
@@ -375,13 +375,13 @@ def _load_lora(checkpoint: Path, config: dict, device: torch.device) -> tuple[Tr
     lora = build_config(LoRAConfig, config["lora"])
     add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.full_parameters)
     weights = checkpoint / "adapter.safetensors"
-    weights_step(weights)  # a readable regular file
+    step = weights_step(weights)  # and a readable regular file
     try:
         load_adapter(model, str(weights))
     except Exception as e:  # noqa: BLE001 - wrong keys or shapes (ValueError), a damaged file (safetensors' error)
         raise CheckpointError(f"{weights}: does not fit its base {base}: {e}") from None
     _refuse_non_finite(weights, lora_state_dict(model))
-    return model, weights
+    return model, weights, step
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, GridTokenizer, dict]:
@@ -398,17 +398,17 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     if is_hugging_face(config):  # a Hugging Face folder's step folder, say
         return _load_hf(checkpoint, device)
     if is_lora_run(config):
-        model, weights = _load_lora(checkpoint, config, device)
+        model, weights, step = _load_lora(checkpoint, config, device)
     else:
         cfg = _model_config(config)
         check_fits(cfg, device, checkpoint / "config.json", model_name)
         with torch.device("meta"):  # no random initialisation of weights that are about to be replaced
             model = Transformer(cfg)
         weights = checkpoint / "model.safetensors"
-        weights_step(weights)  # a readable regular file
+        step = weights_step(weights)  # and a readable regular file, before safetensors opens it
         model.load_state_dict(_read_weights(weights, model), assign=True)
         model.rope_cos, model.rope_sin = rope_table(cfg)  # the RoPE tables are not weights: computed for real
-    _check_steps(checkpoint, config, {weights.name: weights_step(weights)})
+    _check_steps(checkpoint, config, {weights.name: step})
     model.to(device)
     return model, _read_tokenizer(checkpoint / "tokenizer.json"), config
 

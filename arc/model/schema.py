@@ -25,6 +25,7 @@ it is checked where it is read (arc.training.config.read_training).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -83,11 +84,11 @@ def refuse_foreign(config: dict, path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _typed(config: dict, key: str, check: Callable[[object], str | None]) -> list[str]:
-    """The problem with config[key] (absent or null is allowed), as a list."""
+def _value_problem(config: dict, key: str, check: Callable[[object], str | None]) -> list[str]:
+    """The problem with config[key] as check sees it (absent or null is allowed), as a list."""
     value = config.get(key)
     allowed = None if value is None else check(value)
-    return [] if allowed is None else [f"{key} {str(value)[:60]}: {allowed}"]
+    return [] if allowed is None else [f"{key} {json.dumps(value)[:60]}: {allowed}"]
 
 
 def _of_type(kind: type, what: str) -> Callable[[object], str | None]:
@@ -115,21 +116,21 @@ def lora_problems(config: dict) -> list[str]:
         found.append(f"lora.rank {config['lora'].get('rank', 0)}: a LoRA run's adapter has rank >= 1")
     if not isinstance(config.get("base"), str):
         found.append("base: a LoRA run names its base checkpoint folder (a string)")
-    found += _typed(config, "base_absolute", _of_type(str, "a string"))
-    return found + _typed(config, "base_step", integer(0))
+    found += _value_problem(config, "base_absolute", _of_type(str, "a string"))
+    return found + _value_problem(config, "base_step", integer(0))
 
 
 def run_problems(config: dict) -> list[str]:
     """What is wrong with a run folder's config.json (see the module docstring); [] when nothing is."""
     found = saved_problems(ModelConfig, config["model"], ("model",))
-    found += _typed(config, "step", integer(0))
+    found += _value_problem(config, "step", integer(0))
     if not found:  # the task table's size is the model's
         found += task_table_problems(config)
     if "lora" in config:
         found += lora_problems(config)
     for key, kind, what in (("training", dict, "an object"), ("metrics", dict, "an object"),
                             ("hf_import", dict, "an object"), ("resumed", list, "a list")):
-        found += _typed(config, key, _of_type(kind, what))
+        found += _value_problem(config, key, _of_type(kind, what))
     return found
 
 
@@ -168,14 +169,14 @@ def hf_key_problems(hf: dict) -> list[str]:
     """The keys of a Hugging Face config.json that the import reads, typed before they are used."""
     found = [f"{key}: missing" for key in HF_REQUIRED if key not in hf]
     for key in HF_REQUIRED + HF_OPTIONAL:
-        found += _typed(hf, key, integer(1))
+        found += _value_problem(hf, key, integer(1))
     for key in ("rms_norm_eps", "rope_theta"):
-        found += _typed(hf, key, number(0, above=True))
+        found += _value_problem(hf, key, number(0, above=True))
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        found += _typed(hf, key, _token_id)
+        found += _value_problem(hf, key, _token_id)
     for key, kind, what in (("tie_word_embeddings", bool, "true or false"), ("rope_scaling", dict, "an object"),
                             ("rope_parameters", dict, "an object"), ("architectures", list, "a list")):
-        found += _typed(hf, key, _of_type(kind, what))
+        found += _value_problem(hf, key, _of_type(kind, what))
     return found
 
 
