@@ -180,7 +180,7 @@ def run_script(script: str, argv: list[str], monkeypatch, capsys) -> tuple[int, 
 
 
 @pytest.mark.parametrize("script,argv,message", [
-    ("train.py", ["--batch-size", "0", "--out", "unused"], "error: --batch-size 0: must be an integer >= 1\n"),
+    ("train.py", ["--batch-size", "0", "--out", "unused"], "error: --batch-size 0: must be an integer >= 1 and <= 4096\n"),
     ("evaluate.py", ["--select", "bogus", "--checkpoint", "checkpoints/base"], "error: --select bogus: must be one of vote, poe\n"),
     ("train.py", ["--resume", "--out", "no/such/run"], "error: no/such/run: no such checkpoint folder\n"),
 ])

@@ -28,22 +28,23 @@ from arc.infra.config import (
 )
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig
-from arc.training.config import PRECISIONS, data_source, split_problems
+from arc.training.config import MAX_BATCH, MAX_SEED, MAX_THREADS, PRECISIONS, data_source, split_problems
 
 # The settings of one decoding strategy or selection only (DecodeConfig.decode, .select): refused under another.
 _DECODE_ONLY = {"sample": ("samples", "temperature", "top_k"),
                 "dfs": ("dfs_threshold", "dfs_max_candidates", "dfs_time_limit_s", "dfs_keep_greedy")}
 _SELECT_ONLY = {"poe": ("score_views",)}
+MAX_VIEWS = 1024  # views, scoring views, samples per view: far above any useful count (beyond, a list of 10**12 views hangs)
 
 
 @dataclass
 class DecodeConfig:
     decode: str = option("greedy", choice("greedy", "sample", "dfs"))  # greedy | sample | dfs
-    views: int = option(0, integer(0))  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
+    views: int = option(0, integer(0, MAX_VIEWS))  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
     select: str = option("vote", choice("vote", "poe"))  # vote | poe: how the attempts are chosen among the pooled candidates
-    score_views: int = option(8, integer(1))  # views that score each candidate for "poe"
+    score_views: int = option(8, integer(1, MAX_VIEWS))  # views that score each candidate for "poe"
     attempts: int = option(2, integer(1))  # attempts per test input (the ARC Prize allows 2)
-    samples: int = option(8, integer(1))  # samples per view (decode=sample)
+    samples: int = option(8, integer(1, MAX_VIEWS))  # samples per view (decode=sample)
     temperature: float = option(1.0, number(0, above=True))  # sampling temperature (decode=sample)
     top_k: int | None = option(None, optional(integer(1, VOCAB_SIZE)))  # sample among the k likeliest tokens only (decode=sample)
     dfs_threshold: float = option(0.1, number(0, 1, above=True))  # keep every output with probability above this (decode=dfs)
@@ -71,7 +72,7 @@ class TTTConfig:
     # the per-task adapter (flags --ttt-rank, --ttt-alpha, ...); the embeddings are never trained here
     lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
     lr: float = option(1e-3, number(0, above=True))  # constant learning rate after a linear warmup of min(4, steps) steps
-    batch_size: int = option(4, integer(1))  # rows per step; every step gets fresh rows (fresh augmentations)
+    batch_size: int = option(4, integer(1, MAX_BATCH))  # rows per step; every step gets fresh rows (fresh augmentations)
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # longest row in tokens; None: the evaluation's context budget
     augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
 
@@ -94,7 +95,7 @@ class AdaptConfig:
     seconds: float = option(0.0, number(0))  # also stop after this many seconds of adaptation (0: no time limit)
     train: str = option("embeddings", choice("embeddings", "full"))  # embeddings: only the new tasks' rows | full: every parameter
     lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
-    batch_size: int = option(16, integer(1))  # rows per step
+    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per step
 
 
 def task_ids(value) -> str | None:
@@ -112,14 +113,14 @@ class EvalConfig:
     max_tasks: int | None = option(None, optional(integer(1)))  # keep only the first N tasks
     context_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # tokens per example, prompt and answer (default: the model's max_seq_len)
     device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
-    threads: int = option(0, integer(0))  # CPU threads for torch (0: torch's default)
+    threads: int = option(0, integer(0, MAX_THREADS))  # CPU threads for torch (0: torch's default)
     precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     out: str | None = option(None, optional(out_folder))  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
     decoding: DecodeConfig = nested(DecodeConfig)  # views, strategy, selection (arc.inference.predict)
     ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)
     adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")  # (pair layout) new embeddings for tasks the checkpoint has none for
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
-    seed: int = option(0, integer(0))  # seeds everything random in an evaluation: the views, sampling, adaptation and test-time training
+    seed: int = option(0, integer(0, MAX_SEED))  # seeds everything random in an evaluation: the views, sampling, adaptation and test-time training
 
     def problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)

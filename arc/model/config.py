@@ -106,7 +106,7 @@ def lora_targets(value) -> str | None:
 
 @dataclass
 class LoRAConfig:
-    rank: int = option(0, integer(0))  # adapter rank (0: no adapter)
+    rank: int = option(0, integer(0, 1024))  # adapter rank (0: no adapter)
     alpha: float = option(32.0, number(0, above=True))  # the update is scaled by alpha / rank
     dropout: float = option(0.0, number(0, 1, below=True))  # dropout on the adapter input
     targets: tuple[str, ...] = option(DEFAULT_TARGETS, lora_targets)  # projections that get an adapter

