@@ -83,6 +83,11 @@ def test_resume_refuses_a_changed_architecture_and_a_fresh_run_over_a_checkpoint
     with pytest.raises(ConfigError, match="already holds a checkpoint: continue it with --resume"):
         train(config("run"))
     assert read_config(out)["step"] == 2  # untouched
+    state_file = checkpoint_dir(out) / "train_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    torch.save({**state, "torch_rng": torch.zeros(3, dtype=torch.uint8)}, state_file)  # another run's, or crafted
+    with pytest.raises(CheckpointError, match=rf"{state_file}: does not fit the run it resumes \(RuntimeError: Expected"):
+        train(config("run"), resume=True)
 
 
 def test_divergence_stops_without_saving_non_finite_weights(config):

@@ -51,7 +51,7 @@ class DecodeConfig:
     dfs_max_candidates: int = option(8, integer(1))  # stop a DFS after this many complete outputs
     dfs_time_limit_s: float = option(60.0, number(0, above=True))  # stop a DFS after this long per view
     dfs_keep_greedy: bool = True  # (decode=dfs) seed the candidates with the greedy output even when it is below the threshold
-    limit_slack: float = option(2.0, number(0))  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30)
+    limit_slack: float = option(2.0, number(0, 1000))  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30; beyond ~1000 every budget is 30x30 anyway)
     decode_batch_size: int = option(8, integer(1))  # prompts decoded together (greedy) and rows scored together (poe)
 
     def problems(self, flag) -> list[str]:

@@ -35,7 +35,7 @@ from arc.data.tokenizer import PAD, GridTokenizer
 from arc.infra import distributed
 from arc.infra.config import validate
 from arc.infra.distributed import World
-from arc.infra.errors import ConfigError, DivergenceError
+from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.runlog import RunLog
 from arc.infra.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
 from arc.layouts import make_layout
@@ -198,9 +198,13 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     if folder.resume:
         resumed = folder.resume
         folder.load_weights(model, device)
-        optimizer.load_state_dict(resumed.state["optimizer"])
-        rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
-        torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
+        try:  # a train_state.pt of another run, or crafted: torch's own errors, named as the file
+            optimizer.load_state_dict(resumed.state["optimizer"])
+            rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
+            torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
+        except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:
+            raise CheckpointError(f"{resumed.checkpoint / 'train_state.pt'}: does not fit the run it resumes "
+                                  f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
         if resumed.config.get("task_ids", []) != described["task_ids"]:
             raise ConfigError(f"{folder.path}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
         start_step, metrics = resumed.state["step"], resumed.config.get("metrics", {})
