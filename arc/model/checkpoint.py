@@ -326,6 +326,7 @@ def _read_weights(path: Path, model: Transformer) -> dict[str, torch.Tensor]:
     """model.safetensors as the state dict of model: its tensor names and shapes compared with the
     model's from the file's header before any tensor is read, then each tensor read and checked finite."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -341,7 +342,10 @@ def _read_weights(path: Path, model: Transformer) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     _refuse_non_finite(path, state)
-    return state
+    if wrong := [k for k, v in state.items() if not v.is_floating_point()]:
+        raise CheckpointError(f"{path}: tensor {wrong[0]} holds {state[wrong[0]].dtype} values, not weights")
+    # weights saved in another precision (bf16, fp16) are held in the model's (fp32), as a copy into it would
+    return {k: v.to(dtypes[k]) for k, v in state.items()}
 
 
 def _read_tokenizer(path: Path) -> GridTokenizer:
