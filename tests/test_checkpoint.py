@@ -251,13 +251,13 @@ def test_size_terms_count_exactly_the_parameters_a_model_has():
 
 
 def test_a_model_larger_than_the_free_memory_is_refused_before_it_is_built(tmp_path, monkeypatch):
-    """64 blocks of TINY: 64 x 16,448 parameters (attention 32 x 8 x 2 x 8, SwiGLU 3 x 32 x 128, two norms)
-    + 1,056 (embedding, head, final norm) = 1,053,728, 4 bytes each, plus the RoPE table."""
-    path = crafted(tmp_path, model_field("n_layers", 64))
-    needed = 4 * (1_053_728 + TINY.max_seq_len * TINY.head_dim)
+    """16 blocks of TINY: 16 x 16,448 parameters (attention 32 x 8 x 2 x 8, SwiGLU 3 x 32 x 128, two norms)
+    + 1,056 (embedding, head, final norm) = 264,224, 4 bytes each, plus the RoPE table."""
+    path = crafted(tmp_path, model_field("n_layers", 16))
+    needed = 4 * (264_224 + TINY.max_seq_len * TINY.head_dim)
     monkeypatch.setattr(schema, "available_memory", lambda device: needed - 1)
-    with pytest.raises(CheckpointError, match=rf"^{path}: a model of model.n_layers 64, model.d_model 32, model.n_heads 4 "
-                                              r"needs 0.0 GB for its weights \(1,053,728 parameters\), more than the 0.0 GB free on cpu"):
+    with pytest.raises(CheckpointError, match=rf"^{path}: a model of model.n_layers 16, model.d_model 32, model.n_heads 4 "
+                                              r"needs 0.0 GB for its weights \(264,224 parameters\), more than the 0.0 GB free on cpu"):
         load_model(tmp_path / "ck")
     monkeypatch.setattr(schema, "available_memory", lambda device: needed)  # it fits: built, then its weights differ
     with pytest.raises(CheckpointError, match="model.safetensors: does not match the model its config.json describes"):
