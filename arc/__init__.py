@@ -7,8 +7,8 @@ layers before it (tests/test_layers.py checks this, and that no import chain com
                 data-parallel ranks, config dataclasses -> flags and TOML files, the metrics log
     data        ARC tasks and grids: loading and validation, task sets, the leak guard, symmetries
                 (augmentations), the 16-token grid tokenizer, generated tasks
-    model       the transformer (config, RoPE, grid positions, KV cache), LoRA, checkpoints, the
-                Hugging Face import and export
+    model       the transformer (config, RoPE, grid positions, KV cache), LoRA, checkpoints and what
+                they may say (schema), the Hugging Face import and export
     layouts     how an example becomes a token row (pair, in-context), batches, training samplers
     reports     what a person sees: report.html pages, SVG and terminal grids, progress lines
     training    the optimiser, teacher-forced scoring, the fitting loop and train.py's run

@@ -1,9 +1,16 @@
 """arc.model.checkpoint: exact round trips; complete-or-absent saves under a failure at every write; a full disk;
-the older flat layout; no unpickling of train_state.pt; damaged files refused with their path."""
+the older flat layout; no unpickling of train_state.pt; damaged files refused with their path; crafted config.json
+values, models too large for the machine, non-finite weights and foreign folders refused before anything is
+built (arc.model.schema); one trainer per run folder."""
 import errno
 import json
+import os
 import shutil
-from dataclasses import asdict
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +18,11 @@ from conftest import TINY, failing_at
 from safetensors.torch import load_file, save_file
 
 from arc.data.tokenizer import GridTokenizer
-from arc.infra.errors import CheckpointError, DivergenceError
+from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
+from arc.model import schema
 from arc.model.checkpoint import (
+    LOCK_FILE,
+    RunFolder,
     load_model,
     load_train_state,
     read_config,
@@ -174,3 +184,130 @@ def test_config_json_is_plain_json(tmp_path):
     saved = save(tmp_path / "ck", make_model(0), step=5)
     text = (saved / "config.json").read_text()
     assert json.loads(text)["model"]["d_model"] == TINY.d_model
+
+
+# --- nothing unchecked gets in: crafted config.json values, each refused naming the file and the field --------------
+
+
+def crafted(tmp_path, change) -> Path:
+    """A saved checkpoint whose config.json is then changed: change(config) edits the dict in place, or
+    returns the text to write instead."""
+    saved = save(tmp_path / "ck", make_model(0), step=1)
+    config = json.loads((saved / "config.json").read_text())
+    text = change(config)
+    (saved / "config.json").write_text(text if isinstance(text, str) else json.dumps(config))
+    return saved / "config.json"
+
+
+def model_field(name, value):
+    return lambda config: config["model"].update({name: value})
+
+
+CRAFTED = [  # (change, the message after "<file>: ")
+    (model_field("d_model", 10**9), "model.d_model 1000000000: must be an integer >= 1 and <= 65536"),
+    (model_field("max_seq_len", 10**9), "model.max_seq_len 1000000000: must be an integer >= 8 and <= 131072"),
+    (model_field("mlp_hidden", 10**12), "model.mlp_hidden 1000000000000: must be an integer >= 0 and <= 1048576"),
+    (model_field("n_tasks", 10**8), "model.n_tasks 100000000: must be an integer >= 0 and <= 1048576"),
+    (model_field("n_layers", 10**6), "model.n_layers 1000000: must be an integer >= 1 and <= 1024"),
+    (model_field("d_model", -32), "model.d_model -32: must be an integer >= 1"),
+    (model_field("d_model", "32"), 'model.d_model "32": must be an integer'),
+    (model_field("n_heads", 0), "model.n_heads 0: must be an integer >= 1"),
+    (model_field("n_kv_heads", 3), "model.n_heads 4 model.n_kv_heads 3: n_heads must be a multiple of n_kv_heads"),
+    (model_field("rope_theta", None), "model.rope_theta null: must not be null"),
+    (model_field("widht", 3), "model.widht: unknown field"),
+    (lambda c: c.update(model=[1]), "neither a checkpoint of train.py"),
+    (lambda c: c.update(step="1"), 'step "1": must be an integer >= 0'),
+    (lambda c: c.update(task_ids=["a", "b"]), "task_ids: 2 ids for a task table of model.n_tasks 0 rows"),
+    (lambda c: c.update(lora={"rank": -1}, base="../x"), "lora.rank -1: must be an integer >= 0"),
+    (lambda c: "[1, 2]", "expected a JSON object, got list"),
+    (lambda c: "{not json", "unreadable (not JSON"),
+    (lambda c: json.dumps(c) + " " * (9 << 20), "unreadable (larger than the 8 MB"),
+]
+
+
+@pytest.mark.parametrize("change,message", CRAFTED, ids=[m[:30] for _, m in CRAFTED])
+def test_a_crafted_config_json_is_refused_naming_the_file_and_the_field(tmp_path, change, message):
+    path = crafted(tmp_path, change)
+    with pytest.raises(CheckpointError) as refused:
+        load_model(tmp_path / "ck")
+    assert str(refused.value).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo"])
+def test_a_config_json_that_is_no_regular_file_is_refused_at_once(tmp_path, kind):
+    saved = save(tmp_path / "ck", make_model(0), step=1)
+    (saved / "config.json").unlink()
+    (saved / "config.json").symlink_to("/dev/zero") if kind == "dev_zero" else os.mkfifo(saved / "config.json")
+    with pytest.raises(CheckpointError, match="config.json: unreadable .not a regular file"):
+        load_model(tmp_path / "ck")
+
+
+def test_size_terms_count_exactly_the_parameters_a_model_has():
+    for cfg in (TINY, replace(TINY, grid_positions=True, n_tasks=7, transform_embedding=True, rope="3d", d_model=48),
+                replace(TINY, n_kv_heads=2, head_size=12, mlp_hidden=40)):
+        model = Transformer(cfg)
+        assert schema.parameter_count(cfg) == model.num_params()
+        assert schema.size_terms(cfg)[-1][0] == model.rope_cos.numel() + model.rope_sin.numel()
+
+
+def test_a_model_larger_than_the_free_memory_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    """16 blocks of TINY: 16 x 16,448 parameters (attention 32 x 8 x 2 x 8, SwiGLU 3 x 32 x 128, two norms)
+    + 1,056 (embedding, head, final norm) = 264,224, 4 bytes each, plus the RoPE table."""
+    path = crafted(tmp_path, model_field("n_layers", 16))
+    needed = 4 * (264_224 + TINY.max_seq_len * TINY.head_dim)
+    monkeypatch.setattr(schema, "available_memory", lambda device: needed - 1)
+    with pytest.raises(CheckpointError, match=rf"^{path}: a model of model.n_layers 16, model.d_model 32, model.n_heads 4 "
+                                              r"needs 0.0 GB for its weights \(264,224 parameters\), more than the 0.0 GB free on cpu"):
+        load_model(tmp_path / "ck")
+    monkeypatch.setattr(schema, "available_memory", lambda device: needed)  # it fits: built, then its weights differ
+    with pytest.raises(CheckpointError, match="model.safetensors: does not match the model its config.json describes"):
+        load_model(tmp_path / "ck")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_weights_holding_nan_infinity_or_absurd_values_are_refused_naming_file_and_tensor(tmp_path, value):
+    saved = save(tmp_path / "ck", make_model(0), step=1)
+    tensors = load_file(str(saved / "model.safetensors"))
+    tensors["blocks.1.mlp.w_up.weight"][3, 4] = value
+    save_file(tensors, str(saved / "model.safetensors"), metadata={"step": "1"})
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor blocks.1.mlp.w_up.weight holds NaN, infinity or values beyond"):
+        load_model(tmp_path / "ck")
+
+
+FOREIGN = [  # (config.json of a folder, the message)
+    ("{nope", r"config.json: unreadable \(not JSON"),
+    ({"name": "something else"}, r"neither a checkpoint of train.py \(no 'model' section\) nor a Hugging Face model"),
+    ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "only Llama checkpoints import .* not gpt2"),
+    ({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64}, "num_attention_heads: missing"),
+    ({"model_type": "llama", "hidden_size": 65536, "num_attention_heads": 512, "num_hidden_layers": 1024,
+      "intermediate_size": 8, "vocab_size": 32}, "a model of num_hidden_layers 1024, hidden_size 65536"),
+    ({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+      "intermediate_size": 8, "vocab_size": 32}, "no tokenizer.json"),
+]
+
+
+@pytest.mark.parametrize("config,message", FOREIGN, ids=[m[:20] for _, m in FOREIGN])
+def test_a_folder_that_is_not_ours_nor_a_hugging_face_llama_is_refused_by_name(tmp_path, config, message):
+    (tmp_path / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"^{tmp_path}.*{message}"):
+        load_model(tmp_path)
+
+
+# another train.py holding a run folder, as RunFolder does (without importing torch: a fast test)
+HOLDER = ("import os, sys, time; from arc.infra.files import hold_lock; hold_lock(sys.argv[1], str(os.getpid())); "
+          "print('held', flush=True); time.sleep(60)")
+
+
+def test_one_trainer_per_run_folder_and_a_killed_one_never_blocks_resume(tmp_path):
+    run, root = tmp_path / "run", Path(__file__).resolve().parent.parent
+    save(run, make_model(0), step=1)  # as the first trainer would
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(run / LOCK_FILE)], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        for resume in (False, True):  # refused at once, before a resume could tidy the first one's files away
+            with pytest.raises(ConfigError, match=rf"--out {run}: in use by another train.py \(process {first.pid} holds"):
+                RunFolder(run, resume=resume)
+    finally:
+        first.send_signal(signal.SIGKILL)  # killed: its lock file stays, its lock does not
+        first.wait()
+    assert RunFolder(run, resume=True).resume.state["step"] == 1

@@ -95,9 +95,9 @@ def write(tmp_path, text: str) -> Path:
     ("augment = 1\n", "augment = 1: must be true or false"),
     ("[lora]\ntargets = 'wq'\n", 'lora.targets = "wq": must be a list of strings'),
     ("model = 3\n", "model = 3: must be a table ([model])"),
-    ("batch_size = 0\n", "batch_size = 0: must be an integer >= 1"),
+    ("batch_size = 0\n", "batch_size = 0: must be an integer >= 1 and <= 4096"),
     ("[model]\nrope = '2d'\n", 'model.rope = "2d": must be one of 1d, 3d'),
-    ("batch_size = 0\nlayuot = 'pair'\n", "layuot: unknown key (did you mean layout?); batch_size = 0: must be an integer >= 1"),
+    ("batch_size = 0\nlayuot = 'pair'\n", "layuot: unknown key (did you mean layout?); batch_size = 0: must be an integer >= 1 and <= 4096"),
 ])
 def test_a_bad_key_or_value_is_one_line_naming_the_file_and_the_key(text, message, tmp_path):
     path = write(tmp_path, text)

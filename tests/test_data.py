@@ -226,6 +226,19 @@ def test_kaggle_solutions_missing_task(tmp_path, some_tasks):
         load_kaggle(challenges)
 
 
+def test_an_empty_kaggle_file_is_refused_not_trained_or_scored_on_zero_tasks(tmp_path):
+    (tmp_path / "x_challenges.json").write_text("{}")
+    with raises("x_challenges.json: holds no tasks"):
+        load_tasks(str(tmp_path / "x_challenges.json"))
+
+
+def test_a_task_file_that_is_no_regular_file_is_refused_at_once(tmp_path):
+    (tmp_path / "good.json").write_text(json.dumps(small_task()))
+    (tmp_path / "zero.json").symlink_to("/dev/zero")  # read_text() would read until memory runs out
+    with raises("zero.json: cannot read: not a regular file"):
+        load_json_dir(tmp_path)
+
+
 def test_bad_json_file(tmp_path):
     (tmp_path / "good.json").write_text(json.dumps(small_task()))
     (tmp_path / "bad.json").write_text('{"train": [\n  {"input": [[1]],, }]}')

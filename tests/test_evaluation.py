@@ -17,7 +17,7 @@ from arc.inference.evaluation import evaluate, score_tasks
 from arc.inference.predict import Prediction, predict
 from arc.inference.submission import validate_submission
 from arc.infra.config import add_config_flags, build_config, given_flags
-from arc.infra.errors import CheckpointError, ConfigError
+from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.model.checkpoint import load_model, save_checkpoint
 
 
@@ -225,6 +225,15 @@ def test_evaluate_refuses_an_unwritable_out_before_decoding(untrained_checkpoint
     with pytest.raises(ConfigError, match="--out .*a_file/out: cannot write there"):
         evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
                             out=str(tmp_path / "a_file" / "out")))
+
+
+def test_a_non_finite_eval_loss_is_refused_and_nothing_written(untrained_checkpoint, tmp_path, monkeypatch):
+    """Weights are checked finite when loaded; outputs that still overflow are refused, not written as null."""
+    monkeypatch.setattr(evaluation, "grouped_loss", lambda *a, **k: (float("nan"), {}))
+    with pytest.raises(DivergenceError, match="the eval loss is nan: the model's outputs are not finite numbers"):
+        evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
+                            out=str(tmp_path / "out")))
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_results_name_what_was_loaded_and_the_submission_they_go_with(untrained_checkpoint, tmp_path):

@@ -1,17 +1,27 @@
 """arc.infra.files: an atomic write leaves the complete new file or the old one, never a temporary file, and
-two writers of the same file never share a temporary name."""
+two writers of the same file never share a temporary name; capped reads refuse devices, FIFOs and runaway
+files at once; a held lock names its holder and dies with it."""
 import fcntl
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from arc.infra.files import (
+    LockHeld,
     atomic_write,
     atomic_write_text,
     check_writable,
+    hold_lock,
     json_text,
     locked,
+    read_capped,
+    read_json,
+    release_lock,
 )
 
 
@@ -75,3 +85,47 @@ def test_check_writable_creates_the_folder_or_raises(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError):
         check_writable(tmp_path / "file" / "sub")
+
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo", "folder"])
+def test_capped_reads_refuse_what_is_no_regular_file_at_once(tmp_path, kind):
+    path = tmp_path / "config.json"
+    {"dev_zero": lambda: path.symlink_to("/dev/zero"), "fifo": lambda: os.mkfifo(path), "folder": path.mkdir}[kind]()
+    with pytest.raises(ValueError, match="not a regular file"):  # a FIFO without a writer would block the open
+        read_json(path, 1 << 20)
+
+
+def test_capped_reads_refuse_a_file_over_the_cap_and_what_is_not_json(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('{"a": [1, 2]}')
+    assert read_capped(path, 13) == b'{"a": [1, 2]}' and read_json(path, 13) == {"a": [1, 2]}
+    with pytest.raises(ValueError, match="larger than"):
+        read_capped(path, 12)
+    for text, message in (('{"a": NaN}', "NaN is not JSON"), ("{nope", "not JSON: .* line 1 column 2"),
+                          ("[" * 100_000, "nested too deeply"), (b"\xff", "not UTF-8")):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ValueError, match=message):
+            read_json(path, 1 << 20)
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "missing.json", 100)
+
+
+HOLDER = "import sys, time; from arc.infra.files import hold_lock; hold_lock(sys.argv[1], 'pid-of-' + sys.argv[2]); print('held', flush=True); time.sleep(60)"
+
+
+def test_a_held_lock_names_its_holder_and_dies_with_its_process(tmp_path):
+    lock = tmp_path / ".lock"
+    root = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), "other"], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld) as held:
+            hold_lock(lock, "pid-of-me")
+        assert held.value.holder == "pid-of-other"
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed: no clean-up runs, the file stays
+        holder.wait()
+    hold_lock(lock, "pid-of-me")  # the kernel dropped the dead process's lock: never stale
+    assert lock.read_text() == "pid-of-me"
+    hold_lock(lock, "pid-of-me")  # held already by this process: nothing to do
+    release_lock(lock)

@@ -281,6 +281,22 @@ def test_adapt_full_moves_the_model_and_zero_steps_refuse(pair_model):
     assert not torch.equal(pair_model.head.weight, head)
 
 
+def test_adapt_that_diverges_or_cannot_fit_its_rows_is_refused_naming_the_flag(pair_model, monkeypatch):
+    """lr 1e30 blows the new rows up to ~1e30 while the loss stays finite (RMSNorm hides the stream): refused
+    after the loop, naming evaluate.py's flag; rows that almost never fit name --context-tokens, not train.py's."""
+    from arc.inference.adapt import adapt
+    from arc.inference.config import AdaptConfig
+    from arc.infra.errors import ConfigError, DivergenceError
+    from arc.layouts.pair import PairSampler
+    task = parse_task("new", random_task(np.random.default_rng(3), n_train=2), "test")
+    layout = lambda: PairLayout(GridTokenizer(), task_ids=["a", "b", "c"])  # noqa: E731
+    with pytest.raises(DivergenceError, match=r"adapting 1 new task embedding\(s\): step 3: the trained weights hold .*\(try a lower --adapt-lr\)"):
+        adapt(pair_model, [task], layout(), AdaptConfig(steps=3, batch_size=2, lr=1e30), 128, torch.device("cpu"))
+    monkeypatch.setattr(PairSampler, "_draw", lambda self, rng: None)
+    with pytest.raises(ConfigError, match=r"cannot adapt to new: 100 draws in a row did not fit in 128 tokens: raise --context-tokens"):
+        adapt(pair_model, [task], layout(), AdaptConfig(steps=3, batch_size=2), 128, torch.device("cpu"))
+
+
 def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
     """A Kaggle-style run: a challenges file with no solutions, none of whose tasks the checkpoint saw."""
     import json

@@ -1,6 +1,7 @@
 """Training that survives failures: a save that fails at any write (or on a full disk) is resumed to the
 uninterrupted run's exact weights and log; a resume refuses another architecture; a diverging run stops
-without saving NaN; a flat-layout run resumes into step folders; a LoRA run's base is found from anywhere."""
+without saving NaN; a flat-layout run resumes into step folders; a LoRA run's base is found from anywhere;
+a fine-tune of a LoRA run starts from what it computes; a model too large for the machine is refused first."""
 import errno
 import json
 import math
@@ -15,7 +16,9 @@ from safetensors.torch import load_file
 
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.model.checkpoint import checkpoint_dir, load_model, read_config, step_folders
+from arc.model import schema
 from arc.model.config import LoRAConfig, ModelConfig
+from arc.model.lora import LoRALinear, merge_lora
 from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,6 +83,11 @@ def test_resume_refuses_a_changed_architecture_and_a_fresh_run_over_a_checkpoint
     with pytest.raises(ConfigError, match="already holds a checkpoint: continue it with --resume"):
         train(config("run"))
     assert read_config(out)["step"] == 2  # untouched
+    state_file = checkpoint_dir(out) / "train_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    torch.save({**state, "torch_rng": torch.zeros(3, dtype=torch.uint8)}, state_file)  # another run's, or crafted
+    with pytest.raises(CheckpointError, match=rf"{state_file}: does not fit the run it resumes \(RuntimeError: Expected"):
+        train(config("run"), resume=True)
 
 
 def test_divergence_stops_without_saving_non_finite_weights(config):
@@ -107,3 +115,30 @@ def test_a_lora_run_finds_its_base_from_any_working_directory(config, tmp_path, 
     train(replace(config("base", max_steps=2), out="runs/base"), resume=True)  # the base moves on to step 2
     with pytest.raises(CheckpointError, match=r"trained on runs/base at step 1, but runs/base is now at step 2"):
         load_model("runs/lora")
+
+
+def test_a_fine_tune_of_a_lora_run_starts_from_what_it_computes(config, tmp_path):
+    """--init on a LoRA run: its adapter is folded into its base. A full fine-tune (0 steps here) saves a plain
+    checkpoint that loads (and evaluates) as the LoRA run merged; a new adapter goes on the folded model, and
+    loads again from its run folder (adapters do not stack)."""
+    train(config("base", max_steps=1))
+    lora = train(config("lora", init=config("base").out, model=ModelConfig(), lora=LoRAConfig(rank=2), max_steps=2, lr=1e-2))
+    merged, _, _ = load_model(lora)
+    merge_lora(merged)
+    full = train(config("full", init=str(lora), model=ModelConfig(), max_steps=0))
+    folded, _, saved = load_model(full)
+    assert "lora" not in saved and not any(isinstance(m, LoRALinear) for m in folded.modules())
+    tokens = torch.tensor([[13, 11, 1, 2, 10, 12, 3, 10, 14]])
+    with torch.no_grad():
+        assert torch.equal(folded.eval()(tokens), merged.eval()(tokens))
+    again = train(config("again", init=str(lora), model=ModelConfig(), lora=LoRAConfig(rank=2), max_steps=1))
+    assert len([m for m in load_model(again)[0].modules() if isinstance(m, LoRALinear)]) == 7 * SMALL.n_layers
+
+
+def test_a_fresh_model_too_large_for_the_memory_is_refused_before_it_is_built(config, monkeypatch):
+    monkeypatch.setattr(schema, "available_memory", lambda device: 10**6)  # 1 MB free
+    # 2 x 16 x 512 + 512 (embedding, head, norm) + 512 x 256 x 2 x 4 (attention) + 3 x 512 x 1408 (SwiGLU) + 1024 (norms)
+    with pytest.raises(ConfigError, match=r"^a model of --n-layers 1, --d-model 512, --n-heads 2 needs 0.1 GB for its weights, "
+                                          r"gradients and AdamW state \(3,229,184 parameters\), more than the 0.0 GB free on cpu"):
+        train(config("big", model=replace(SMALL, d_model=512)))
+    assert not Path(config("big").out).exists()  # refused before anything was written: no empty run folder

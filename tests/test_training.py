@@ -98,7 +98,7 @@ def test_lora_run_trains_only_the_adapter(tiny_train_config):
     names = {p.name for p in checkpoint_dir(out).iterdir()}
     assert "adapter.safetensors" in names and "model.safetensors" not in names
     assert {"config.json", "tokenizer.json", "train_state.pt"} <= names
-    assert {p.name for p in out.iterdir()} == {"step-000003", "metrics.jsonl", "report.html", "loss.svg"}
+    assert {p.name for p in out.iterdir()} == {"step-000003", "metrics.jsonl", "report.html", "loss.svg", ".train.lock"}
     assert file_hash(checkpoint_dir(base) / "model.safetensors") == base_hash  # the base checkpoint is untouched
     adapter = weights(out, "adapter.safetensors")
     assert len(adapter) == 2 * 7 * TINY.n_layers  # A and B of 7 projections per block

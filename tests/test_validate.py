@@ -2,19 +2,22 @@
 refused before any work, with its flag, its value and what is allowed; the entry points print a known error as one
 line and exit 1, without a traceback."""
 import argparse
+import re
 import runpy
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from arc.inference.config import DecodeConfig, EvalConfig, TTTConfig
-from arc.infra.config import add_config_flags, settings, validate
-from arc.infra.errors import ConfigError
+from arc.infra.config import add_config_flags, build_config, given_flags, settings, validate
+from arc.infra.errors import CheckpointError, ConfigError
+from arc.infra.runtime import resolve_device
 from arc.model.checkpoint import read_config
 from arc.model.config import LoRAConfig, ModelConfig
-from arc.training.config import TrainConfig, resume_changes
+from arc.training.config import TrainConfig, read_training, resume_changes
 
 ROOT = Path(__file__).parent.parent
 
@@ -47,6 +50,10 @@ TRAIN_CASES = [  # (changes, the message's start)
     (dict(lora=LoRAConfig(rank=4, targets=("wq", "wz")), init="."), "--lora-targets wq,wz: must be a non-empty"),
     (dict(init="no/such/run"), "--init no/such/run: must be a checkpoint folder"),
     (dict(seed=-1), "--seed -1: must be an integer >= 0"),
+    (dict(model=ModelConfig(d_model=10**9)), "--d-model 1000000000: must be an integer >= 1 and <= 65536"),
+    (dict(model=ModelConfig(d_model=32, n_heads=2, n_kv_heads=3)),
+     "--n-heads 2 --n-kv-heads 3: n_heads must be a multiple of n_kv_heads (each key/value head serves n_heads / n_kv_heads query heads)"),
+    (dict(model=ModelConfig(n_layers=10**6)), "--n-layers 1000000: must be an integer >= 1 and <= 1024"),
 ]
 
 
@@ -174,7 +181,7 @@ def run_script(script: str, argv: list[str], monkeypatch, capsys) -> tuple[int, 
 
 
 @pytest.mark.parametrize("script,argv,message", [
-    ("train.py", ["--batch-size", "0", "--out", "unused"], "error: --batch-size 0: must be an integer >= 1\n"),
+    ("train.py", ["--batch-size", "0", "--out", "unused"], "error: --batch-size 0: must be an integer >= 1 and <= 4096\n"),
     ("evaluate.py", ["--select", "bogus", "--checkpoint", "checkpoints/base"], "error: --select bogus: must be one of vote, poe\n"),
     ("train.py", ["--resume", "--out", "no/such/run"], "error: no/such/run: no such checkpoint folder\n"),
 ])
@@ -183,3 +190,38 @@ def test_entry_points_print_one_line_and_exit_1(script, argv, message, monkeypat
     assert run_script(script, argv, monkeypatch, capsys) == (1, message)
     code, err = run_script(script, [*argv, "--debug"], monkeypatch, capsys)
     assert code == 1 and "Traceback" in err and err.endswith(message)
+
+
+def test_a_device_torch_does_not_see_is_one_line_before_any_work():
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    name, message = ("cuda", "torch sees no CUDA device here") if count == 0 else (f"cuda:{count}", f"torch sees {count} CUDA")
+    with pytest.raises(ConfigError, match=f"--device {name}: {message}"):
+        resolve_device(name)
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"batch_size": -1}, "training.batch_size -1: must be an integer >= 1"),
+    ({"layout": 5}, "training.layout 5: must be a string"),
+    ({"lora": {"targets": 5}}, "training.lora.targets 5: must be a list of strings"),
+    ({"model": {"n_heads": 0}}, "training.model.n_heads 0: must be an integer >= 1"),
+    ({"augment": "yes"}, 'training.augment "yes": must be true or false'),
+    ({"bogus": 1}, "training.bogus: unknown field"),
+    ([], "records no training config"),
+])
+def test_a_checkpoints_training_section_is_checked_where_it_is_read(section, message):
+    """--resume and evaluate.py (which takes the layout from it) read a checkpoint's "training" section through
+    read_training: the flags' own rules, named by the key in config.json."""
+    with pytest.raises(CheckpointError, match=re.escape(f"ck/config.json: {message}")):
+        read_training({"training": section}, "ck/config.json")
+    saved = read_training({"training": {"data": "gone/folder", "out": "gone/run", "eval_data": "gone.json"}}, "ck/config.json")
+    assert saved.data == "gone/folder"  # a path of the machine that trained is no problem of the checkpoint
+
+
+def test_tasks_given_as_a_bare_comma_are_refused_not_read_as_no_tasks():
+    """`--tasks ,` used to parse to (), the default: every task of the set was evaluated."""
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, EvalConfig)
+    for text in (",", "a,,b", ""):
+        with pytest.raises(ConfigError, match=f"--tasks {text}: must be task ids separated by commas, none of them empty"):
+            validate(build_config(EvalConfig, given_flags(parser.parse_args(["--tasks", text]), EvalConfig)))
+    assert build_config(EvalConfig, given_flags(parser.parse_args(["--tasks", "a,b"]), EvalConfig)).tasks == ("a", "b")

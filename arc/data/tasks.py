@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from arc.infra.errors import ArcError
+from arc.infra.files import read_capped
 
 Grid = np.ndarray  # shape (height, width), dtype uint8, values 0..9
 
@@ -150,10 +151,13 @@ def _parse_pairs(obj: dict, key: str, where: str, need_output: bool) -> list[Pai
     return result
 
 
+MAX_DATA_BYTES = 256 << 20  # a task file (ARC-AGI-2's whole training set as one Kaggle file is 40 MB)
+
+
 def _read_json(path: Path) -> object:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_capped(path, MAX_DATA_BYTES).decode("utf-8")  # a regular file (no /dev/zero, no FIFO), capped
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{path}: cannot read: {e}") from None
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
@@ -227,6 +231,8 @@ def load_kaggle(challenges_path: str | Path) -> list[Task]:
     """A Kaggle `*_challenges.json`, plus the outputs from the `*_solutions.json` beside it if present."""
     path = Path(challenges_path)
     challenges = _expect_mapping(_read_json(path), path, "an object {task_id: task}")
+    if not challenges:  # training on 0 tasks of it, or scoring 0 tasks, would look like a run that worked
+        raise DataError(f"{path}: holds no tasks (an empty object)")
     tasks = {tid: parse_task(tid, challenges[tid], str(path)) for tid in challenges}
 
     solutions_path = path.with_name(path.name.replace("challenges", "solutions"))

@@ -22,12 +22,18 @@ from dataclasses import dataclass
 import torch
 
 from arc.data.tasks import Task
-from arc.infra.errors import ConfigError
+from arc.infra.errors import ConfigError, DivergenceError
 from arc.inference.config import AdaptConfig
 from arc.layouts.rows import Layout, NoRows
 from arc.model.transformer import Transformer
 from arc.training.fit import fit, trainable
 from arc.training.optim import lr_at, make_optimizer
+
+
+def _too_long(new: list[Task], error: NoRows, model: Transformer) -> ConfigError:
+    """The demonstrations do not fit (or too rarely) in the token budget: what an evaluate.py user can change."""
+    return ConfigError(f"cannot adapt to {' '.join(t.id for t in new[:8])}: {error}: raise --context-tokens "
+                       f"(at most the model's max_seq_len {model.cfg.max_seq_len})")
 
 
 @dataclass
@@ -56,7 +62,7 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
     try:
         sampler = layout.demonstration_sampler(new, row_tokens, seed)
     except NoRows as error:
-        raise ConfigError(f"cannot adapt to {' '.join(t.id for t in new[:8])}: {error}") from None
+        raise _too_long(new, error, model) from None
 
     def progress(done: int, loss: float, lr: float) -> None:
         if done % 50 == 0:  # a long adaptation says how far it is (one line every 50 steps)
@@ -66,7 +72,12 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
     # embeddings: only the new rows get gradients, and without weight decay the trained rows stay bitwise equal
     with trainable(model, [model.embed_task.weight] if cfg.train == "embeddings" else None) as params:
         optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
-        report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
-                     lambda step: lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1), range(cfg.steps),
-                     1.0, device, amp_dtype, seconds=cfg.seconds * len(new), after_step=progress)
+        try:
+            report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
+                         lambda step: lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1), range(cfg.steps),
+                         1.0, device, amp_dtype, seconds=cfg.seconds * len(new), after_step=progress)
+        except DivergenceError as error:  # the model is unusable now: nothing is predicted with it
+            raise DivergenceError(f"adapting {len(new)} new task embedding(s): {error} (try a lower --adapt-lr)") from None
+        except NoRows as error:  # rows fit too rarely in the evaluation's token budget
+            raise _too_long(new, error, model) from None
     return AdaptReport(len(new), report.steps, time.time() - started, report.first_loss, report.last_loss)

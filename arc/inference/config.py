@@ -28,31 +28,32 @@ from arc.infra.config import (
 )
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig
-from arc.training.config import PRECISIONS, data_source, split_problems
+from arc.training.config import MAX_BATCH, MAX_SEED, MAX_THREADS, PRECISIONS, data_source, split_problems
 
 # The settings of one decoding strategy or selection only (DecodeConfig.decode, .select): refused under another.
 _DECODE_ONLY = {"sample": ("samples", "temperature", "top_k"),
                 "dfs": ("dfs_threshold", "dfs_max_candidates", "dfs_time_limit_s", "dfs_keep_greedy")}
 _SELECT_ONLY = {"poe": ("score_views", "rerank")}
+MAX_VIEWS = 1024  # views, scoring views, samples per view: far above any useful count (beyond, a list of 10**12 views hangs)
 
 
 @dataclass
 class DecodeConfig:
     decode: str = option("greedy", choice("greedy", "sample", "dfs"))  # greedy | sample | dfs
-    views: int = option(0, integer(0))  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
+    views: int = option(0, integer(0, MAX_VIEWS))  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
     select: str = option("vote", choice("vote", "poe"))  # vote | poe: how the attempts are chosen among the pooled candidates
-    score_views: int = option(8, integer(1))  # views that score each candidate for "poe"
-    rerank: int = option(0, integer(0))  # (poe) score only the N candidates with the most votes (0: every candidate)
+    score_views: int = option(8, integer(1, MAX_VIEWS))  # views that score each candidate for "poe"
+    rerank: int = option(0, integer(0, MAX_VIEWS))  # (poe) score only the N candidates with the most votes (0: every candidate)
     drop_input_copies: bool = False  # drop candidates equal to the test input (mdlARC's filter: an ARC answer is almost never its input)
     attempts: int = option(2, integer(1))  # attempts per test input (the ARC Prize allows 2)
-    samples: int = option(8, integer(1))  # samples per view (decode=sample)
+    samples: int = option(8, integer(1, MAX_VIEWS))  # samples per view (decode=sample)
     temperature: float = option(1.0, number(0, above=True))  # sampling temperature (decode=sample)
     top_k: int | None = option(None, optional(integer(1, VOCAB_SIZE)))  # sample among the k likeliest tokens only (decode=sample)
     dfs_threshold: float = option(0.1, number(0, 1, above=True))  # keep every output with probability above this (decode=dfs)
     dfs_max_candidates: int = option(8, integer(1))  # stop a DFS after this many complete outputs
     dfs_time_limit_s: float = option(60.0, number(0, above=True))  # stop a DFS after this long per view
     dfs_keep_greedy: bool = True  # (decode=dfs) seed the candidates with the greedy output even when it is below the threshold
-    limit_slack: float = option(2.0, number(0))  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30)
+    limit_slack: float = option(2.0, number(0, 1000))  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30; beyond ~1000 every budget is 30x30 anyway)
     decode_batch_size: int = option(8, integer(1))  # prompts decoded together (greedy) and rows scored together (poe)
 
     def problems(self, flag) -> list[str]:
@@ -76,7 +77,7 @@ class TTTConfig:
     # the per-task adapter of --ttt-train lora (flags --ttt-rank, --ttt-alpha, ...)
     lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
-    batch_size: int = option(4, integer(1))  # rows per step; every step gets fresh rows (fresh augmentations)
+    batch_size: int = option(4, integer(1, MAX_BATCH))  # rows per step; every step gets fresh rows (fresh augmentations)
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # longest row in tokens; None: the evaluation's context budget
     augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
 
@@ -101,7 +102,11 @@ class AdaptConfig:
     seconds: float = option(0.0, number(0))  # also stop after this many seconds per new task (the tasks adapt jointly: the budget is seconds x tasks; 0: no time limit)
     train: str = option("embeddings", choice("embeddings", "full"))  # embeddings: only the new tasks' rows | full: every parameter
     lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
-    batch_size: int = option(16, integer(1))  # rows per step
+    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per step
+
+
+def task_ids(value) -> str | None:
+    return None if all(value) else "must be task ids separated by commas, none of them empty"
 
 
 @dataclass
@@ -111,22 +116,22 @@ class EvalConfig:
     data: str = option("arc1", data_source)  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
     split: str = "evaluation"  # training | evaluation (for arc1/arc2)
     task_set: str | None = option(None, optional(choice(*TASK_SETS, "all")))  # seed20 | all (default: seed20 on arc1 evaluation, else all)
-    tasks: tuple[str, ...] = ()  # explicit task ids, comma-separated (overrides --task-set)
+    tasks: tuple[str, ...] = option((), task_ids)  # explicit task ids, comma-separated (overrides --task-set)
     max_tasks: int | None = option(None, optional(integer(1)))  # keep only the first N tasks
     context_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # tokens per example, prompt and answer (default: the model's max_seq_len)
     device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
-    threads: int = option(0, integer(0))  # CPU threads for torch (0: torch's default)
+    threads: int = option(0, integer(0, MAX_THREADS))  # CPU threads for torch (0: torch's default)
     precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
     out: str | None = option(None, optional(out_folder))  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
     decoding: DecodeConfig = nested(DecodeConfig)  # views, strategy, selection (arc.inference.predict)
     ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)
     adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")  # (pair layout) new embeddings for tasks the checkpoint has none for
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
-    seed: int = option(0, integer(0))  # seeds everything random in an evaluation: the views, sampling, adaptation and test-time training
+    seed: int = option(0, integer(0, MAX_SEED))  # seeds everything random in an evaluation: the views, sampling, adaptation and test-time training
 
     def problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)
-        repeated = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        repeated = sorted({t for t in self.tasks if t and self.tasks.count(t) > 1})  # an empty id: its own rule
         if repeated:
             found.append(f"{flag('tasks')} {shown(self.tasks)}: each task id at most once (repeated: {', '.join(repeated)})")
         for name in ("checkpoint", "adapter"):

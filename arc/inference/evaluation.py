@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from arc.inference.results import print_table, score_tasks, write_results
 from arc.inference.submission import build_submission, write_submission
 from arc.inference.ttt import check_trainable, task_training
 from arc.infra.config import validate
-from arc.infra.errors import ConfigError
+from arc.infra.errors import ConfigError, DivergenceError
 from arc.infra.files import check_writable, locked
 from arc.infra.runtime import autocast_dtype, resolve_device
 from arc.layouts import make_layout
@@ -41,6 +42,7 @@ from arc.model.checkpoint import adapter_base, checkpoint_dir, has_checkpoint, l
 from arc.model.lora import merge_lora
 from arc.model.transformer import Transformer
 from arc.reports.pages import Progress, show_results, ttt_words, write_eval_report
+from arc.training.config import read_training
 from arc.training.scoring import grouped_loss
 
 # The checkpoints committed to the repository, in the order evaluate.py prefers them when no training
@@ -104,7 +106,10 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
     loaded["step"] = config.get("step")
     if cfg.adapter:
         loaded["checkpoint_step"] = config.get("base_step", read_config(loaded["checkpoint"]).get("step"))
-    # a Hugging Face import has no training settings: it is a plain language model, in-context
+    # a Hugging Face import has no training settings: it is a plain language model, in-context; a run's are
+    # checked value by value before the layout reads them (read_training)
+    if "training" in config:
+        read_training(config, str(Path(loaded["adapter"] or loaded["checkpoint"]) / "config.json"))
     layout = make_layout(config.get("training") or {"layout": "in_context"}, tokenizer, config.get("task_ids", []))
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
@@ -121,6 +126,8 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
         tasks = select_tasks(all_tasks, ids=list(cfg.tasks), limit=cfg.max_tasks)
     else:
         tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.max_tasks)
+    if not tasks:
+        raise ConfigError(f"--data {cfg.data}: no task to evaluate (the set selected is empty)")
     unseen = [t.id for t in tasks if not layout.knows(t.id)]
     step, d = config.get("step"), cfg.decoding
     method = (f"{d.decode}, {d.views or layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
@@ -204,6 +211,10 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
               for t in ev.tasks}
     flat, groups = [r for rs in scored.values() for r in rs], [k for k, rs in scored.items() for _ in rs]
     results["eval_loss"], task_loss = grouped_loss(ev.model, flat, groups, 8, ev.amp_dtype) if flat else (None, {})
+    if results["eval_loss"] is not None and not math.isfinite(results["eval_loss"]):
+        # the weights were checked finite when loaded (and after adaptation): the arithmetic overflowed
+        raise DivergenceError(f"the eval loss is {results['eval_loss']}: the model's outputs are not finite numbers "
+                              f"(weights too large for {ev.amp_dtype or 'fp32'} arithmetic?); nothing was written")
     for task_id, loss in task_loss.items():
         results["tasks"][task_id]["loss"] = loss
     results.update(checkpoint=ev.checkpoint, adapter=cfg.adapter, step=ev.step, loaded=ev.loaded, data=cfg.data,

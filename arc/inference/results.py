@@ -74,8 +74,10 @@ def print_table(results: dict) -> None:
         print(f"{task_id:<10} {len(tests):>5} {right:>5} {prompt:>7}  {mark} ({'; '.join(statuses)})")
     def show(value):
         return "n/a (no true outputs)" if value is None else f"{value:.4f}"
+    loss = results.get("eval_loss")  # None also when every true output is longer than the context
     print(f"solved {results['tasks_solved']}/{results['tasks_total']} tasks | score {show(results['score'])} "
-          f"(first attempts only: {show(results['score_pass1'])}) | eval loss {show(results.get('eval_loss'))} "
+          f"(first attempts only: {show(results['score_pass1'])}) | eval loss "
+          f"{'n/a (no true output fits the context)' if loss is None and results['score'] is not None else show(loss)} "
           f"per output token | {results.get('seconds_per_task', 0):.1f}s per task")
     for name, value in results["score_by_selection"].items():
         print(f"  attempts chosen by {name}: score {show(value)}")

@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from arc.data.tasks import Example, Task
 from arc.inference.config import TTTConfig
-from arc.infra.errors import ConfigError
+from arc.infra.errors import ConfigError, DivergenceError
 from arc.layouts.rows import Layout, NoRows
 from arc.model.lora import add_lora, lora_modules, lora_parameters, remove_lora
 from arc.training.fit import fit, restored, trainable
@@ -97,9 +97,15 @@ def _train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, steps: 
         # no weight decay: a few hundred steps from the checkpoint leave nothing for decay to tame,
         # and the rows of other tasks (embeddings) must not move
         optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
-        return fit(model, optimizer, trained, lambda step: [sampler.batch(step, cfg.batch_size)],
-                   lambda step: lr_at(step, cfg.lr, max(1, steps // 10), steps, 0.1), range(steps),
-                   1.0, device, autocast_dtype, seconds=cfg.seconds, after_step=after_step)
+        try:
+            return fit(model, optimizer, trained, lambda step: [sampler.batch(step, cfg.batch_size)],
+                       lambda step: lr_at(step, cfg.lr, max(1, steps // 10), steps, 0.1), range(steps),
+                       1.0, device, autocast_dtype, seconds=cfg.seconds, after_step=after_step)
+        except DivergenceError as error:
+            raise DivergenceError(f"test-time training of task {task.id}: {error} (try a lower --ttt-lr)") from None
+        except NoRows as error:  # demonstration rows fit too rarely in the token budget
+            raise ConfigError(f"test-time training of task {task.id}: {error}: raise --ttt-max-row-tokens "
+                              "(or --context-tokens)") from None
 
 
 @contextlib.contextmanager

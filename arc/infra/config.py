@@ -21,6 +21,10 @@ runs every rule and every `problems` of a config and of the configs nested in it
 ConfigError naming each bad flag, its value and what is allowed, all of them in one message:
 `--batch-size 0: must be an integer >= 1; --d-model 30 --n-heads 4: d_model must be a multiple of n_heads`.
 
+A saved config (a section of a checkpoint's config.json) is checked by the same rules: `saved_problems`
+first checks each value's JSON type against its field's, then the rules and relations, naming each key by
+its path in the file (`model.d_model -32: must be an integer >= 1 and <= 65536`).
+
 Only the flags given on the command line are returned (`given_flags`, a nested dict), so a caller can tell
 "left at its default" from "set explicitly" (--resume uses that: the saved config, plus what was given).
 `load_config_file` reads a TOML file into the same kind of dict (its top-level keys are fields, nested
@@ -141,8 +145,8 @@ def _converter(annotation: str):
     """How a flag's text becomes the field's value (bool fields are switches); None for a type no flag
     can give (a dict)."""
     base = annotation.replace(" | None", "")
-    if base.startswith("tuple"):
-        return lambda text: tuple(s for s in text.split(",") if s)
+    if base.startswith("tuple"):  # empty items are kept, for the field's rule to refuse: `--tasks ,` names no task
+        return lambda text: tuple(text.split(","))
     return {"int": int, "float": float, "str": str}.get(base)
 
 
@@ -270,28 +274,34 @@ def _configs(config, path: tuple[str, ...] = ()):
     yield path, config
 
 
-def _all_problems(config) -> list[str]:
-    """What is wrong with config: each setting its rule refuses (in field order), then what each config's
-    `problems` method finds (the nested configs' first)."""
-    flags = flag_names(type(config))
+def _all_problems(config, name: Callable[[tuple[str, ...]], str] | None = None, unchecked: tuple[str, ...] = (),
+                  relations: bool = True) -> list[str]:
+    """What is wrong with config: each setting its rule refuses (in field order; not those whose dotted path
+    is in unchecked), then what each config's `problems` method finds (the nested configs' first; only with
+    relations). Settings are named by name(path): by default their flag (a field without one by its path)."""
+    if name is None:
+        flags = flag_names(type(config))
+        name = lambda path: flags.get(path, ".".join(path))  # noqa: E731
     found = []
     for path, f in _checked_fields(type(config)):
         value = value_at(config, path)
-        if (allowed := f.metadata["check"](value)) is not None:
-            found.append(f"{flags.get(path, '.'.join(path))} {shown(value)}: {allowed}")
-    for path, part in _configs(config):
+        if ".".join(path) not in unchecked and (allowed := f.metadata["check"](value)) is not None:
+            found.append(f"{name(path)} {_brief(shown(value))}: {allowed}")
+    for path, part in _configs(config) if relations else ():
         if hasattr(part, "problems"):
-            found += part.problems(_flags_below(flags, path))
+            found += part.problems(_names_below(name, path))
     return found
 
 
-def _flags_below(flags: dict[tuple[str, ...], str], path: tuple[str, ...]) -> Callable[[str], str]:
-    """flag(name) for the config nested at path: the flag of its field name ("lora.rank") as spelled at
-    the top (--ttt-rank in evaluate.py); a field without a flag is named by its path."""
-    def flag(name: str) -> str:
-        full = (*path, *name.split("."))
-        return flags.get(full, ".".join(full))
-    return flag
+def _brief(text: str, limit: int = 60) -> str:
+    """A value as a message shows it: a crafted file's megabyte of text stays out of the one line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _names_below(name: Callable[[tuple[str, ...]], str], path: tuple[str, ...]) -> Callable[[str], str]:
+    """flag(name) for the config nested at path: the name of its field ("lora.rank") as spelled at the top
+    (--ttt-rank in evaluate.py; ttt.lora.rank in a saved file)."""
+    return lambda field: name((*path, *field.split(".")))
 
 
 def _checked_fields(cls, path: tuple[str, ...] = ()):
@@ -308,6 +318,12 @@ def validate(config) -> None:
     """Raise ConfigError naming every setting of config whose value cannot work, all in one message."""
     if found := _all_problems(config):
         raise ConfigError("; ".join(found))
+
+
+def config_problems(config, name: Callable[[tuple[str, ...]], str]) -> list[str]:
+    """What validate would refuse in config (every rule, every relation), each setting named by
+    name(path) rather than by its flag: a config that came from a file, say (arc.model.schema)."""
+    return _all_problems(config, name)
 
 
 def _frozen(cls, path: tuple[str, ...]) -> bool:
@@ -341,6 +357,51 @@ def changed_settings(old, new) -> tuple[list[str], dict[str, list]]:
         else:
             allowed[flag] = [was, now]
     return refused, allowed
+
+
+# --------------------------------------------------------------------------------------------------
+# Saved configs: a section of a checkpoint's config.json
+# --------------------------------------------------------------------------------------------------
+
+
+def saved_problems(cls, values, at: tuple[str, ...] = (), unchecked: tuple[str, ...] = (),
+                   relations: bool = True) -> list[str]:
+    """What is wrong with a config section a program saved for cls (a checkpoint's config.json, which a
+    person or a crash may have changed since): not an object, keys cls has no field for, values not of
+    their field's type (null only where the field may be None); then, on the config they build, each
+    field's rule (but those whose path is in unchecked) and, with relations, each config's problems.
+    Each problem names its key by path, starting at `at`: `model.d_model -32: must be an integer >= 1`.
+    The same rules as the flags', so a checkpoint can say nothing that the command line could not."""
+    found: list[str] = []
+    _saved_types(cls, values, at, found)
+    if found:
+        return found  # the rules and relations below assume the types
+    return _all_problems(build_config(cls, values), lambda path: ".".join(at + path), unchecked, relations)
+
+
+def _saved_types(cls, values, at: tuple[str, ...], found: list[str]) -> None:
+    if not isinstance(values, dict):
+        found.append(f"{'.'.join(at) or 'the config'}: must be an object, not {_brief(_toml(values))}")
+        return
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    nested_types = _nested(cls)
+    for name, value in values.items():
+        key = ".".join(at + (name,))
+        if name not in fields:
+            found.append(f"{_brief(key)}: unknown field")
+        elif name in nested_types:
+            _saved_types(nested_types[name], value, at + (name,), found)
+        elif (wrong := _json_type(value, fields[name].type)) is not None:
+            found.append(f"{key} {_brief(_toml(value))}: {wrong}")
+
+
+def _json_type(value, annotation: str) -> str | None:
+    """What the field's type needs, when a JSON value is not of it (None: it is)."""
+    if value is None:
+        return None if annotation.endswith("| None") else "must not be null"
+    if annotation.replace(" | None", "") == "dict":
+        return None if isinstance(value, dict) else "must be an object"
+    return _typed(value, annotation)[1]
 
 
 # --------------------------------------------------------------------------------------------------

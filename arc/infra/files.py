@@ -10,16 +10,25 @@ write into, or rename away, each other's temporary file.
 
 Beside it: json_text, the one way JSON is written (a NaN or infinity, which JSON cannot hold, becomes
 null instead of an invalid file), `locked` (files that must agree with each other, such as an
-evaluation's results.json and submission.json, are replaced together under a lock on their folder)
-and `check_writable` (a folder proven writable before hours of work are spent on what goes in it).
+evaluation's results.json and submission.json, are replaced together under a lock on their folder),
+`hold_lock` (a lock held for the rest of the process, which names its holder to whoever else asks: one
+trainer per run folder) and `check_writable` (a folder proven writable before hours of work are spent
+on what goes in it).
+
+Reading goes the other way: what the project reads that something else may have written (a checkpoint's
+config.json, a task file) is read with `read_capped` / `read_json`: a regular file only, at most a given
+size. A config.json that is a symlink to /dev/zero, a FIFO, or a runaway file is refused at once instead
+of being read until memory runs out (or forever).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -83,6 +92,87 @@ def locked(folder: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+class LockHeld(Exception):
+    """hold_lock found the lock taken by another process; .holder is what that process wrote (its pid)."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+_held: dict[str, int] = {}  # lock file (real path) -> the descriptor that holds it, for the rest of the process
+
+
+def hold_lock(path: str | Path, holder: str) -> None:
+    """Take an exclusive flock on the file path (created if need be) and keep it until the process ends,
+    writing `holder` (say, the pid) into it for whoever else asks. Raises LockHeld with what the
+    holder wrote when another process has it. The kernel releases an flock when its process dies, however
+    it dies: a killed process leaves the file behind, never the lock. Taking a lock this process already
+    holds does nothing (a program that trains twice on one folder, one run after the other)."""
+    key = os.path.realpath(path)
+    if key in _held:
+        return
+    fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise LockHeld(text) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder.encode(), 0)
+    _held[key] = fd
+
+
+def release_lock(path: str | Path) -> None:
+    """Give up a lock hold_lock took (a no-op when this process does not hold it)."""
+    fd = _held.pop(os.path.realpath(path), None)
+    if fd is not None:
+        os.close(fd)  # closing releases the flock
+
+
+def regular_file(path: str | Path) -> int:
+    """Open path for reading, refusing anything but a regular file (ValueError): a device such as
+    /dev/zero would never end, and a FIFO would block the open itself (hence O_NONBLOCK, then fstat).
+    Returns the descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file (a device, a FIFO or a folder)")
+    return fd
+
+
+def read_capped(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most max_bytes; ValueError when it is something else or larger
+    (the caller names the file in its own error). FileNotFoundError and other OSErrors pass through."""
+    fd = regular_file(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than the {max_bytes / 2**20:g} MB such a file may hold")
+    return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_json(path: str | Path, max_bytes: int):
+    """The JSON value of a regular file of at most max_bytes (read_capped). ValueError says what is wrong
+    with it: too large, not UTF-8, not JSON (NaN and Infinity included, which no JSON writer writes),
+    nested absurdly deep."""
+    try:
+        return json.loads(read_capped(path, max_bytes).decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def check_writable(folder: str | Path) -> Path:

@@ -3,15 +3,21 @@
 bf16 autocast is used on CUDA, and on CPUs with AMX (Intel Sapphire Rapids and later), whose tile
 units make bf16 matmuls several times faster than fp32. On other CPUs bf16 matmuls are emulated and
 far slower than fp32 (RESULTS.md, "The hardware's own limits"), so there we stay in fp32.
+
+`available_memory` says how much memory a device has free, so a model too large for it is refused by
+name before it is built (arc.model.schema) rather than by the allocator halfway through.
 """
 from __future__ import annotations
 
 import functools
+import os
 import random
 from contextlib import nullcontext
 
 import numpy as np
 import torch
+
+from arc.infra.errors import ConfigError
 
 
 def resolve_device(name: str = "auto", threads: int = 0) -> torch.device:
@@ -24,9 +30,32 @@ def resolve_device(name: str = "auto", threads: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {name}: torch sees no CUDA device here (use --device cpu, or auto)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return device
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the device can still allocate: on CUDA the free memory of the GPU (torch.cuda.mem_get_info);
+    on a CPU MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim), else the free
+    physical pages. None when the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @functools.cache

