@@ -292,7 +292,7 @@ def test_adapt_that_diverges_or_cannot_fit_its_rows_is_refused_naming_the_flag(p
     layout = lambda: PairLayout(GridTokenizer(), task_ids=["a", "b", "c"])  # noqa: E731
     with pytest.raises(DivergenceError, match=r"adapting 1 new task embedding\(s\): step 3: the trained weights hold .*\(try a lower --adapt-lr\)"):
         adapt(pair_model, [task], layout(), AdaptConfig(steps=3, batch_size=2, lr=1e30), 128, torch.device("cpu"))
-    monkeypatch.setattr(PairSampler, "_draw", lambda self, rng: None)
+    monkeypatch.setattr(PairSampler, "_draw", lambda self, rng, index: None)
     with pytest.raises(ConfigError, match=r"cannot adapt to new: 100 draws in a row did not fit in 128 tokens: raise --context-tokens"):
         adapt(pair_model, [task], layout(), AdaptConfig(steps=3, batch_size=2), 128, torch.device("cpu"))
 
