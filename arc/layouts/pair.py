@@ -8,6 +8,9 @@ their test outputs: test-time training folded into training), and a task the tab
 at test time (arc.inference.adapt). The transform embedding tells the model which of the 8 D8 frames a
 row is in; prediction votes over all 8 (`views`).
 
+Training batches pack rows end to end in fixed-length sequences with `pack` (arc.layouts.packing): pair
+rows are short (~330 tokens, up to ~1,900) and vary a lot, so padded batches waste a quarter of their tokens.
+
 Loss mask: the output's tokens and E; with input_loss (a training option) the input's cells and row
 ends as well (predicting a grid from the task's embedding is signal too: mdlARC's argument), and rows
 of the evaluated tasks' test inputs, which end at O. Colours: a fresh random permutation per row, or
@@ -22,13 +25,14 @@ import numpy as np
 from arc.data.augment import Augmentation, colour_map, make_views, random_augmentation
 from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import grid_length, grid_text
+from arc.layouts.packing import PackedBatches
 from arc.layouts.rows import EncodedRow, Layout, NoRows, answer_budget
 from arc.layouts.sampling import Sampler
 
 
 class PairLayout(Layout):
     name = "pair"
-    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding", "generated_tasks")
+    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding", "generated_tasks", "pack")
     default_views = 8  # trained under all 8 D8 transforms, each with its embedding: predict under all 8
 
     def __init__(self, tokenizer, settings: dict | None = None, task_ids=()):
@@ -38,6 +42,7 @@ class PairLayout(Layout):
         self.evaluated_share: float = settings.get("evaluated_share", 0.5)  # share of training rows from the evaluated tasks
         self.input_loss: bool = settings.get("input_loss", False)  # training rows put the input in the loss too
         self.colour_maps: int = settings.get("colour_maps", 0)  # 0: random colour permutations | K: each task's K fixed maps
+        self.pack: bool = settings.get("pack", False)  # training batches: rows packed in fixed-length sequences
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -80,6 +85,13 @@ class PairLayout(Layout):
         if not any(self._fits(pair, row_tokens) for t in tasks for pair in t.train):
             raise NoRows(f"no demonstration fits in {row_tokens} tokens")
         return PairSampler(self, [], tasks, row_tokens, seed, augment=augment)
+
+    def batches(self, sampler: Sampler, batch_size: int, row_tokens: int):
+        """Packed (pack): batch_size sequences of row_tokens tokens, rows end to end (arc.layouts.packing);
+        otherwise batch_size rows, padded."""
+        if self.pack:
+            return PackedBatches(sampler, batch_size, row_tokens).batch
+        return super().batches(sampler, batch_size, row_tokens)
 
     def _fits(self, pair: Pair, row_tokens: int) -> bool:
         """Whether the pair's row fits in some D8 frame (a transpose turns h*(w+1) tokens into w*(h+1))."""

@@ -13,6 +13,7 @@ the two ways of showing a task to the model:
     its samplers        the training rows of train.py, and the demonstration rows that test-time
                         training and adaptation learn from (arc.inference)
     its views           the augmented views a test input is predicted and scored under
+    its batches         padded (batch_size rows), or packed (arc.layouts.packing: the pair layout)
     its options         the TrainConfig fields only it reads (`options`), whether the model keeps a
                         learned row per task (`task_table`), its default number of views
 
@@ -21,9 +22,10 @@ and evaluation of one checkpoint see the same layout. `|` below marks where a pr
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -46,11 +48,12 @@ class EncodedRow:
 class Batch(NamedTuple):
     inputs: torch.Tensor  # (B, T) token ids, PAD after each row's end
     targets: torch.Tensor  # (B, T) next-token targets, IGNORE outside the loss
-    task: torch.Tensor  # (B,) task embedding rows
-    transform: torch.Tensor  # (B,) D8 transforms
+    task: torch.Tensor  # (B,) task embedding rows; (B, T), one per token, in a packed batch
+    transform: torch.Tensor  # (B,) D8 transforms; (B, T) in a packed batch
+    segments: torch.Tensor | None = None  # packed batches (arc.layouts.packing): (B, T), the row each token belongs to
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in self))
+        return Batch(*(None if t is None else t.to(device) for t in self))
 
 
 def token_row(ids, task: int = 0, transform: int = 0) -> EncodedRow:
@@ -174,6 +177,11 @@ class Layout:
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:
         """The k views an example is predicted (or scored) under, the identity first."""
         raise NotImplementedError
+
+    def batches(self, sampler, batch_size: int, row_tokens: int) -> Callable[[int], Batch]:
+        """Training batch number `index` of a sampler's rows -> Batch: here batch_size rows padded to the
+        longest (arc.layouts.sampling); a layout that packs its rows says so (PairLayout)."""
+        return functools.partial(sampler.batch, batch_size=batch_size)
 
     # ---- shared --------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from arc.data.generators import generated_tasks
 from arc.data.tasks import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
@@ -36,10 +37,11 @@ from arc.infra import distributed
 from arc.infra.config import build_config, validate
 from arc.infra.distributed import World
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
+from arc.infra.prefetch import Ahead
 from arc.infra.runlog import RunLog
-from arc.infra.runtime import autocast_dtype, maybe_compile, resolve_device, seed_everything
+from arc.infra.runtime import autocast, autocast_dtype, compile_regions, compiled_graphs, eager, resolve_device, seed_everything
 from arc.layouts import make_layout
-from arc.layouts.rows import EncodedRow, Layout
+from arc.layouts.rows import IGNORE, Batch, EncodedRow, Layout
 from arc.layouts.sampling import Sampler
 from arc.model.checkpoint import RunFolder, load_model
 from arc.model.lora import add_lora, cast_frozen
@@ -65,7 +67,8 @@ def saved_train_config(config: dict, where: str = "the checkpoint") -> TrainConf
 
 @dataclass
 class TrainingData:
-    sampler: Sampler  # draws the training batches
+    sampler: Sampler  # draws the training rows
+    batches: Callable[[int], Batch]  # training batch number i, padded or packed (the layout's choice)
     eval_rows: list[EncodedRow]  # the evaluated tasks' test outputs, un-augmented (the eval loss only)
     eval_skipped: int  # test outputs longer than the row budget (left out of the eval loss)
     n_train_tasks: int  # training tasks after the exclusions
@@ -93,13 +96,14 @@ def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
     return train_tasks, heldout_tasks, excluded
 
 
-def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[Task], row_tokens: int, seed: int) -> TrainingData:
-    """The training rows' sampler and the held-out rows. The evaluated tasks reach the sampler only as a
-    test-time learner sees them: their test outputs are dropped here (Task.without_test_outputs), and the
-    pair sampler refuses any task that still has one."""
+def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[Task], row_tokens: int, seed: int,
+                  batch_size: int = 1) -> TrainingData:
+    """The training rows' sampler, its batches and the held-out rows. The evaluated tasks reach the sampler
+    only as a test-time learner sees them: their test outputs are dropped here (Task.without_test_outputs),
+    and the pair sampler refuses any task that still has one."""
     sampler = layout.sampler(train_tasks, [t.without_test_outputs() for t in heldout_tasks], row_tokens, seed)
     eval_rows, skipped = layout.scored_rows([e for t in heldout_tasks for e in t.examples()], row_tokens)
-    return TrainingData(sampler, eval_rows, skipped, len(train_tasks), [])
+    return TrainingData(sampler, layout.batches(sampler, batch_size, row_tokens), eval_rows, skipped, len(train_tasks), [])
 
 
 def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict] | None, run: RunFolder) -> tuple[Transformer, dict]:
@@ -144,6 +148,7 @@ class Run:
     start_step: int
     metrics: dict  # the latest eval loss, saved with each checkpoint
     log: Callable[..., None]
+    compile_s: float = 0.0  # compiling the training step before the first step (its warm-up)
 
 
 def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
@@ -168,7 +173,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     settings = asdict(cfg)
     # the task table: the training tasks, then the evaluated ones (the pair layout learns a row for each)
     layout = make_layout(settings, tokenizer, [t.id for t in train_tasks + heldout_tasks])
-    data = replace(training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed), excluded=excluded)
+    data = replace(training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, cfg.batch_size), excluded=excluded)
 
     model, described = build_model(cfg, layout, init, folder)
     if cfg.lora.rank > 0 and cfg.lora_base_bf16 and device.type == "cuda":
@@ -201,11 +206,34 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
         f"test outputs of {cfg.eval_set} ({data.eval_skipped} longer than {row_tokens} tokens)")
     if world.launched:
         log(f"data-parallel: {world.size} ranks, {cfg.batch_size * cfg.grad_accum * world.size} rows per step")
-    # compiled, then wrapped in DDP (nanoGPT's order: compile's warm-up runs on each rank alone); shares
-    # model's parameters, while model itself stays eager and unwrapped (rank 0's eval loss, the checkpoints)
-    forward = world.wrap(maybe_compile(model, cfg.compile))
+    compile_s = compile_step(model, data.batches(0), device, amp_dtype, log) if cfg.compile else 0.0
+    # wrapped in DDP after compiling (nanoGPT's order: compile's warm-up runs on each rank alone)
+    forward = world.wrap(model)
     return Run(cfg, folder, world, device, amp_dtype, tokenizer, data, model, forward, optimizer, described,
-               start_step, metrics, log)
+               start_step, metrics, log, compile_s)
+
+
+def compile_step(model: Transformer, batch: Batch, device: torch.device, amp_dtype: torch.dtype | None, log) -> float:
+    """torch.compile the model's blocks (arc.infra.runtime.compile_regions: one graph serves all of them),
+    compiled now by a forward and backward on `batch` (a training batch: the run's shape); returns the
+    seconds it took. Packed batches all have that one shape: the graph is static and stays the only one.
+    Padded batches vary in length: the graph is dynamic. The model's gradients are cleared afterwards."""
+    packed = batch.segments is not None
+    batch = batch.to(device)
+
+    def warm_up():
+        with autocast(device.type, amp_dtype):
+            logits = model(batch.inputs, task=batch.task, transform=batch.transform, segments=batch.segments)
+        F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE).backward()
+
+    started = time.time()
+    compiled = compile_regions(list(model.blocks), dynamic=not packed, warm_up=warm_up)
+    model.zero_grad(set_to_none=True)
+    seconds = time.time() - started
+    if compiled:
+        shape = f"one static shape, {batch.inputs.shape[0]} x {batch.inputs.shape[1]} tokens" if packed else "dynamic lengths"
+        log(f"compiled the training step ({shape}): {compiled_graphs()} graph(s) in {seconds:.1f} s")
+    return seconds
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,7 +254,9 @@ def save(run: Run, step: int) -> None:
 
 def loop(run: Run) -> None:
     """fit() from the run's start step to its last, with a log line, the eval loss and a checkpoint between
-    steps as the config asks."""
+    steps as the config asks. Each step's batches are built one step ahead in a background thread
+    (arc.infra.prefetch), so a step never waits for Python to draw and pack rows; at the end a line says
+    where the run's time went (compiling, steps, eval loss, checkpoints, waiting for batches)."""
     cfg, world, log = run.cfg, run.world, run.log
     run_log = None  # metrics.jsonl, written by rank 0
     if world.is_main:
@@ -234,12 +264,11 @@ def loop(run: Run) -> None:
         run_log = RunLog(run.folder.path / "metrics.jsonl")
         run_log.start(run.start_step)  # lines past the checkpoint (logged before a kill) are dropped: each step is logged once
     last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
-    started, tokens = time.time(), [0]
+    started, tokens = time.time() - run.compile_s, [0]  # the elapsed time includes compiling
+    spent = {"eval loss": 0.0, "checkpoints and reports": 0.0}
 
-    def batches(step: int):
-        micro = [run.data.sampler.batch(i, cfg.batch_size) for i in world.micro_batches(step, cfg.grad_accum)]
-        tokens[0] += sum(int((batch.inputs != PAD).sum()) for batch in micro)
-        return micro
+    def micro_batches(step: int) -> list[Batch]:
+        return [run.data.batches(i) for i in world.micro_batches(step, cfg.grad_accum)]
 
     def after_step(done: int, loss: float, lr: float) -> None:
         if done % cfg.log_every == 0 or done == last_step:
@@ -247,29 +276,49 @@ def loop(run: Run) -> None:
             rate = world.sum(tokens[0]) / elapsed
             eta = elapsed / (done - run.start_step) * (last_step - done)
             log(f"step {done}/{cfg.max_steps} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
-                f"elapsed {duration(elapsed)} | eta {duration(eta)} | skipped rows {run.data.sampler.skipped}", flush=True)
+                f"elapsed {duration(elapsed)} | eta {duration(eta)} | skipped rows {run.data.sampler.skipped} | "
+                f"graphs {compiled_graphs()}", flush=True)
             if run_log:
-                run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed})
+                run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed,
+                                "graphs": compiled_graphs()})
         if (done % cfg.eval_every == 0 or done == last_step) and world.is_main:
-            eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
+            began = time.time()
+            with eager():  # its batches have other shapes than training's: no graphs of their own
+                eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
             if not math.isfinite(eval_loss):
                 raise DivergenceError(f"step {done}: the eval loss is {eval_loss}: training diverged")
             run.metrics = {"eval_loss": eval_loss, "eval_step": done}
             print(f"step {done} | eval loss {eval_loss:.4f} per output token on {cfg.eval_set}", flush=True)
             run_log.append({"step": done, "eval_loss": eval_loss})
+            spent["eval loss"] += time.time() - began
         if done % cfg.save_every == 0 or done == last_step:
+            began = time.time()
             save(run, done)
+            spent["checkpoints and reports"] += time.time() - began
+
+    def counted(step: int) -> list[Batch]:
+        micro = ahead(step)
+        tokens[0] += sum(int((batch.inputs != PAD).sum()) for batch in micro)
+        return micro
 
     trained = [p for p in run.model.parameters() if p.requires_grad]
+    steps = range(run.start_step, last_step)
     try:
-        fit(run.forward, run.optimizer, trained, batches,
-            lambda step: lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio),
-            range(run.start_step, last_step), cfg.grad_clip, run.device, run.amp_dtype, world, after_step=after_step)
+        with Ahead(micro_batches, steps) as ahead:
+            fit(run.forward, run.optimizer, trained, counted,
+                lambda step: lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio),
+                steps, cfg.grad_clip, run.device, run.amp_dtype, world, after_step=after_step)
     except DivergenceError as error:
         raise DivergenceError(f"{error} (try a lower --lr, or --grad-clip > 0); nothing non-finite was saved, "
                               f"{run.folder.path} keeps {run.folder.kept()}") from None
     if run.start_step >= last_step and not run.folder.resume:
         save(run, run.start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
+    elif world.is_main:
+        total = time.time() - started
+        parts = {"compiling": run.compile_s, **spent, "waiting for batches": ahead.waited}
+        parts = {"steps": total - sum(parts.values()), **parts}
+        log(f"time: {duration(total)} in all: " + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
+        run_log.append({"step": last_step, "time_s": {"total": total, **parts}})
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
