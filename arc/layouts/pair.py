@@ -42,7 +42,7 @@ class PairLayout(Layout):
         self.evaluated_share: float = settings.get("evaluated_share", 0.5)  # share of training rows from the evaluated tasks
         self.input_loss: bool = settings.get("input_loss", False)  # training rows put the input in the loss too
         self.colour_maps: int = settings.get("colour_maps", 0)  # 0: random colour permutations | K: each task's K fixed maps
-        self.pack: bool = settings.get("pack", False)  # training batches: rows packed in fixed-length sequences
+        self.packs: bool = settings.get("pack", False)  # training batches: rows packed in fixed-length sequences
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -87,9 +87,9 @@ class PairLayout(Layout):
         return PairSampler(self, [], tasks, row_tokens, seed, augment=augment)
 
     def batches(self, sampler: Sampler, batch_size: int, row_tokens: int):
-        """Packed (pack): batch_size sequences of row_tokens tokens, rows end to end (arc.layouts.packing);
+        """Packed (the pack setting): batch_size sequences of row_tokens tokens, rows end to end (arc.layouts.packing);
         otherwise batch_size rows, padded."""
-        if self.pack:
+        if self.packs:
             return PackedBatches(sampler, batch_size, row_tokens).batch
         return super().batches(sampler, batch_size, row_tokens)
 

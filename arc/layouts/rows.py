@@ -110,6 +110,7 @@ class Layout:
     name: str
     options: tuple[str, ...] = ()  # TrainConfig fields that only this layout reads
     task_table: bool = False  # the model keeps a learned row per task: unseen tasks need one (arc.inference.adapt)
+    packs: bool = False  # training batches are packed sequences of whole rows (arc.layouts.packing), not padded rows
     default_views: int = 1  # views a test input is predicted under when DecodeConfig.views is 0
 
     def __init__(self, tokenizer: GridTokenizer, settings: dict | None = None, task_ids: list[str] | tuple[str, ...] = ()):

@@ -204,8 +204,10 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     log(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split} ({len(excluded)} excluded as evaluated or copies of "
         f"{cfg.exclude_evaluated} tasks: {' '.join(excluded[:8])}{' ...' if len(excluded) > 8 else ''}); eval loss on {len(data.eval_rows)} "
         f"test outputs of {cfg.eval_set} ({data.eval_skipped} longer than {row_tokens} tokens)")
+    unit = f"sequences of {row_tokens} tokens, rows packed end to end" if layout.packs else "rows, padded"
+    log(f"batches: {cfg.batch_size} {unit}" + (f", {cfg.grad_accum} per step" if cfg.grad_accum > 1 else ""))
     if world.launched:
-        log(f"data-parallel: {world.size} ranks, {cfg.batch_size * cfg.grad_accum * world.size} rows per step")
+        log(f"data-parallel: {world.size} ranks, {cfg.batch_size * cfg.grad_accum * world.size} {unit.split(',')[0]} per step")
     compile_s = compile_step(model, data.batches(0), device, amp_dtype, log) if cfg.compile else 0.0
     # wrapped in DDP after compiling (nanoGPT's order: compile's warm-up runs on each rank alone)
     forward = world.wrap(model)
