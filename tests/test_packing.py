@@ -126,6 +126,15 @@ def test_a_chunk_packs_the_rows_of_its_range_in_order_until_one_does_not_fit():
     assert int((batch.inputs != PAD).sum()) == sum(len(r.ids) - 1 for seq in chunk[:4] for r in seq)
 
 
+def test_a_fixed_pool_is_packed_from_its_own_rows():
+    rows = sampler()
+    rows.max_examples = 10  # --max-examples 10
+    pool = {tuple(rows._fresh_row(i).ids.tolist()) for i in range(10)}
+    packed = PackedBatches(rows, 2, 128)
+    seen = {tuple(r.ids.tolist()) for c in range(3) for seq in packed._chunk(c) for r in seq}
+    assert seen <= pool and len(seen) > 1
+
+
 def test_packed_pair_run_resumes_exactly(tiny_train_config):
     pair = dict(layout="pair", pack=True, model=replace(TINY, rope="3d"), batch_size=2)
     a = train(tiny_train_config("a", max_steps=6, save_every=3, **pair))

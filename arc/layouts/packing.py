@@ -21,7 +21,9 @@ Batches are packed in chunks of CHUNK_SEQUENCES sequences: chunk c takes the row
 for it, until a row fits nowhere; that row is left out and the chunk is cut into batches. Packing 32
 sequences at a time fills them to ~98.7% (pair rows), and leaving the closing row out (more often a
 long one) barely changes which rows are trained on: rows over 1,024 tokens hold 6.2% of the packed
-tokens against 6.4% of freshly drawn ones (RESULTS.md).
+tokens against 6.4% of freshly drawn ones (RESULTS.md). With a fixed pool of rows (--max-examples), each
+chunk's range starts at its own place in the pool's reshuffled cycle: the rows are the pool's, drawn
+evenly, but an epoch no longer serves each of them exactly once.
 """
 from __future__ import annotations
 
