@@ -37,8 +37,10 @@ def final_weights(run) -> dict:
 
 
 def log_lines(run, evals: bool = True) -> list[tuple]:
-    """metrics.jsonl without the wall-clock fields: (step, loss, lr, eval_loss) per line."""
+    """metrics.jsonl without the wall-clock fields: (step, loss, lr, eval_loss) per line (the closing line
+    of where a session's time went is wall clock alone)."""
     lines = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    lines = [r for r in lines if "time_s" not in r]
     return [tuple(r.get(k) for k in ("step", "loss", "lr", "eval_loss")) for r in lines if evals or "loss" in r]
 
 

@@ -121,7 +121,7 @@ class EvalConfig:
     context_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # tokens per example, prompt and answer (default: the model's max_seq_len)
     device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
     threads: int = option(0, integer(0, MAX_THREADS))  # CPU threads for torch (0: torch's default)
-    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
+    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 autocast where a start-up measurement finds bf16 matmuls faster than fp32, else fp32) | bf16 | fp32
     out: str | None = option(None, optional(out_folder))  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
     decoding: DecodeConfig = nested(DecodeConfig)  # views, strategy, selection (arc.inference.predict)
     ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)

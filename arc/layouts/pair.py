@@ -8,6 +8,9 @@ their test outputs: test-time training folded into training), and a task the tab
 at test time (arc.inference.adapt). The transform embedding tells the model which of the 8 D8 frames a
 row is in; prediction votes over all 8 (`views`).
 
+Training batches pack rows end to end in fixed-length sequences with `pack` (arc.layouts.packing): pair
+rows are short (~330 tokens, up to ~1,900) and vary a lot, so padded batches waste a quarter of their tokens.
+
 Loss mask: the output's tokens and E; with input_loss (a training option) the input's cells and row
 ends as well (predicting a grid from the task's embedding is signal too: mdlARC's argument), and rows
 of the evaluated tasks' test inputs, which end at O. Colours: a fresh random permutation per row, or
@@ -41,6 +44,7 @@ from arc.data.augment import (
 from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import grid_length, grid_text
 from arc.infra.errors import ConfigError
+from arc.layouts.packing import PackedBatches
 from arc.layouts.rows import EncodedRow, Layout, NoRows, answer_budget
 from arc.layouts.sampling import Sampler
 
@@ -64,6 +68,7 @@ class PairLayout(Layout):
         self.input_loss: bool = settings.get("input_loss", False)  # training rows put the input in the loss too
         self.colour_maps: int = settings.get("colour_maps", 0)  # 0: random colour permutations | K: each task's K fixed maps
         self.view_pool: int = settings.get("view_pool", 0)  # 0: a fresh random view per row | K: each pair's pool of K views
+        self.packs: bool = settings.get("pack", False)  # training batches: rows packed in fixed-length sequences
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -107,6 +112,13 @@ class PairLayout(Layout):
         if not any(self._fits(pair, row_tokens) for t in tasks for pair in t.train):
             raise NoRows(f"no demonstration fits in {row_tokens} tokens")
         return PairSampler(self, [], tasks, row_tokens, seed, augment=augment, view_pool=self.view_pool)
+
+    def batches(self, sampler: Sampler, batch_size: int, row_tokens: int):
+        """Packed (the pack setting): batch_size sequences of row_tokens tokens, rows end to end (arc.layouts.packing);
+        otherwise batch_size rows, padded."""
+        if self.packs:
+            return PackedBatches(sampler, batch_size, row_tokens)
+        return super().batches(sampler, batch_size, row_tokens)
 
     def _fits(self, pair: Pair, row_tokens: int) -> bool:
         """Whether the pair's row fits in some D8 frame (a transpose turns h*(w+1) tokens into w*(h+1))."""

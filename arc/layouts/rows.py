@@ -13,6 +13,7 @@ the two ways of showing a task to the model:
     its samplers        the training rows of train.py, and the demonstration rows that test-time
                         training and adaptation learn from (arc.inference)
     its views           the augmented views a test input is predicted and scored under
+    its batches         padded (batch_size rows), or packed (arc.layouts.packing: the pair layout)
     its options         the TrainConfig fields only it reads (`options`), whether the model keeps a
                         learned row per task (`task_table`), its default number of views
 
@@ -21,9 +22,10 @@ and evaluation of one checkpoint see the same layout. `|` below marks where a pr
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -46,11 +48,12 @@ class EncodedRow:
 class Batch(NamedTuple):
     inputs: torch.Tensor  # (B, T) token ids, PAD after each row's end
     targets: torch.Tensor  # (B, T) next-token targets, IGNORE outside the loss
-    task: torch.Tensor  # (B,) task embedding rows
-    transform: torch.Tensor  # (B,) D8 transforms
+    task: torch.Tensor  # (B,) task embedding rows; (B, T), one per token, in a packed batch
+    transform: torch.Tensor  # (B,) D8 transforms; (B, T) in a packed batch
+    segments: torch.Tensor | None = None  # packed batches (arc.layouts.packing): (B, T), the row each token belongs to
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in self))
+        return Batch(*(None if t is None else t.to(device) for t in self))
 
 
 def token_row(ids, task: int = 0, transform: int = 0) -> EncodedRow:
@@ -100,6 +103,34 @@ class NoRows(ValueError):
     """A sampler that can draw no row at all (say, every demonstration is longer than the token budget)."""
 
 
+class Batches:
+    """A sampler's training batches: batches(index) is batch number `index`, a pure function of (seed, index)."""
+
+    def __call__(self, index: int) -> Batch:
+        raise NotImplementedError
+
+    def first_row(self, index: int) -> int:
+        """The number of the first sampler row in batch `index` (exact to within the chunk of rows around it
+        that is sorted or packed together): where a switch of the rows (PairSampler.final_phase) lands."""
+        raise NotImplementedError
+
+    def forget(self) -> None:
+        """Drop what was built ahead from the sampler's rows (they changed: PairSampler.final_phase)."""
+
+
+class PaddedBatches(Batches):
+    """batch_size rows per batch, padded to the longest (Sampler.batch: length-bucketed within a chunk)."""
+
+    def __init__(self, sampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def __call__(self, index: int) -> Batch:
+        return self.sampler.batch(index, self.batch_size)
+
+    def first_row(self, index: int) -> int:
+        return index * self.batch_size
+
+
 class Layout:
     """The base of the row layouts: the task table and the settings a layout is built with. Subclasses
     define the rows (encode, prompt, length, fit), the samplers and the views."""
@@ -107,6 +138,7 @@ class Layout:
     name: str
     options: tuple[str, ...] = ()  # TrainConfig fields that only this layout reads
     task_table: bool = False  # the model keeps a learned row per task: unseen tasks need one (arc.inference.adapt)
+    packs: bool = False  # training batches are packed sequences of whole rows (arc.layouts.packing), not padded rows
     default_views: int = 1  # views a test input is predicted under when DecodeConfig.views is 0
 
     def __init__(self, tokenizer: GridTokenizer, settings: dict | None = None, task_ids: list[str] | tuple[str, ...] = ()):
@@ -174,6 +206,11 @@ class Layout:
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:
         """The k views an example is predicted (or scored) under, the identity first."""
         raise NotImplementedError
+
+    def batches(self, sampler, batch_size: int, row_tokens: int) -> "Batches":
+        """A sampler's training batches: here batch_size rows padded to the longest (arc.layouts.sampling);
+        a layout that packs its rows says so (PairLayout)."""
+        return PaddedBatches(sampler, batch_size)
 
     # ---- shared --------------------------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ one of its column to the token embedding. They are computed here from the token 
 layout of arc.data.tokenizer: a marker (I, O, B, E, P) starts a new grid, a row end ('\\n') starts the next
 row. Computing them from the tokens means training rows, prompts and generated outputs need no extra
 inputs, and the KV cache only has to carry a (row, col) state per slot for decoding to continue.
+
+A packed training sequence holds several layout rows one after another (arc.layouts.packing); `starts`
+marks the first token of each, where every count starts afresh, exactly as at a sequence's start.
 """
 from __future__ import annotations
 
@@ -18,28 +21,35 @@ from arc.data.tokenizer import END, INPUT, MAX_SIDE, OUTPUT, ROW
 GRID_INDEXES = MAX_SIDE + 2
 
 
-def grid_positions(tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grid_positions(tokens: torch.Tensor, state: torch.Tensor,
+                   starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The row and column of every token in the grid it belongs to, counted from the last marker.
 
     tokens (B, T); state (B, 2): the 0-based (row, col) the first token would take as a cell, i.e. the
-    state left by the tokens before them ((0, 0) at a sequence's start). Returns row and col embedding
-    indexes, each (B, T), and the state after each token (B, T, 2). Read sequentially, the rule is:
-    a marker resets (row, col) to (0, 0); a cell takes (row + 1, col + 1) and moves one column on;
-    a row end takes (row + 1, col + 1) and moves to the next row's column 0. It is computed for all T
-    at once with running counts, so a prefill, a training row and a one-token step agree exactly."""
+    state left by the tokens before them ((0, 0) at a sequence's start). starts (B, T) bool, or None:
+    the first token of each packed row, before which the state is (0, 0) again (with starts, state must
+    be zeros and starts[:, 0] true). Returns row and col embedding indexes, each (B, T), and the state
+    after each token (B, T, 2). Read sequentially, the rule is: a marker resets (row, col) to (0, 0); a
+    cell takes (row + 1, col + 1) and moves one column on; a row end takes (row + 1, col + 1) and moves
+    to the next row's column 0. It is computed for all T at once with running counts, so a prefill, a
+    training row and a one-token step agree exactly."""
     B, T = tokens.shape
     idx = torch.arange(T, device=tokens.device).expand(B, T)
     none = torch.full_like(idx, -1)
     is_marker = tokens > ROW
     is_row_end = tokens == ROW
-    ends = is_row_end.long().cumsum(1)  # row ends up to and including t
-    ends_before = ends - is_row_end.long()
-    # rows: row ends since the latest marker at or before t, or since the chunk's start plus state's row
-    last_marker = torch.where(is_marker, idx, none).cummax(1).values  # (B, T), -1 where none yet
-    row = torch.where(last_marker >= 0, ends_before - ends.gather(1, last_marker.clamp(min=0)), ends_before + state[:, :1])
-    # columns: tokens since the latest marker or row end strictly before t, or since the start plus state's col
+    ends_before = is_row_end.long().cumsum(1) - is_row_end.long()  # row ends strictly before t
+    # rows: row ends since the latest marker (or packed row start) at or before t, or since the chunk's
+    # start plus state's row (a marker is no row end, so counting from it or just before it is the same)
+    anchors = is_marker if starts is None else is_marker | starts
+    anchor = torch.where(anchors, idx, none).cummax(1).values  # (B, T), -1 where none yet
+    row = torch.where(anchor >= 0, ends_before - ends_before.gather(1, anchor.clamp(min=0)), ends_before + state[:, :1])
+    # columns: tokens since the latest marker or row end strictly before t (a packed row's start counts
+    # as one just before it), or since the start plus state's col
     last_reset = torch.where(is_marker | is_row_end, idx, none).cummax(1).values  # (B, T), inclusive of t
     before = torch.cat([none[:, :1], last_reset[:, :-1]], dim=1)  # strictly before t
+    if starts is not None:
+        before = torch.maximum(before, torch.where(starts, idx, none).cummax(1).values - 1)
     col = torch.where(before >= 0, idx - before - 1, idx + state[:, 1:])
     # the state each token leaves for the next one
     after_row = torch.where(is_marker, 0, row + is_row_end.long())
@@ -55,12 +65,19 @@ def grid_positions(tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Ten
 GRID_MARKERS = (INPUT, OUTPUT, END)
 
 
-def grid_numbers(tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """Which grid each token belongs to: `start` (B,) plus the grid markers up to and including it, (B, T).
+def grid_numbers(tokens: torch.Tensor, start: torch.Tensor, starts: torch.Tensor | None = None) -> torch.Tensor:
+    """Which grid each token belongs to: `start` (B,) plus the grid markers up to and including it, (B, T);
+    with starts (B, T) bool (packed rows, start zeros), the markers since its packed row's first token.
 
     In the pair layout `I <input> O <output> E` the input's tokens get 1, the output's 2 and E 3; in the
     in-context layout the number keeps counting through the demonstrations. It is the third coordinate
     of 3-D RoPE (arc.model.transformer): together with the row and column it tells the input's cell from the
     output's cell at the same place. The last token's number is the state the next chunk starts from."""
-    is_marker = torch.isin(tokens, torch.tensor(GRID_MARKERS, device=tokens.device))
-    return start[:, None] + is_marker.long().cumsum(1)
+    is_marker = torch.isin(tokens, torch.tensor(GRID_MARKERS, device=tokens.device)).long()
+    counts = is_marker.cumsum(1)
+    if starts is not None:
+        # minus the markers before the row's first token: the count there, less its own marker
+        idx = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+        first = torch.where(starts, idx, 0).cummax(1).values  # (B, T): the row's first token
+        counts = counts - (counts - is_marker).gather(1, first)
+    return start[:, None] + counts

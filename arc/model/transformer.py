@@ -53,6 +53,7 @@ import torch.utils.checkpoint
 
 from arc.model.config import ModelConfig
 from arc.model.kvcache import KVCache
+from arc.model.packed import block_diagonal_mask, row_attention, row_positions, row_starts
 from arc.model.positions import GRID_INDEXES, grid_numbers, grid_positions
 from arc.model.rope import apply_rope, rope3d_angles, rope_table
 
@@ -80,10 +81,13 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x, cos, sin, mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0, at=None):
+    def forward(self, x, cos, sin, mask: torch.Tensor | None, cache: KVCache | None = None, layer: int = 0, at=None,
+                segments: torch.Tensor | None = None):
         """mask: which keys each query sees (bool, broadcastable to (B, H, T, S)); None means causal
         attention, which needs no mask tensor (is_causal) when the T queries are the last T keys.
-        With grouped-query attention, query head h reads key/value head h // (n_heads // n_kv_heads)."""
+        segments (B, T): packed rows (arc.model.packed); without a mask (CPU) attention then runs row by
+        row, else mask is their block-diagonal mask. With grouped-query attention, query head h reads key/value
+        head h // (n_heads // n_kv_heads)."""
         B, T, C = x.shape
         # (B, T, C) -> (B, T, H, D) -> (B, H, T, D); keys and values have n_kv_heads heads
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -92,7 +96,9 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v, at)  # now every key so far: (B, H, S, D)
-        if T == 1:
+        if segments is not None and mask is None:
+            y = row_attention(q, k, v, segments)  # each packed row's own causal attention
+        elif T == 1:
             # one query (decoding): two small matmuls, measured 3-10% faster per step than SDPA here.
             # A group's queries stand in for the query axis, (B, H, 1, D) -> (B, H_kv, H / H_kv, D), so
             # the shared keys are read once per group, never copied (without groups: the same shape)
@@ -131,9 +137,15 @@ class Block(nn.Module):
         # (and nn.Identity when off, so a model without dropout has no extra module or op)
         self.residual_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
-    def forward(self, x, cos, sin, mask, cache=None, layer=0, at=None):
-        x = x + self.residual_dropout(self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, at))
+    def forward(self, x, cos, sin, mask, cache=None, layer=0, at=None, segments=None):
+        x = x + self.residual_dropout(self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, at, segments))
         return x + self.residual_dropout(self.mlp(self.mlp_norm(x)))
+
+
+def per_token(vectors: torch.Tensor) -> torch.Tensor:
+    """A row's embedding (B, C) as (B, 1, C), the same vector on every token; per-token ones (B, T, C),
+    from packed rows, as they are."""
+    return vectors[:, None] if vectors.ndim == 2 else vectors
 
 
 class Transformer(nn.Module):
@@ -183,29 +195,31 @@ class Transformer(nn.Module):
                        task, transform)
 
     def embed_tokens(self, tokens: torch.Tensor, state: torch.Tensor, seq_pos: torch.Tensor | None,
-                     task: torch.Tensor | None, transform: torch.Tensor | None):
+                     task: torch.Tensor | None, transform: torch.Tensor | None, starts: torch.Tensor | None = None):
         """What the blocks need for tokens (B, T): the input vectors (B, T, C), RoPE's cos and sin
         (broadcastable to (B, 1, T, D/2)), and the grid state after each token (B, T, 3), or None for a
         model that uses neither grid positions nor 3-D RoPE.
 
         state (B, 3): the (row, col, grid number) state before the first token; seq_pos (B, T): each
-        token's sequence position (None: 0..T-1); task, transform (B,): each row's ids (pair layout)."""
+        token's sequence position (None: 0..T-1); task, transform: each row's ids (pair layout), (B,),
+        or (B, T) per token for packed rows; starts (B, T) bool: the first token of each packed row,
+        where grid positions and grid numbers start afresh (None: one row per sequence)."""
         x = self.embed(tokens)
         after = None
         if self.cfg.grid_positions or self.cfg.rope == "3d":
-            row, col, after = grid_positions(tokens, state[:, :2])
-            grid = grid_numbers(tokens, state[:, 2])
+            row, col, after = grid_positions(tokens, state[:, :2], starts)
+            grid = grid_numbers(tokens, state[:, 2], starts)
             after = torch.cat([after, grid[..., None]], dim=-1)
         if self.cfg.grid_positions:
             x = x + self.embed_row(row) + self.embed_col(col)
         if self.cfg.n_tasks:
             if task is None:
                 raise ValueError("this model has task embeddings: pass each row's task id")
-            x = x + self.embed_task(task)[:, None]  # (B, C) -> (B, 1, C): the same vector on every token
+            x = x + per_token(self.embed_task(task))  # the row's vector on every token of the row
         if self.cfg.transform_embedding:
             if transform is None:
                 raise ValueError("this model has transform embeddings: pass each row's D8 transform")
-            x = x + self.embed_transform(transform)[:, None]
+            x = x + per_token(self.embed_transform(transform))
         if self.cfg.rope == "3d":
             angles = rope3d_angles(col, row, grid, self.cfg)[:, None]  # (B, 1, T, D/2)
             return x, angles.cos(), angles.sin(), after
@@ -215,15 +229,27 @@ class Transformer(nn.Module):
         return x, self.rope_cos[seq_pos][:, None], self.rope_sin[seq_pos][:, None], after  # (B, 1, T, D/2)
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, task: torch.Tensor | None = None,
-                transform: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T) -> logits (B, T, vocab) in fp32. task, transform (B,): each row's task and D8
-        transform for models with those embeddings (with a cache, the cache's are used)."""
+                transform: torch.Tensor | None = None, segments: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, vocab) in fp32. task, transform: each row's task and D8 transform
+        for models with those embeddings, (B,), or (B, T) for packed rows (with a cache, the cache's are used).
+
+        segments (B, T), training and scoring only: several rows packed in each sequence
+        (arc.model.packed), segments[b, t] the index of the row token t belongs to, counting up from 0
+        along the sequence. Each row is then computed exactly as if it stood alone: attention stays
+        inside it and its positions (RoPE's, the grid's) start at 0."""
         B, T = tokens.shape
         if cache is None:
             if T > self.cfg.max_seq_len:
                 raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
-            mask, at = None, None
-            x, cos, sin, _ = self.embed_tokens(tokens, tokens.new_zeros(B, 3), None, task, transform)
+            mask, at, starts, seq_pos = None, None, None, None
+            if segments is not None:
+                starts = row_starts(segments)
+                seq_pos = row_positions(starts)
+                # on CPU attention goes row by row (no mask), unless attention dropout is on: the row-by-row
+                # kernel has none, so the mask and SDPA then (slower, but the same dropout as unpacked rows)
+                if tokens.device.type != "cpu" or (self.training and self.cfg.dropout > 0):
+                    mask = block_diagonal_mask(segments)
+            x, cos, sin, _ = self.embed_tokens(tokens, tokens.new_zeros(B, 3), seq_pos, task, transform, starts)
         else:
             at = cache.length
             if at + T > cache.capacity:
@@ -236,9 +262,9 @@ class Transformer(nn.Module):
         recompute = self.activation_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if recompute:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, i, None, segments, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask, cache, i, at)
+                x = block(x, cos, sin, mask, cache, i, at, segments)
         if cache is not None:
             cache.length += T
         return self.head(self.norm(x)).float()

@@ -105,7 +105,8 @@ class TrainConfig:
     # optimisation
     max_steps: int = option(1000, integer(0))  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
     minutes: float | None = option(None, optional(number(0, above=True)))  # train for this many minutes of training time instead of --max-steps: the schedule runs on the time spent training (evals and saves excluded) and ends on time on any machine; the step count is open (--stop-at-step still leaves early); not bitwise reproducible
-    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per micro-batch
+    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per micro-batch, padded to the longest; with --pack: sequences of max_row_tokens tokens (the model's max_seq_len by default), each packed with whole rows
+    pack: bool = False  # (pair) pack rows end to end into fixed-length sequences (arc.layouts.packing): no padding, attention inside each row, one compiled shape for the whole run
     grad_accum: int = option(1, integer(1, MAX_BATCH))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate
     min_lr_ratio: float = option(0.1, number(0, 1))  # the cosine decays to lr * min_lr_ratio
@@ -116,8 +117,8 @@ class TrainConfig:
     optimizer: str = option("adamw", choice(*OPTIMIZERS), frozen=True)  # adamw | muon (torch.optim.Muon for the blocks' attention and MLP matrices, AdamW for the embeddings, norms and head)
     muon_lr: float = option(MUON_LR, number(0, above=True))  # (muon) Muon's peak learning rate; the schedule scales it as it scales --lr
     grad_clip: float = option(1.0, number(0))  # max global gradient norm (0: no clipping)
-    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 on CUDA and AMX CPUs, else fp32) | bf16 | fp32
-    compile: bool = True  # torch.compile the training forward/backward (faster per step; about a minute to compile, RESULTS.md)
+    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 autocast where a start-up measurement finds bf16 matmuls faster than fp32, else fp32) | bf16 | fp32
+    compile: bool = True  # torch.compile the transformer blocks (one graph shared by all; packed batches: one static shape, padded: dynamic lengths), compiled before the first step (RESULTS.md)
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass instead of keeping them: less memory (long contexts, large models), about a third more compute
     # bookkeeping
     out: str = option("checkpoints/run", out_folder)  # run folder: checkpoint, config.json, metrics.jsonl

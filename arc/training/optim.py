@@ -224,8 +224,8 @@ def optimizer_step(
     world: World = SINGLE,
 ) -> float:
     """One optimiser step on micro_batches (arc.layouts.rows.Batch: inputs and targets of (B, T) token ids with
-    IGNORE where a position has no target, and each row's task and transform ids); returns the step's
-    loss, the mean cross-entropy per target token.
+    IGNORE where a position has no target, and each row's task and transform ids; packed batches also
+    say which row each token belongs to); returns the step's loss, the mean cross-entropy per target token.
 
     The loss is summed over the target tokens of every micro-batch and divided once by their total, so
     the step's gradient is a mean per output token however the tokens fall into micro-batches (a mean
@@ -242,11 +242,12 @@ def optimizer_step(
     n_targets = world.sum(sum(int((batch.targets != IGNORE).sum()) for batch in micro_batches))
     loss_sum = 0.0
     for i, batch in enumerate(micro_batches):
-        inputs, targets, task, transform = batch.to(device)
+        batch = batch.to(device)
+        packed = {} if batch.segments is None else {"segments": batch.segments}  # which row each token is in
         with world.deferred_sync(forward, last=i == len(micro_batches) - 1):
             with autocast(device.type, amp_dtype):
-                logits = forward(inputs, task=task, transform=transform)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
+                logits = forward(batch.inputs, task=batch.task, transform=batch.transform, **packed)
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
             (loss * world.size).backward()  # x 1 without torchrun: exact, the single-process arithmetic is unchanged
         loss_sum += loss.item()
     loss_sum = world.sum(loss_sum)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from arc.data.generators import generated_tasks
 from arc.data.tasks import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
@@ -44,10 +45,11 @@ from arc.infra import distributed
 from arc.infra.config import validate
 from arc.infra.distributed import World
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
+from arc.infra.prefetch import Ahead
 from arc.infra.runlog import RunLog
-from arc.infra.runtime import autocast_dtype, cpu_has_amx, maybe_compile, resolve_device, seed_everything
+from arc.infra.runtime import autocast, autocast_dtype, bf16_is_slow, compile_regions, compiled_graphs, eager, resolve_device, seed_everything
 from arc.layouts import make_layout
-from arc.layouts.rows import EncodedRow, Layout, NoRows
+from arc.layouts.rows import IGNORE, Batch, Batches, EncodedRow, Layout, NoRows
 from arc.layouts.sampling import Sampler
 from arc.model.checkpoint import RunFolder, load_model
 from arc.model.config import ModelConfig
@@ -73,7 +75,8 @@ def saved_train_config(config: dict, where: str = "the checkpoint") -> TrainConf
 
 @dataclass
 class TrainingData:
-    sampler: Sampler  # draws the training batches
+    sampler: Sampler  # draws the training rows
+    batches: Batches  # training batch number i, padded or packed (the layout's choice)
     eval_rows: list[EncodedRow]  # the evaluated tasks' test outputs, un-augmented (the eval loss only)
     eval_skipped: int  # test outputs longer than the row budget (left out of the eval loss)
     n_train_tasks: int  # training tasks after the exclusions
@@ -102,13 +105,14 @@ def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
 
 
 def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[Task], row_tokens: int, seed: int,
-                  excluded: list[str] = ()) -> TrainingData:
-    """The training rows' sampler and the held-out rows. The evaluated tasks reach the sampler only as a
-    test-time learner sees them: their test outputs are dropped here (Task.without_test_outputs), and the
-    pair sampler refuses any task that still has one."""
+                  excluded: list[str] = (), batch_size: int = 1) -> TrainingData:
+    """The training rows' sampler, its batches and the held-out rows. The evaluated tasks reach the sampler
+    only as a test-time learner sees them: their test outputs are dropped here (Task.without_test_outputs),
+    and the pair sampler refuses any task that still has one."""
     sampler = layout.sampler(train_tasks, [t.without_test_outputs() for t in heldout_tasks], row_tokens, seed)
     eval_rows, skipped = layout.scored_rows([e for t in heldout_tasks for e in t.examples()], row_tokens)
-    return TrainingData(sampler, eval_rows, skipped, len(train_tasks), list(excluded))
+    return TrainingData(sampler, layout.batches(sampler, batch_size, row_tokens), eval_rows, skipped,
+                        len(train_tasks), list(excluded))
 
 
 def refuse_too_large(model_cfg: ModelConfig, run: RunFolder, device: torch.device) -> None:
@@ -189,6 +193,7 @@ class Run:
     log: Callable[..., None]
     clock: TrainingClock  # training time so far (a --minutes run's budget), saved with each checkpoint
     final_phase_step: int | None = None  # the first step of the --final-fraction phase, once known
+    compile_s: float = 0.0  # compiling the training step before the first step (its warm-up)
 
 
 def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
@@ -213,7 +218,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     settings = asdict(cfg)
     # the task table: the training tasks, then the evaluated ones (the pair layout learns a row for each)
     layout = make_layout(settings, tokenizer, [t.id for t in train_tasks + heldout_tasks])
-    data = training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, excluded)
+    data = training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, excluded, cfg.batch_size)
 
     model, described = build_model(cfg, layout, init, folder, device)
     if cfg.lora.rank > 0 and cfg.lora_base_bf16 and device.type == "cuda":
@@ -247,23 +252,49 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
         described["resumed"] = resumed.config.get("resumed", []) + [{"at_step": start_step, "changed": changes}]
         log(f"resumed from {resumed.checkpoint} at step {start_step}" + (f", changed: {changes}" if changes else ""))
 
-    if cfg.optimizer == "muon" and device.type == "cpu" and not cpu_has_amx():
-        # torch.optim.Muon orthogonalises each update in bf16, which a CPU without AMX emulates (about 28x slower
-        # than fp32 here): measured 1.1 s per Muon step for the default model on the 2-core development CPU
-        log("note: Muon's Newton-Schulz runs in bf16, emulated on this CPU (no AMX): expect it to dominate the step")
+    if cfg.optimizer == "muon" and device.type == "cpu" and bf16_is_slow(device):
+        # torch.optim.Muon orthogonalises each update in bf16, which a CPU without native bf16 emulates (about 28x
+        # slower than fp32 here): measured 1.1 s per Muon step for the default model on the 2-core development CPU
+        log("note: Muon's Newton-Schulz runs in bf16, emulated on this CPU (bf16 matmuls slower than fp32): "
+            "expect it to dominate the step")
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
         f"autocast {amp_dtype or 'off (fp32)'}")
     log(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split} ({len(excluded)} excluded as evaluated or copies of "
         f"{cfg.exclude_evaluated} tasks: {' '.join(excluded[:8])}{' ...' if len(excluded) > 8 else ''}); eval loss on {len(data.eval_rows)} "
         f"test outputs of {cfg.eval_set} ({data.eval_skipped} longer than {row_tokens} tokens)")
+    unit = f"sequences of {row_tokens} tokens, rows packed end to end" if layout.packs else "rows, padded"
+    log(f"batches: {cfg.batch_size} {unit}" + (f", {cfg.grad_accum} per step" if cfg.grad_accum > 1 else ""))
     if world.launched:
-        log(f"data-parallel: {world.size} ranks, {cfg.batch_size * cfg.grad_accum * world.size} rows per step")
-    # compiled, then wrapped in DDP (nanoGPT's order: compile's warm-up runs on each rank alone); shares
-    # model's parameters, while model itself stays eager and unwrapped (rank 0's eval loss, the checkpoints)
-    forward = world.wrap(maybe_compile(model, cfg.compile))
+        log(f"data-parallel: {world.size} ranks, {cfg.batch_size * cfg.grad_accum * world.size} {unit.split(',')[0]} per step")
+    compile_s = compile_step(model, data.batches(0), device, amp_dtype, log) if cfg.compile else 0.0
+    # wrapped in DDP after compiling (nanoGPT's order: compile's warm-up runs on each rank alone)
+    forward = world.wrap(model)
     return Run(cfg, folder, world, device, amp_dtype, tokenizer, data, model, forward, optimizer, described,
-               start_step, metrics, log, clock, final_phase_step)
+               start_step, metrics, log, clock, final_phase_step, compile_s)
+
+
+def compile_step(model: Transformer, batch: Batch, device: torch.device, amp_dtype: torch.dtype | None, log) -> float:
+    """torch.compile the model's blocks (arc.infra.runtime.compile_regions: one graph serves all of them),
+    compiled now by a forward and backward on `batch` (a training batch: the run's shape); returns the
+    seconds it took. Packed batches all have that one shape: the graph is static and stays the only one.
+    Padded batches vary in length: the graph is dynamic. The model's gradients are cleared afterwards."""
+    packed = batch.segments is not None
+    batch = batch.to(device)
+
+    def warm_up():
+        with autocast(device.type, amp_dtype):
+            logits = model(batch.inputs, task=batch.task, transform=batch.transform, segments=batch.segments)
+        F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE).backward()
+
+    started = time.time()
+    compiled = compile_regions(list(model.blocks), dynamic=not packed, warm_up=warm_up)
+    model.zero_grad(set_to_none=True)
+    seconds = time.time() - started
+    if compiled:
+        shape = f"one static shape, {batch.inputs.shape[0]} x {batch.inputs.shape[1]} tokens" if packed else "dynamic lengths"
+        log(f"compiled the training step ({shape}): {compiled_graphs()} graph(s) in {seconds:.1f} s")
+    return seconds
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,17 +317,17 @@ def save(run: Run, step: int) -> None:
 
 
 def first_row(run: Run, step: int) -> int:
-    """The number of the first training row of `step`: a step takes grad_accum micro-batches per rank, and
-    micro-batch b holds rows b * batch_size onwards (arc.layouts.sampling; the rows of a chunk of 8
-    micro-batches are spread among them by length, so a switch of the rows at this row is exact to within
-    the chunk around it)."""
-    return step * run.world.size * run.cfg.grad_accum * run.cfg.batch_size
+    """The number of the first training row of `step` (its first micro-batch's, arc.layouts.rows.Batches):
+    exact to within the chunk of rows around it that is sorted by length (padded batches) or packed
+    together (packed batches), so a switch of the rows at this row lands within that chunk."""
+    return run.data.batches.first_row(step * run.world.size * run.cfg.grad_accum)  # rank 0's first micro-batch
 
 
 def start_final_phase(run: Run, step: int) -> None:
     """From `step` on, the rows come from the evaluated tasks at --final-evaluated-share (pair layout)."""
     run.final_phase_step = step
     run.data.sampler.final_phase(first_row(run, step), run.cfg.final_evaluated_share)
+    run.data.batches.forget()  # batches packed or sorted before the switch are built again
     run.log(f"final phase from step {step}: {run.cfg.final_evaluated_share:.0%} of the rows from the evaluated tasks")
 
 
@@ -308,7 +339,10 @@ def schedule_of(cfg: TrainConfig) -> Schedule:
 
 def loop(run: Run) -> None:
     """fit() from the run's start step to its last (or, with --minutes, until its training time is spent), with
-    a log line, the eval loss and a checkpoint between steps as the config asks."""
+    a log line, the eval loss and a checkpoint between steps as the config asks. Each step's batches are
+    built one step ahead in a background thread (arc.infra.prefetch), so a step never waits for Python to
+    draw and pack rows; at the end a line says where the run's time went (compiling, steps, eval loss,
+    checkpoints, waiting for batches)."""
     cfg, world, log, clock = run.cfg, run.world, run.log, run.clock
     run_log = None  # metrics.jsonl, written by rank 0
     if world.is_main:
@@ -322,7 +356,8 @@ def loop(run: Run) -> None:
         at = run.final_phase_step if timed else last_part_start(cfg.max_steps, cfg.final_fraction)
         if at is not None:
             start_final_phase(run, at)
-    started, tokens = time.time(), [0]
+    started, tokens = time.time() - run.compile_s, [0]  # the elapsed time includes compiling
+    spent = {"eval loss": 0.0, "checkpoints and reports": 0.0}
 
     def steps():
         """The steps to take, each yielded as it begins (its training time counted from there): up to
@@ -330,13 +365,16 @@ def loop(run: Run) -> None:
         step = run.start_step
         while (last_step is None or step < last_step) and not schedule.over(clock.seconds):
             if cfg.final_fraction and run.final_phase_step is None and schedule.in_last_part(cfg.final_fraction, step, clock.seconds):
-                start_final_phase(run, step)
+                start_final_phase(run, step)  # (a --minutes run: the batch built ahead for this step keeps its rows)
             clock.start()
             yield step
             step += 1
 
-    def batches(step: int):
-        micro = [run.data.sampler.batch(i, cfg.batch_size) for i in world.micro_batches(step, cfg.grad_accum)]
+    def micro_batches(step: int) -> list[Batch]:
+        return [run.data.batches(i) for i in world.micro_batches(step, cfg.grad_accum)]
+
+    def counted(step: int) -> list[Batch]:
+        micro = ahead(step)
         tokens[0] += sum(int((batch.inputs != PAD).sum()) for batch in micro)
         return micro
 
@@ -353,25 +391,32 @@ def loop(run: Run) -> None:
             else:
                 eta = elapsed / (done - run.start_step) * (last_step - done)
                 progress = f"step {done}/{cfg.max_steps}"
-            log(f"{progress} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | "
-                f"elapsed {duration(elapsed)}{'' if timed else f' | eta {duration(eta)}'} | skipped rows {run.data.sampler.skipped}", flush=True)
+            log(f"{progress} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | elapsed {duration(elapsed)}"
+                f"{'' if timed else f' | eta {duration(eta)}'} | skipped rows {run.data.sampler.skipped} | graphs {compiled_graphs()}",
+                flush=True)
             if run_log:
                 run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed,
-                                "training_s": clock.seconds})
+                                "training_s": clock.seconds, "graphs": compiled_graphs()})
         if (done % cfg.eval_every == 0 or last) and world.is_main and run.data.eval_rows:  # none: no eval loss, not 0
-            eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
+            began = time.time()
+            with eager():  # its batches have other shapes than training's: no graphs of their own
+                eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
             if not math.isfinite(eval_loss):
                 raise DivergenceError(f"step {done}: the eval loss is {eval_loss}: training diverged")
             run.metrics = {"eval_loss": eval_loss, "eval_step": done}
             print(f"step {done} | eval loss {eval_loss:.4f} per output token on {cfg.eval_set}", flush=True)
             run_log.append({"step": done, "eval_loss": eval_loss})
+            spent["eval loss"] += time.time() - began
         if done % cfg.save_every == 0 or last:
+            began = time.time()
             save(run, done)
+            spent["checkpoints and reports"] += time.time() - began
 
     trained = [p for p in run.model.parameters() if p.requires_grad]
     try:
-        report = fit(run.forward, run.optimizer, trained, batches, lambda step: schedule.lr(step, clock.seconds),
-                     steps(), cfg.grad_clip, run.device, run.amp_dtype, world, after_step=after_step)
+        with Ahead(micro_batches, last_step) as ahead:
+            report = fit(run.forward, run.optimizer, trained, counted, lambda step: schedule.lr(step, clock.seconds),
+                         steps(), cfg.grad_clip, run.device, run.amp_dtype, world, after_step=after_step)
     except DivergenceError as error:
         raise DivergenceError(f"{error} (try a lower --lr, or --grad-clip > 0); nothing non-finite was saved, "
                               f"{run.folder.path} keeps {run.folder.kept()}") from None
@@ -379,6 +424,12 @@ def loop(run: Run) -> None:
         raise ConfigError(f"{error}: raise --max-row-tokens (and --max-seq-len)") from None
     if report.steps == 0 and not run.folder.resume:
         save(run, run.start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
+    elif report.steps and world.is_main:
+        total = time.time() - started
+        parts = {"compiling": run.compile_s, **spent, "waiting for batches": ahead.waited}
+        parts = {"steps": total - sum(parts.values()), **parts}
+        log(f"time: {duration(total)} in all: " + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
+        run_log.append({"step": run.start_step + report.steps, "time_s": {"total": total, **parts}})
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
