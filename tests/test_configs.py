@@ -75,7 +75,7 @@ def test_the_llama_placeholder_is_refused_until_init_is_given(monkeypatch):
 
 def test_flags_override_the_file():
     config = load(ROOT / "configs" / "gpu.toml", {"model": {"n_layers": 2}, "lr": 1e-4})
-    assert (config.model.d_model, config.model.n_layers, config.lr, config.batch_size) == (256, 2, 1e-4, 64)
+    assert (config.model.d_model, config.model.n_layers, config.lr, config.batch_size) == (256, 2, 1e-4, 10)
     assert config.model.n_heads == 8 and config.warmup_steps == 500  # the file's, where no flag is given
 
 

@@ -248,7 +248,7 @@ def test_a_minutes_run_ends_on_time_and_resumes_the_same_schedule(config, monkey
     """A fake clock where every training step takes exactly 1 s: --minutes 0.1 is 6 steps, step s starts after s
     seconds, the wsd decay takes the last half, the final phase starts at 3 s."""
     monkeypatch.setattr(TrainingClock, "now", staticmethod(itertools.count().__next__))
-    switches = dict(minutes=0.1, max_steps=1000, schedule="wsd", decay_fraction=0.5, warmup_steps=2, final_fraction=0.5)
+    switches = dict(minutes=0.1, max_steps=TrainConfig().max_steps, schedule="wsd", decay_fraction=0.5, warmup_steps=2, final_fraction=0.5)
     whole = train(config("whole", **switches))
     lines = [r for r in logged(whole) if "loss" in r]
     schedule = Schedule(1e-3, 2, 0.1, "wsd", 0.5, seconds=6.0)
@@ -278,6 +278,6 @@ def test_the_recipe_switches_refuse_what_they_would_ignore(config):
     for message, settings in refused.items():
         with pytest.raises(ConfigError, match=message.replace("-", r"\-")):
             validate(config("refused", **settings))
-    validate(config("fine", minutes=5.0, max_steps=1000, schedule="wsd", decay_fraction=0.3, optimizer="muon", muon_lr=0.01,
+    validate(config("fine", minutes=5.0, max_steps=TrainConfig().max_steps, schedule="wsd", decay_fraction=0.3, optimizer="muon", muon_lr=0.01,
                     view_pool=2, final_fraction=0.2, final_evaluated_share=0.5, model=replace(SMALL, dropout=0.1)))
     assert TrainConfig().optimizer == "adamw" and TrainConfig().minutes is None and TrainConfig().view_pool == 0

@@ -103,10 +103,10 @@ class TrainConfig:
     lora: LoRAConfig = nested(LoRAConfig, flags="lora-", frozen=True)  # rank > 0: a LoRA fine-tune of init
     lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
     # optimisation
-    max_steps: int = option(1000, integer(0))  # optimizer steps (the default run is sized to finish in under 15 minutes on 2 CPU cores)
+    max_steps: int = option(1400, integer(0))  # optimizer steps (the main job: sized so that training and evaluate.py's defaults finish in under 10 minutes on 2 CPU cores, RESULTS.md)
     minutes: float | None = option(None, optional(number(0, above=True)))  # train for this many minutes of training time instead of --max-steps: the schedule runs on the time spent training (evals and saves excluded) and ends on time on any machine; the step count is open (--stop-at-step still leaves early); not bitwise reproducible
-    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per micro-batch, padded to the longest; with --pack: sequences of max_row_tokens tokens (the model's max_seq_len by default), each packed with whole rows
-    pack: bool = False  # (pair) pack rows end to end into fixed-length sequences (arc.layouts.packing): no padding, attention inside each row, one compiled shape for the whole run
+    batch_size: int = option(1, integer(1, MAX_BATCH))  # per micro-batch: packed (pair, the default), sequences of max_row_tokens tokens (the model's max_seq_len by default), each filled with whole rows; padded (--no-pack, the in_context layout), rows padded to the longest
+    pack: bool = True  # (pair) pack rows end to end into fixed-length sequences (arc.layouts.packing): no padding, attention inside each row, one compiled shape for the whole run; the in_context layout pads
     grad_accum: int = option(1, integer(1, MAX_BATCH))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate
     min_lr_ratio: float = option(0.1, number(0, 1))  # the cosine decays to lr * min_lr_ratio
