@@ -66,7 +66,8 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
 
     def progress(done: int, loss: float, lr: float) -> None:
         if done % 50 == 0:  # a long adaptation says how far it is (one line every 50 steps)
-            print(f"adapting: step {done}/{cfg.steps} | loss {loss:.3f} | {time.time() - started:.0f}s", flush=True)
+            budget = f" of {cfg.seconds * len(new):.0f}s" if cfg.seconds else ""
+            print(f"adapting: step {done}/{cfg.steps} | loss {loss:.3f} | {time.time() - started:.0f}s{budget}", flush=True)
 
     started = time.time()
     # embeddings: only the new rows get gradients, and without weight decay the trained rows stay bitwise equal

@@ -99,7 +99,7 @@ class TTTConfig:
 @dataclass
 class AdaptConfig:
     steps: int = option(300, integer(0))  # optimizer steps on the new tasks' demonstrations (0: refuse tasks without an embedding)
-    seconds: float = option(0.0, number(0))  # also stop after this many seconds per new task (the tasks adapt jointly: the budget is seconds x tasks; 0: no time limit)
+    seconds: float = option(30.0, number(0))  # also stop after this many seconds per new task (the tasks adapt jointly: the budget is seconds x tasks; 0: no time limit); bounds a large unseen task's adaptation
     train: str = option("embeddings", choice("embeddings", "full"))  # embeddings: only the new tasks' rows | full: every parameter
     lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
     batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per step

@@ -131,7 +131,8 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
     unseen = [t.id for t in tasks if not layout.knows(t.id)]
     step, d = config.get("step"), cfg.decoding
     method = (f"{d.decode}, {d.views or layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
-              + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps)" if unseen else "")
+              + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps"
+                 + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else "") + ")" if unseen else "")
               + (f", test-time training ({cfg.ttt.train}) {cfg.ttt.steps} steps" + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else "") + " per task" if cfg.ttt.steps > 0 else ""))
     print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / {sum(len(t.test) for t in tasks)} "
           f"test inputs from {cfg.data}/{cfg.split} [{task_set}]: {method}, on {device}", flush=True)
