@@ -3,6 +3,7 @@ compare the end with an uninterrupted run, bit for bit. Not part of the test sui
 
     python bench/crash_campaign.py                    # 30 kills, seed 0, in /tmp/crash_campaign
     python bench/crash_campaign.py --kills 5
+    python bench/crash_campaign.py --layout pair      # the packed pair layout (train.py's default)
 
 A tiny model on a folder of tiny tasks, saving a checkpoint at every step (--save-every 1), so that a
 good share of the kills land inside a save, where a checkpoint of the older layout was left half
@@ -50,8 +51,11 @@ def write_tasks(folder: Path, n: int, rng: np.random.Generator, prefix: str) -> 
     return str(folder)
 
 
-def flags(train: str, heldout: str, max_steps: int) -> list[str]:
-    return ["--data", train, "--eval-data", heldout, "--eval-set", "all", "--layout", "in_context", "--rope", "1d",
+def flags(train: str, heldout: str, max_steps: int, layout: str = "in_context") -> list[str]:
+    """train.py's flags: a tiny model; the in-context layout padded, or the pair layout packed (its default:
+    batches built a step ahead in a thread), each saving at every step."""
+    shape = ["--rope", "1d"] if layout == "in_context" else []
+    return ["--data", train, "--eval-data", heldout, "--eval-set", "all", "--layout", layout, *shape,
             "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--max-seq-len", "128", "--batch-size", "2",
             "--warmup-steps", "5", "--max-steps", str(max_steps), "--save-every", "1", "--log-every", "1",
             "--eval-every", "25", "--no-compile", "--device", "cpu", "--threads", "1", "--precision", "fp32"]
@@ -88,12 +92,15 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=100_000, help="the schedule's length (no life gets near it)")
     parser.add_argument("--delay", type=float, nargs=2, default=(1.5, 6.0), help="seconds from start to kill (uniform)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", default="in_context", choices=("in_context", "pair"),
+                        help="in_context: padded rows; pair: packed sequences (train.py's default)")
     parser.add_argument("--work", default="/tmp/crash_campaign")
     args = parser.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     rng, pick = np.random.default_rng(args.seed), random.Random(args.seed)
-    base_flags = flags(write_tasks(work / "train", 3, rng, "t"), write_tasks(work / "heldout", 1, rng, "h"), args.max_steps)
+    base_flags = flags(write_tasks(work / "train", 3, rng, "t"), write_tasks(work / "heldout", 1, rng, "h"), args.max_steps,
+                       args.layout)
     started = time.time()
 
     run, counts, failures, seen, kills = work / "killed", {"in_save": 0, "after_commit": 0, "before_first": 0}, [], set(), 0
