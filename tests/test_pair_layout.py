@@ -186,7 +186,7 @@ def copy_run(tmp_path_factory):
     train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng, n_train=3) for i in range(3)})
     eval_dir = write_tasks(tmp_path / "eval", {"copy": COPY})
     cfg = TrainConfig(data=train_dir, eval_data=eval_dir, eval_set="all", model=replace(TINY, d_model=64, rope="3d"),
-                      max_steps=600, batch_size=8, lr=3e-3, warmup_steps=20, precision="fp32",
+                      max_steps=600, batch_size=8, pack=False, lr=3e-3, warmup_steps=20, precision="fp32",
                       compile=False, device="cpu", log_every=1000, eval_every=1000, save_every=1000,
                       out=str(tmp_path / "run"), seed=0)
     return train(cfg), cfg
