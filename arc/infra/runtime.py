@@ -61,6 +61,8 @@ def available_memory(device: torch.device) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):
         return None
+
+
 # The start-up measurement: square matmuls of this size (2 * 256^3 = 34 MFLOP each), each dtype timed for
 # at least MATMUL_SECONDS after one warm-up (and at least 2 of them); an emulated bf16 matmul takes ~30 ms.
 MATMUL_SIZE = 256

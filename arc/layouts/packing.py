@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
 from arc.data.tokenizer import PAD
-from arc.layouts.rows import IGNORE, Batch, Batches, EncodedRow
+from arc.layouts.rows import IGNORE, Batch, Batches, EncodedRow, shifted
 from arc.layouts.sampling import Sampler
 
 CHUNK_SEQUENCES = 32  # sequences packed together (at least one batch): more fill them better
@@ -54,8 +53,7 @@ def collate_packed(sequences: list[list[EncodedRow]], length: int) -> Batch:
             n = len(r.ids) - 1
             if at + n > length:
                 raise ValueError(f"sequence {b}: its rows take more than {length} tokens")
-            inputs[b, at : at + n] = torch.from_numpy(r.ids[:-1])
-            targets[b, at : at + n] = torch.from_numpy(np.where(r.loss_mask[1:], r.ids[1:], IGNORE))
+            inputs[b, at : at + n], targets[b, at : at + n] = shifted(r)
             segments[b, at : at + n], task[b, at : at + n], transform[b, at : at + n] = i, r.task, r.transform
             at += n
         segments[b, at:] = len(rows)

@@ -22,10 +22,9 @@ and evaluation of one checkpoint see the same layout. `|` below marks where a pr
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +62,12 @@ def token_row(ids, task: int = 0, transform: int = 0) -> EncodedRow:
     return EncodedRow(ids, np.zeros(len(ids), dtype=bool), task, transform)
 
 
+def shifted(row: EncodedRow) -> tuple[torch.Tensor, torch.Tensor]:
+    """A row of n ids as n - 1 inputs and their next-token targets (IGNORE outside the loss): what a row
+    puts into a batch, padded (collate) or packed (arc.layouts.packing)."""
+    return torch.from_numpy(row.ids[:-1]), torch.from_numpy(np.where(row.loss_mask[1:], row.ids[1:], IGNORE))
+
+
 def collate(rows: list[EncodedRow]) -> Batch:
     """Pad rows to the longest: inputs and next-token targets, IGNORE outside the loss."""
     T = max(len(r.ids) for r in rows) - 1
@@ -70,8 +75,7 @@ def collate(rows: list[EncodedRow]) -> Batch:
     targets = torch.full((len(rows), T), IGNORE, dtype=torch.long)
     for b, r in enumerate(rows):
         n = len(r.ids) - 1
-        inputs[b, :n] = torch.from_numpy(r.ids[:-1])
-        targets[b, :n] = torch.from_numpy(np.where(r.loss_mask[1:], r.ids[1:], IGNORE))
+        inputs[b, :n], targets[b, :n] = shifted(r)
     task = torch.tensor([r.task for r in rows], dtype=torch.long)
     transform = torch.tensor([r.transform for r in rows], dtype=torch.long)
     return Batch(inputs, targets, task, transform)

@@ -21,6 +21,8 @@ Attention inside rows, two exact ways:
 Why not the mask on CPU: masked attention costs L per token whatever the row's length. Pair-layout rows
 average ~330 tokens with a tail to ~1,900, so L must be 2,048; a training forward and backward of the
 pair model on (2, 2048) packed batches took 2.7x as long with the mask as row by row (RESULTS.md).
+The one exception: attention dropout in training (ModelConfig.dropout), which the row-by-row kernel does
+not apply, takes the mask on CPU too (arc.model.transformer).
 """
 from __future__ import annotations
 
