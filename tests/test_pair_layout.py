@@ -164,6 +164,23 @@ def test_no_test_output_of_an_evaluated_task_reaches_a_training_row(tmp_path):
         type(data.sampler)(layout, [], load_tasks(eval_dir), 512, 0)
 
 
+def test_extra_tasks_join_without_duplicates_or_copies_of_evaluated_tasks(tmp_path):
+    """--extra-data: a new task joins; a copy of a training task (pairs reordered, another id), a task with
+    an evaluated task's id and a content copy of an evaluated task do not; --exclude-evaluated covers them."""
+    rng = np.random.default_rng(1)
+    t0, t1, secret, other = (random_task(rng) for _ in range(4))
+    train_dir = write_tasks(tmp_path / "train", {"t0": t0, "t1": t1})
+    eval_dir = write_tasks(tmp_path / "eval", {"secret": secret})
+    reordered = {"train": t0["train"][::-1], "test": t0["test"]}
+    extra_dir = write_tasks(tmp_path / "extra", {"new": random_task(rng), "t0copy": reordered, "secret": other,
+                                                 "secretcopy": secret, "t1": t1})
+    cfg = replace(TrainConfig(), data=train_dir, eval_data=eval_dir, eval_set="all", extra_data=extra_dir,
+                  exclude_evaluated="none")
+    train_tasks, heldout, excluded = select_data(cfg)
+    assert [t.id for t in train_tasks] == ["t0", "t1", "new"]
+    assert [t.id for t in heldout] == ["secret"] and excluded == ["secret", "secretcopy"]
+
+
 # --- end to end ---------------------------------------------------------------------------------------------
 
 

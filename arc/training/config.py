@@ -55,7 +55,7 @@ def data_source(value) -> str | None:
 
 
 def excluded_source(value) -> str | None:
-    """exclude_evaluated: none, or DATA:SPLIT (the split only for arc1/arc2)."""
+    """exclude_evaluated and extra_data: none, or DATA:SPLIT (the split only for arc1/arc2)."""
     if value in (None, "", "none"):
         return None
     data, _, split = value.partition(":")
@@ -87,6 +87,7 @@ class TrainConfig:
     view_pool: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random view per row | K: each pair's pool of K distinct views (D8 transform x a permutation of the colours in its grids, the first the pair as given), each used once per cycle; pairs and tasks are then drawn in shuffled rounds too (arc.layouts.pair)
     final_fraction: float = option(0.0, number(0, 1), frozen=True)  # (pair) the last part of the run (of its steps, or of its --minutes) whose rows come from the evaluated tasks at --final-evaluated-share (0: no final phase)
     final_evaluated_share: float = option(1.0, number(0, 1), frozen=True)  # (pair) share of rows from the evaluated tasks over the last --final-fraction of the run (1.0: their demonstrations only)
+    extra_data: str | None = option(None, excluded_source, frozen=True)  # more training tasks, DATA:SPLIT (arc2:training: ARC-AGI-2's); those already among the training tasks (by id or content) or evaluated leave them, and --exclude-evaluated applies to them too; none: no extra tasks
     exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True)  # data:split whose copies (same id or content) leave the training data; "none" keeps all
     max_examples: int | None = option(None, optional(integer(1, MAX_POOL)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
     generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # (in_context) share of training rows drawn from freshly generated tasks (arc.data.generators)
@@ -205,7 +206,7 @@ class TrainConfig:
 # Fields that name paths of the machine that trained: a checkpoint read elsewhere (or later) may name paths
 # that are gone, which says nothing about the checkpoint. Their types are checked; their rules only when
 # a run is resumed (validate, with the run's other flags).
-PATH_FIELDS = ("data", "eval_data", "exclude_evaluated", "out")
+PATH_FIELDS = ("data", "eval_data", "extra_data", "exclude_evaluated", "out")
 
 
 def read_training(config: dict, where: str) -> TrainConfig:

@@ -86,14 +86,22 @@ class TrainingData:
 def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
     """The training tasks, the evaluated (held-out) tasks with their test outputs, and the ids left out of
     the training tasks. The leak guard lives here: no evaluated task (by id or content) is a training task.
-    Generated tasks (cfg.generated_tasks per generator family) join the training tasks."""
+    Extra tasks (cfg.extra_data, e.g. ARC-AGI-2's training set) join the training tasks, less those already
+    among them or evaluated; generated tasks (cfg.generated_tasks per generator family) join them too."""
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
+    heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
+    if cfg.extra_data and cfg.extra_data != "none":
+        data, _, split = cfg.extra_data.partition(":")
+        # ARC-AGI-2 training holds most ARC-AGI-1 training tasks (same id or reordered pairs): one row each
+        extra, _ = exclude_overlap(load_tasks(data, split or "training"), train_tasks)
+        extra, evaluated = exclude_overlap(extra, heldout_tasks)
+        train_tasks, excluded = train_tasks + extra, evaluated
     if cfg.generated_tasks:
         train_tasks = train_tasks + generated_tasks(cfg.generated_tasks)
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
         data, _, split = cfg.exclude_evaluated.partition(":")
-        train_tasks, excluded = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))
-    heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
+        train_tasks, dropped = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))
+        excluded += dropped
     if (cfg.eval_data, cfg.eval_split) == (cfg.data, cfg.split):
         # tasks held out of the training split itself (a dev set: --eval-split training --eval-set dev20)
         # leave the training tasks by id; any other copy of them is still refused below
@@ -260,7 +268,8 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
         f"autocast {amp_dtype or 'off (fp32)'}")
-    log(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split} ({len(excluded)} excluded as evaluated or copies of "
+    extra = f" and {cfg.extra_data}" if cfg.extra_data and cfg.extra_data != "none" else ""
+    log(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split}{extra} ({len(excluded)} excluded as evaluated or copies of "
         f"{cfg.exclude_evaluated} tasks: {' '.join(excluded[:8])}{' ...' if len(excluded) > 8 else ''}); eval loss on {len(data.eval_rows)} "
         f"test outputs of {cfg.eval_set} ({data.eval_skipped} longer than {row_tokens} tokens)")
     unit = f"sequences of {row_tokens} tokens, rows packed end to end" if layout.packs else "rows, padded"

@@ -23,13 +23,14 @@ declare -A flags=(
   [share-0.75]="--evaluated-share 0.75"
   [final-evaluated]="--final-fraction 0.2 --final-evaluated-share 1.0"
   [generated-5]="--generated-tasks 5"
+  [arc2-extra]="--extra-data arc2:training"
   [muon]="--optimizer muon"
   [dropout-0.1]="--dropout 0.1"
   [d-model-96]="--d-model 96"
   [d-model-192]="--d-model 192 --n-heads 6"
   [layers-6]="--n-layers 6"
 )
-order=(base wsd view-pool-8 share-0.75 final-evaluated generated-5 muon d-model-96 d-model-192 layers-6 dropout-0.1)
+order=(base wsd view-pool-8 share-0.75 final-evaluated generated-5 arc2-extra muon d-model-96 d-model-192 layers-6 dropout-0.1)
 [ $# -gt 0 ] && order=("$@")
 run() {  # name
   local name=$1
