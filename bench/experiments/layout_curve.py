@@ -5,8 +5,13 @@
 
 Training minutes come from each run's metrics.jsonl (`elapsed_s` of the logged steps; a run continued
 with --resume restarts its clock, so each leg's last time is carried into the next). A --solved point
-is an evaluation's results.json and the training step of the checkpoint it evaluated. Writes
-OUT/eval-loss-vs-minutes.svg and OUT/solved-vs-minutes.svg.
+is an evaluation's results.json (or the solved count itself, as RESULTS.md records it) and the training
+step of the checkpoint it evaluated. A run started from another's checkpoint (train.py --init) is drawn
+after it with --continues LABEL=EARLIER: its clock starts where the earlier run's ended. Writes
+OUT/eval-loss-vs-minutes.svg and OUT/solved-vs-minutes.svg (OUT/PREFIX-... with --prefix).
+
+    python bench/experiments/layout_curve.py --run pair=checkpoints/pair --run long=checkpoints/pair-long3 \
+        --continues long=pair --solved pair=2@2400 --solved long=<results.json>@<step> --prefix long-run --out docs
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from arc.reports.draw import line_chart  # noqa: E402
 
-COLOURS = {"pair": "#1f5fbf", "in_context": "#FF851B"}
+COLOURS = {"pair": "#1f5fbf", "in_context": "#FF851B", "long": "#2ECC40"}
 
 
 def minutes_by_step(metrics: Path) -> tuple[dict[int, float], list[tuple[int, float]]]:
@@ -45,21 +50,27 @@ def at_step(minutes: dict[int, float], step: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", default=[], help="LABEL=run folder with metrics.jsonl")
-    parser.add_argument("--solved", action="append", default=[], help="LABEL=results.json@STEP")
+    parser.add_argument("--solved", action="append", default=[], help="LABEL=results.json@STEP or LABEL=COUNT@STEP")
+    parser.add_argument("--continues", action="append", default=[], help="LABEL=EARLIER: LABEL's clock starts at EARLIER's end")
+    parser.add_argument("--prefix", default="", help="file names PREFIX-eval-loss-vs-minutes.svg, ...")
     parser.add_argument("--out", default="docs")
     args = parser.parse_args()
+    earlier = dict(spec.split("=", 1) for spec in args.continues)
     clocks, loss_series = {}, []
     for spec in args.run:
         label, folder = spec.split("=", 1)
         minutes, evals = minutes_by_step(Path(folder) / "metrics.jsonl")
+        if label in earlier:  # runs listed in order: the earlier one's clock is known
+            start = max(clocks[earlier[label]].values())
+            minutes = {step: start + m for step, m in minutes.items()}
         clocks[label] = minutes
         loss_series.append((f"{label} eval loss", COLOURS.get(label, "#555"), [(at_step(minutes, s), v) for s, v in evals]))
     solved: dict[str, list[tuple[float, float]]] = {}
     for spec in args.solved:
         label, rest = spec.split("=", 1)
         path, step = rest.rsplit("@", 1)
-        result = json.loads(Path(path).read_text())
-        solved.setdefault(label, []).append((at_step(clocks[label], int(step)), float(result["tasks_solved"])))
+        count = float(path) if path.isdigit() else float(json.loads(Path(path).read_text())["tasks_solved"])
+        solved.setdefault(label, []).append((at_step(clocks[label], int(step)), count))
     solved_series = [(f"{label} solved (seed20)", COLOURS.get(label, "#555"), sorted(points)) for label, points in solved.items()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +79,7 @@ def main() -> None:
              "solved-vs-minutes.svg": line_chart(solved_series, "seed20 tasks solved (pass@2)", "training minutes",
                                                  log_y=False, dots=tuple(s[0] for s in solved_series))}
     for name, svg in names.items():
+        name = f"{args.prefix}-{name}" if args.prefix else name
         (out / name).write_text(svg)
         print(f"wrote {out / name}")
 
