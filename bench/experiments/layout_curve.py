@@ -28,18 +28,23 @@ COLOURS = {"pair": "#1f5fbf", "in_context": "#FF851B", "long": "#2ECC40"}
 
 
 def minutes_by_step(metrics: Path) -> tuple[dict[int, float], list[tuple[int, float]]]:
-    """Training minutes at each logged step (legs of resumed runs added up), and the eval losses."""
-    minutes, evals, carried, last = {}, [], 0.0, 0.0
+    """Training minutes at each logged step, and the eval losses (one per step: a leg resumed from an
+    earlier checkpoint logs some steps again, and its figures replace the first leg's). Minutes are the
+    run's training clock (`training_s`, which a resume carries on) where it was logged; older runs have
+    only `elapsed_s`, which restarts with each leg, so each leg's last time is added to the next."""
+    minutes, evals, carried, last = {}, {}, 0.0, 0.0
     for line in metrics.read_text().splitlines():
         record = json.loads(line)
-        if "elapsed_s" in record:
+        if "training_s" in record:
+            minutes[record["step"]] = record["training_s"] / 60
+        elif "elapsed_s" in record:
             if record["elapsed_s"] < last:  # a new leg: its clock started again
                 carried += last
             last = record["elapsed_s"]
             minutes[record["step"]] = (carried + last) / 60
         if "eval_loss" in record:
-            evals.append((record["step"], record["eval_loss"]))
-    return minutes, evals
+            evals[record["step"]] = record["eval_loss"]
+    return minutes, sorted(evals.items())
 
 
 def at_step(minutes: dict[int, float], step: int) -> float:
