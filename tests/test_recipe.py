@@ -24,7 +24,7 @@ from arc.model.checkpoint import checkpoint_dir, load_train_state
 from arc.model.lora import add_lora
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
-from arc.training.optim import MuonAndAdamW, Schedule, last_part_start, lr_at, make_optimizer, set_lr
+from arc.training.optim import MuonAndAdamW, Schedule, auto_optimizer, last_part_start, lr_at, make_optimizer, set_lr
 from arc.training.trainer import TrainingClock, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,6 +102,18 @@ def test_muon_follows_the_schedule_from_its_own_peak_and_resumes_with_the_new_se
     assert again.muon.param_groups[0]["lr"] == pytest.approx(0.04)  # the new setting, not the checkpoint's
     with pytest.raises(ValueError, match="another --optimizer"):
         again.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
+
+
+@pytest.mark.parametrize("precision, lora_rank, expected", [("bf16", 0, "muon"), ("fp32", 0, "adamw"), ("bf16", 2, "adamw")])
+def test_optimizer_auto_is_muon_for_a_bf16_full_weight_run_and_is_saved_as_chosen(config, precision, lora_rank, expected):
+    assert auto_optimizer({"bf16": torch.bfloat16, "fp32": None}[precision], lora_rank) == expected
+    if lora_rank:  # a LoRA run needs a base to adapt: the rule above is its whole answer
+        return
+    run = train(config(f"auto-{precision}", precision=precision, stop_at_step=2))
+    saved = json.loads((checkpoint_dir(run) / "config.json").read_text())["training"]
+    assert saved["optimizer"] == expected  # resolved once: a resume on a machine that would choose otherwise keeps it
+    state = load_train_state(run)["optimizer"]
+    assert ("muon" in state) == (expected == "muon")
 
 
 # --- dropout ------------------------------------------------------------------------------------------------
@@ -266,7 +278,7 @@ def test_the_recipe_switches_refuse_what_they_would_ignore(config):
     refused = {
         "--max-steps 50: a --minutes run has no step budget": dict(minutes=5.0, max_steps=50),
         "--decay-fraction 0.3: applies to --schedule wsd only": dict(decay_fraction=0.3),
-        "--muon-lr 0.01: applies to --optimizer muon only": dict(muon_lr=0.01),
+        "--muon-lr 0.01: applies to --optimizer muon or auto only": dict(optimizer="adamw", muon_lr=0.01),
         "--final-evaluated-share 0.5: applies with --final-fraction > 0 only": dict(final_evaluated_share=0.5),
         "--final-fraction 0.2: the final phase draws fresh rows": dict(final_fraction=0.2, max_examples=10),
         "--view-pool 2 --colour-maps 2: both choose": dict(view_pool=2, colour_maps=2),
@@ -280,4 +292,4 @@ def test_the_recipe_switches_refuse_what_they_would_ignore(config):
             validate(config("refused", **settings))
     validate(config("fine", minutes=5.0, max_steps=TrainConfig().max_steps, schedule="wsd", decay_fraction=0.3, optimizer="muon", muon_lr=0.01,
                     view_pool=2, final_fraction=0.2, final_evaluated_share=0.5, model=replace(SMALL, dropout=0.1)))
-    assert TrainConfig().optimizer == "adamw" and TrainConfig().minutes is None and TrainConfig().view_pool == 0
+    assert TrainConfig().optimizer == "auto" and TrainConfig().minutes is None and TrainConfig().view_pool == 0

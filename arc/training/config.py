@@ -115,7 +115,7 @@ class TrainConfig:
     schedule: str = option("cosine", choice(*SCHEDULES))  # after the warmup: cosine (decay to lr * min_lr_ratio over the run) | wsd (constant, then a linear decay over the last --decay-fraction)
     decay_fraction: float = option(0.2, number(0, 1))  # (wsd) the last part of the run (of its steps, or of its --minutes) over which the lr decays
     weight_decay: float = option(0.1, number(0))  # decay on matrices only (not norms, not embeddings); the same shrink per step under Muon
-    optimizer: str = option("adamw", choice(*OPTIMIZERS), frozen=True)  # adamw | muon (torch.optim.Muon for the blocks' attention and MLP matrices, AdamW for the embeddings, norms and head)
+    optimizer: str = option("auto", choice("auto", *OPTIMIZERS), frozen=True)  # auto (muon where the run computes in bf16, adamw in fp32 or for LoRA: arc.training.optim.auto_optimizer; the name chosen is saved) | adamw | muon (torch.optim.Muon for the blocks' attention and MLP matrices, AdamW for the embeddings, norms and head)
     muon_lr: float = option(MUON_LR, number(0, above=True))  # (muon) Muon's peak learning rate; the schedule scales it as it scales --lr
     grad_clip: float = option(1.0, number(0))  # max global gradient norm (0: no clipping)
     precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 autocast where a start-up measurement finds bf16 matmuls faster than fp32, else fp32) | bf16 | fp32
@@ -181,9 +181,9 @@ class TrainConfig:
                                                         f"time is spent ({flag('stop_at_step')} leaves early)")
         if self.schedule != "wsd":
             found += ignored(self, flag, ["decay_fraction"], f"applies to {flag('schedule')} wsd only")
-        if self.optimizer != "muon":
-            found += ignored(self, flag, ["muon_lr"], f"applies to {flag('optimizer')} muon only")
-        elif type(self.lora.rank) is int and self.lora.rank > 0:
+        if self.optimizer == "adamw":
+            found += ignored(self, flag, ["muon_lr"], f"applies to {flag('optimizer')} muon or auto only")
+        elif self.optimizer == "muon" and type(self.lora.rank) is int and self.lora.rank > 0:
             found.append(f"{flag('optimizer')} muon: Muon trains the blocks' full matrices, a LoRA run only its adapters "
                          f"(this run: {flag('lora.rank')} {self.lora.rank})")
         if self.layout != "pair":
@@ -217,6 +217,8 @@ def read_training(config: dict, where: str) -> TrainConfig:
     section = config.get("training")
     if not isinstance(section, dict):
         raise CheckpointError(f"{where}: records no training config (a 'training' object): not a run of train.py")
+    if "optimizer" not in section:  # a run from before --optimizer: AdamW was the only one (not today's default, auto)
+        section = {**section, "optimizer": "adamw"}
     if found := saved_problems(TrainConfig, section, ("training",), unchecked=PATH_FIELDS, relations=False):
         raise CheckpointError(f"{where}: {'; '.join(found)}")
     return build_config(TrainConfig, section)
@@ -224,7 +226,10 @@ def read_training(config: dict, where: str) -> TrainConfig:
 
 def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict[str, list]:
     """The flags in which cfg (a resumed TrainConfig) differs from the saved run's, as {flag: [old, new]};
-    ConfigError listing every change of a frozen field (architecture or data), which a resume cannot take."""
+    ConfigError listing every change of a frozen field (architecture or data), which a resume cannot take.
+    --optimizer auto is the saved run's optimiser (it was resolved to it when the run started)."""
+    if cfg.optimizer == "auto":
+        cfg.optimizer = saved.optimizer
     refused, allowed = changed_settings(saved, cfg)
     if refused:
         raise ConfigError(f"--resume {cfg.out}: the run was trained with another architecture or data; refused changes: "

@@ -59,7 +59,7 @@ from arc.model.transformer import Transformer
 from arc.reports.pages import duration, write_train_report
 from arc.training.config import TrainConfig, read_training, resume_changes
 from arc.training.fit import fit
-from arc.training.optim import MuonAndAdamW, Schedule, last_part_start, make_optimizer
+from arc.training.optim import MuonAndAdamW, Schedule, auto_optimizer, last_part_start, make_optimizer
 from arc.training.scoring import output_token_loss
 
 
@@ -210,6 +210,10 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     world, device = distributed.setup(resolve_device(cfg.device, cfg.threads))
     log = print if world.is_main else lambda *args, **kwargs: None  # rank 0 speaks for the run
     amp_dtype = autocast_dtype(device, cfg.precision)
+    if cfg.optimizer == "auto":  # resolved here and saved with the config: a resume on any machine keeps it
+        cfg.optimizer = auto_optimizer(amp_dtype, cfg.lora.rank)
+        log(f"optimizer auto: {cfg.optimizer} ({'bf16' if amp_dtype == torch.bfloat16 else 'fp32'} run"
+            f"{', LoRA' if cfg.lora.rank > 0 else ''})")
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()
     init = None
