@@ -15,9 +15,12 @@ minutes=${1:-10}
 out=${2:-bench/ablation/recipe}
 shift $(( $# > 2 ? 2 : $# ))
 mkdir -p "$out"
-common=(--eval-split training --eval-set dev20 --minutes "$minutes" --threads 1 --log-every 50 --save-every 100000 --eval-every 100000)
+# --optimizer adamw: the base recipe these switches were measured against (the default became auto, Muon in a
+# bf16 run, after this table); a run's own --optimizer comes later on the line and wins
+common=(--eval-split training --eval-set dev20 --minutes "$minutes" --threads 1 --log-every 50 --save-every 100000 --eval-every 100000 --optimizer adamw)
 declare -A flags=(
   [base]=""
+  [base-repeat]=""  # the base again, later: how far two runs of one recipe differ on a shared machine
   [wsd]="--schedule wsd"
   [view-pool-8]="--view-pool 8"
   [share-0.75]="--evaluated-share 0.75"
@@ -25,6 +28,7 @@ declare -A flags=(
   [generated-5]="--generated-tasks 5"
   [arc2-extra]="--extra-data arc2:training"
   [muon]="--optimizer muon"
+  [muon-repeat]="--optimizer muon"  # Muon again, later: its gain against the two bases' gap
   [dropout-0.1]="--dropout 0.1"
   [d-model-96]="--d-model 96"
   [d-model-192]="--d-model 192 --n-heads 6"
