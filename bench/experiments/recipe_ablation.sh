@@ -24,6 +24,7 @@ declare -A flags=(
   [wsd]="--schedule wsd"
   [view-pool-8]="--view-pool 8"
   [share-0.75]="--evaluated-share 0.75"
+  [share-0.9]="--evaluated-share 0.9"
   [final-evaluated]="--final-fraction 0.2 --final-evaluated-share 1.0"
   [generated-5]="--generated-tasks 5"
   [arc2-extra]="--extra-data arc2:training"
@@ -34,7 +35,7 @@ declare -A flags=(
   [d-model-192]="--d-model 192 --n-heads 6"
   [layers-6]="--n-layers 6"
 )
-order=(base wsd view-pool-8 share-0.75 final-evaluated generated-5 arc2-extra muon d-model-96 d-model-192 layers-6 dropout-0.1)
+order=(base wsd view-pool-8 share-0.75 share-0.9 final-evaluated generated-5 arc2-extra muon d-model-96 d-model-192 layers-6 dropout-0.1)
 [ $# -gt 0 ] && order=("$@")
 run() {  # name
   local name=$1
