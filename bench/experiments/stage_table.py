@@ -41,9 +41,11 @@ def run(name: str, flags: str, common: str, out: Path, rerun: bool) -> dict:
 
 
 def row(name: str, flags: str, results: dict) -> str:
-    ttt = [e["ttt"] for e in results["tasks"].values() if e.get("ttt") and not e["ttt"].get("skipped")]
+    # tasks trained for 0 steps (leave-one-out stopping chose none) have no loss to average
+    ttt = [e["ttt"] for e in results["tasks"].values()
+           if e.get("ttt") and not e["ttt"].get("skipped") and e["ttt"].get("first_loss") is not None]
     losses = (f"{sum(t['first_loss'] for t in ttt) / len(ttt):.3f} -> {sum(t['last_loss'] for t in ttt) / len(ttt):.3f}"
-              if ttt else "-")
+              f" ({len(ttt)} tasks trained)" if ttt else "-")
     score = "-" if results["score"] is None else f"{results['score']:.3f}"
     loss = "-" if results.get("eval_loss") is None else f"{results['eval_loss']:.4f}"
     return (f"| {name} | `{flags or '(defaults)'}` | {results['tasks_solved']}/{results['tasks_total']} | {score} | {loss} | "
