@@ -53,9 +53,9 @@ def auto_optimizer(amp_dtype: torch.dtype | None, lora_rank: int) -> str:
     """--optimizer auto: "muon" for a full-weight run that computes in bf16, else "adamw". Muon learned the most
     per minute of the recipe switches on dev20 (eval loss 0.2195 against AdamW's 0.2640 in 10 minutes from
     scratch, bf16 autocast), though a repeat of both narrowed that to 0.2240 against 0.2282, within seed noise
-    (RESULTS.md): it learns more per token and no less per minute. torch's Muon orthogonalises each update in bf16: cheap where bf16
-    matmuls are (a run that autocasts to bf16: --precision auto measured them faster than fp32), a 1.1-s step
-    where the CPU emulates them, so an fp32 run keeps AdamW. A LoRA run trains adapters, which Muon does not.
+    (RESULTS.md): it learns more per token and no less per minute. torch's Muon orthogonalises each update in
+    bf16: cheap where bf16 matmuls are (a run that autocasts to bf16: --precision auto measured them faster
+    than fp32), a 1.1-s step where the CPU emulates them, so an fp32 run keeps AdamW. A LoRA run trains adapters, which Muon does not.
     train.py resolves it once and saves the name in config.json: a resume keeps the same optimiser anywhere."""
     return "muon" if amp_dtype == torch.bfloat16 and lora_rank == 0 else "adamw"
 

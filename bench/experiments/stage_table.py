@@ -41,9 +41,8 @@ def run(name: str, flags: str, common: str, out: Path, rerun: bool) -> dict:
 
 
 def row(name: str, flags: str, results: dict) -> str:
-    # tasks trained for 0 steps (leave-one-out stopping chose none) have no loss to average
-    ttt = [e["ttt"] for e in results["tasks"].values()
-           if e.get("ttt") and not e["ttt"].get("skipped") and e["ttt"].get("first_loss") is not None]
+    # a task that took no step (skipped, or leave-one-out stopping chose 0) has no loss to average
+    ttt = [e["ttt"] for e in results["tasks"].values() if e.get("ttt") and e["ttt"]["first_loss"] is not None]
     losses = (f"{sum(t['first_loss'] for t in ttt) / len(ttt):.3f} -> {sum(t['last_loss'] for t in ttt) / len(ttt):.3f}"
               f" ({len(ttt)} tasks trained)" if ttt else "-")
     score = "-" if results["score"] is None else f"{results['score']:.3f}"
