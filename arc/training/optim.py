@@ -1,14 +1,17 @@
-"""The optimiser, the learning-rate schedule, and the one optimiser step (accumulate over micro-batches, clip,
-step) that both training loops take: pre-training and fine-tuning (arc.training.trainer) and per-task test-time
-training and adaptation (arc.inference).
+"""How weights are trained, wherever they are trained: the optimiser, the learning-rate schedule, and the one
+optimiser step (accumulate over micro-batches, clip, step). Pre-training and fine-tuning (arc.training.trainer),
+joint adaptation to new tasks and per-task test-time training (arc.inference) all take them from one place, a
+Recipe, and differ only in its values and their budget.
 
-    optimisers   AdamW over parameter groups (make_optimizer; test-time training and adaptation always use it),
-                 or torch.optim.Muon for the blocks' weight matrices with AdamW for the rest (--optimizer muon,
-                 MuonAndAdamW: stepped, zeroed, saved and loaded as one optimiser); --optimizer auto (the
-                 default) picks one per run (auto_optimizer)
+    Recipe       the settings: optimiser, peak learning rate, warmup, decay, weight decay, clipping; builds the
+                 optimiser (Recipe.optimizer_for) and the schedule for a budget (Recipe.schedule_for).
+                 TrainConfig.recipe() is train.py's; fine_tune_recipe(lr) is adaptation's and test-time training's
+    optimisers   AdamW over parameter groups (make_optimizer), or torch.optim.Muon for the blocks' weight matrices
+                 with AdamW for the rest (--optimizer muon, MuonAndAdamW: stepped, zeroed, saved and loaded as one
+                 optimiser); --optimizer auto (the default) picks one per run (auto_optimizer)
     schedules    linear warmup, then cosine decay (lr_at, the default) or warmup-stable-decay (--schedule wsd:
-                 constant, then a linear decay over the last --decay-fraction), over a step budget
-                 (--max-steps) or a time budget (--minutes: progress is training time / budget), in Schedule
+                 constant, then a linear decay over the last --decay-fraction), over a budget of steps, of seconds
+                 of training, or of both (whichever runs out first), in Schedule
 """
 from __future__ import annotations
 
@@ -164,25 +167,28 @@ def last_part_start(max_steps: int, fraction: float) -> int:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A run's learning rate at each step: linear warmup over warmup_steps, then
+    """A run's learning rate at each step: linear warmup, then
 
         cosine   decay to peak * min_lr_ratio along half a cosine
         wsd      warmup-stable-decay: peak, then a linear decay to peak * min_lr_ratio over the last
                  decay_fraction of the run
 
-    over a step budget (max_steps) or, with `seconds`, a time budget: progress is then the training time
-    so far / seconds, so the decay ends when the time does, on any machine. Warmup counts steps in both:
-    it is there for the optimiser's first updates, however long they take. A time budget's cosine runs over
-    the whole budget (the warmup's few steps included), and the learning rate then depends on the clock,
-    so such a run is not bitwise reproducible. The step-budget cosine is lr_at itself (unchanged, bitwise)."""
+    over a budget of steps (max_steps), of seconds of training (seconds), or of both: progress is then the
+    further of the two, so the decay ends when the first of them runs out, on any machine. The warmup counts
+    steps (warmup_steps: it is there for the optimiser's first updates, however long they take); with
+    warmup_share it also ends once that share of the seconds has passed, so a budget whose seconds bind
+    before its steps still warms up and decays (a fine-tune of 10**6 steps or 3 s). After a timed warmup,
+    progress in time is counted from its end. A learning rate that depends on the clock is not bitwise
+    reproducible; the step-budget cosine is lr_at itself (unchanged, bitwise)."""
 
     peak: float
     warmup_steps: int
     min_lr_ratio: float
     kind: str = "cosine"  # cosine | wsd
     decay_fraction: float = 0.2  # wsd: the last part of the run that decays
-    max_steps: int = 0  # the step budget (without seconds)
-    seconds: float | None = None  # the time budget, in seconds of training
+    max_steps: int = 0  # the step budget (0: none, the seconds decide)
+    seconds: float | None = None  # the time budget, in seconds of training (None: none)
+    warmup_share: float = 0.0  # > 0: the warmup also ends after this share of `seconds`
 
     def lr(self, step: int, elapsed: float = 0.0) -> float:
         """The learning rate of `step`, taken after `elapsed` seconds of training (read with a time budget only)."""
@@ -190,16 +196,35 @@ class Schedule:
             raise ValueError(f"unknown schedule {self.kind!r}: {' | '.join(SCHEDULES)}")
         if self.seconds is None and self.kind == "cosine":
             return lr_at(step, self.peak, self.warmup_steps, self.max_steps, self.min_lr_ratio)
-        if step < self.warmup_steps:
-            return self.peak * (step + 1) / self.warmup_steps
+        warmed = self._warmed(step, elapsed)
+        if warmed < 1:
+            return self.peak * warmed
         return self.peak * (self.min_lr_ratio + (1 - self.min_lr_ratio) * self._left(step, elapsed))
+
+    def _warmup_seconds(self) -> float:
+        return self.warmup_share * self.seconds if self.warmup_share and self.seconds else 0.0
+
+    def _warmed(self, step: int, elapsed: float) -> float:
+        """How far through its warmup the run is: 1 once it is over."""
+        if step >= self.warmup_steps:
+            return 1.0
+        by_steps = (step + 1) / self.warmup_steps
+        timed = self._warmup_seconds()
+        return min(1.0, max(by_steps, elapsed / timed)) if timed else by_steps
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """How far through the budget after the warmup, 0 to 1: the further of the steps' and the seconds' share."""
+        by_steps = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps) if self.max_steps else 0.0
+        timed = self._warmup_seconds()
+        by_time = (elapsed - timed) / (self.seconds - timed) if self.seconds else 0.0
+        return min(1.0, max(0.0, by_steps, by_time))
 
     def _left(self, step: int, elapsed: float) -> float:
         """How much of the way from peak down to the minimum is left: 1 at the peak, 0 at the minimum."""
         if self.seconds is None:  # wsd over steps: peak up to the decay's first step, then linear to 0 at max_steps
             start = max(self.warmup_steps, last_part_start(self.max_steps, self.decay_fraction))
             return 1.0 if step < start else max(0.0, (self.max_steps - step) / max(1, self.max_steps - start))
-        progress = min(1.0, elapsed / self.seconds)
+        progress = self.progress(step, elapsed)
         if self.kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         if self.decay_fraction == 0 or progress < 1 - self.decay_fraction:
@@ -218,6 +243,48 @@ class Schedule:
         """Whether a time budget is spent after `elapsed` seconds of training (a step budget: never, the
         caller's range of steps ends it)."""
         return self.seconds is not None and elapsed >= self.seconds
+
+
+# A fine-tune's warmup: this share of its budget (of its steps, or of its seconds when they run out first)
+FINE_TUNE_WARMUP = 0.1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model's weights are trained, in one place: the optimiser (AdamW, or Muon + AdamW), its peak learning
+    rate, the warmup (warmup_steps steps, or None: FINE_TUNE_WARMUP of the budget), the decay after it (cosine or
+    wsd, down to lr * min_lr_ratio), weight decay on the matrices, and the gradient-norm clip. Training takes
+    TrainConfig.recipe(); joint adaptation and test-time training take fine_tune_recipe(lr)."""
+
+    lr: float
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # cosine | wsd
+    decay_fraction: float = 0.2  # (wsd) the last part of the budget that decays
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | muon
+    muon_lr: float = MUON_LR
+    grad_clip: float = 1.0  # 0: no clipping
+
+    def optimizer_for(self, model: torch.nn.Module) -> torch.optim.AdamW | MuonAndAdamW:
+        """The optimiser of the model's trainable parameters (make_optimizer)."""
+        return make_optimizer(model, self.lr, self.weight_decay, self.optimizer, self.muon_lr)
+
+    def schedule_for(self, max_steps: int = 0, seconds: float | None = None) -> Schedule:
+        """The learning rate over a budget of max_steps steps (0: none) and/or `seconds` of training (None: none)."""
+        if self.warmup_steps is not None:
+            warmup, share = self.warmup_steps, 0.0
+        else:  # a share of the budget: of the steps (at least one), and of the seconds if they run out first
+            warmup, share = max(1, math.floor(max_steps * FINE_TUNE_WARMUP + 1e-9)), FINE_TUNE_WARMUP
+        return Schedule(self.lr, warmup, self.min_lr_ratio, self.schedule, self.decay_fraction, max_steps, seconds,
+                        share)
+
+
+def fine_tune_recipe(lr: float) -> Recipe:
+    """Adaptation's and test-time training's recipe: AdamW at peak lr, warmup over a tenth of the budget, cosine to
+    a tenth, no weight decay (a few hundred steps from a checkpoint leave decay nothing to tame, and the table
+    rows of other tasks must not move), gradients clipped at 1."""
+    return Recipe(lr)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,17 +1,19 @@
 """train.py's run: set up (or resume) a run, train it with the fitting loop, save it.
 
     train(cfg)
-        open the run folder          refuse a folder that holds a checkpoint, or load the one to resume
-        set up                       device, the layout, the training rows, the held-out rows, the model,
-                                     the optimiser (and, resuming, their saved state)
-        the loop (arc.training.fit)  AdamW (or Muon + AdamW), warmup + cosine (or warmup-stable-decay)
-                                     schedule, accumulation and clipping, bf16 autocast where it pays; between
-                                     steps a log line, the eval loss on the held-out tasks' test outputs, a
-                                     checkpoint (atomic, exact resume)
+        open the run folder   refuse a folder that holds a checkpoint, or load the one to resume
+        set up                device, the layout, the training rows, the held-out rows, the model, the
+                              optimiser (and, resuming, their saved state), the compiled training step
+        the loop              the steps (arc.training.steps.take_steps) by the run's recipe (AdamW or Muon +
+                              AdamW, warmup then cosine or warmup-stable-decay, clipping: arc.training.optim),
+                              bf16 autocast where it pays; after each step, as the config asks:
+                                  log_step        a log line and a metrics.jsonl line
+                                  evaluate_step   the eval loss on the held-out tasks' test outputs
+                                  save            a checkpoint (atomic, exact resume) and report.html
 
 The run's budget: --max-steps steps (the default; the schedule is a function of the step, and a killed
 run resumed with --resume ends bitwise equal to an uninterrupted one), or --minutes M of training time
-(TrainingClock: the time in the training steps, evals and saves left out, saved in every checkpoint and
+(arc.training.steps.TrainingClock: the time in the training steps, evals and saves left out, saved in every checkpoint and
 restored on --resume, so a resumed run continues the same schedule and stops when the M minutes are
 spent). A --minutes run's learning rate, its end and (with --final-fraction) the row at which its final
 phase begins follow the clock, so it is not bitwise reproducible; its rows before that are.
@@ -32,11 +34,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from arc.data.generators import generated_tasks
 from arc.data.tasks import Task, check_no_leak, exclude_overlap, load_tasks, select_tasks
@@ -47,9 +49,9 @@ from arc.infra.distributed import World
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.prefetch import Ahead
 from arc.infra.runlog import RunLog
-from arc.infra.runtime import autocast, autocast_dtype, bf16_is_slow, compile_regions, compiled_graphs, eager, resolve_device, seed_everything
+from arc.infra.runtime import autocast_dtype, bf16_is_slow, compiled_graphs, eager, resolve_device, seed_everything
 from arc.layouts import make_layout
-from arc.layouts.rows import IGNORE, Batch, Batches, EncodedRow, Layout, NoRows
+from arc.layouts.rows import Batch, Batches, EncodedRow, Layout, NoRows
 from arc.layouts.sampling import Sampler
 from arc.model.checkpoint import RunFolder, load_model
 from arc.model.config import ModelConfig
@@ -58,8 +60,8 @@ from arc.model.schema import fits_problem
 from arc.model.transformer import Transformer
 from arc.reports.pages import duration, write_train_report
 from arc.training.config import TrainConfig, read_training, resume_changes
-from arc.training.fit import fit
-from arc.training.optim import MuonAndAdamW, Schedule, auto_optimizer, last_part_start, make_optimizer
+from arc.training.optim import MuonAndAdamW, Schedule, auto_optimizer, last_part_start
+from arc.training.steps import TrainingClock, compile_training_step, compiled_shape, take_steps
 from arc.training.scoring import output_token_loss
 
 
@@ -161,24 +163,14 @@ def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict]
     return model, described
 
 
-class TrainingClock:
-    """Seconds spent in training steps (drawing the batches, forward, backward, the optimiser step) over the
-    whole run, resumes included: a --minutes run's progress. Started as a step begins and stopped as it ends,
-    so evals and checkpoint saves are not counted (they are measurement, and their cost depends on
-    --eval-every); a first step that compiles the model is."""
+@dataclass
+class Meter:
+    """What the loop measures as it goes, for the log lines and the closing `time:` line."""
 
-    now = staticmethod(time.perf_counter)  # the clock read (tests put a fake one here)
-
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds  # training time up to the last finished step (the checkpoint's, after a resume)
-        self._started: float | None = None
-
-    def start(self) -> None:
-        self._started = self.now()
-
-    def stop(self) -> None:
-        self.seconds += self.now() - self._started
-        self._started = None
+    started: float  # time.time() at the loop's start, less the compile before it (the elapsed time includes it)
+    tokens: int = 0  # tokens trained on by this process since the loop started (padding not counted)
+    eval_s: float = 0.0  # seconds in eval-loss measurements
+    save_s: float = 0.0  # seconds in checkpoints and reports
 
 
 @dataclass
@@ -195,18 +187,27 @@ class Run:
     model: Transformer  # eager and unwrapped: the eval loss and the checkpoints
     forward: Callable[..., torch.Tensor]  # the compiled (and, under torchrun, DDP-wrapped) model the steps train
     optimizer: torch.optim.Optimizer | MuonAndAdamW
+    schedule: Schedule  # the learning rate over the run's --max-steps or --minutes
     described: dict  # config.json entries describing the model (model config, task table, LoRA base, resumes)
     start_step: int
+    last_step: int | None  # the step to stop after (None: a --minutes run, stopped by its clock)
     metrics: dict  # the latest eval loss, saved with each checkpoint
     log: Callable[..., None]
     clock: TrainingClock  # training time so far (a --minutes run's budget), saved with each checkpoint
     final_phase_step: int | None = None  # the first step of the --final-fraction phase, once known
     compile_s: float = 0.0  # compiling the training step before the first step (its warm-up)
+    run_log: RunLog | None = None  # metrics.jsonl (rank 0 only)
+    meter: Meter | None = None  # set by the loop
+
+
+def last_step_of(cfg: TrainConfig) -> int | None:
+    """The last step: a step budget's, or --stop-at-step (a --minutes run has none: its time ends it)."""
+    return cfg.stop_at_step if cfg.minutes is not None else min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
 
 
 def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     """The run's device, layout, data, model and optimiser; resuming (changes: the flags changed since the
-    checkpoint), their saved state."""
+    checkpoint), their saved state; the compiled training step."""
     world, device = distributed.setup(resolve_device(cfg.device, cfg.threads))
     log = print if world.is_main else lambda *args, **kwargs: None  # rank 0 speaks for the run
     amp_dtype = autocast_dtype(device, cfg.precision)
@@ -216,7 +217,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
             f"{', LoRA' if cfg.lora.rank > 0 else ''})")
     seed_everything(cfg.seed)
     tokenizer = GridTokenizer()
-    init = None
+    init = None  # (the model to start from, its config.json)
     if cfg.init:
         model, _, init_config = load_model(cfg.init, device)
         init = (model, init_config)
@@ -227,11 +228,9 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
         raise ConfigError(f"--max-row-tokens {row_tokens} exceeds the model's max_seq_len {max_seq_len}")
 
     train_tasks, heldout_tasks, excluded = select_data(cfg)
-    settings = asdict(cfg)
     # the task table: the training tasks, then the evaluated ones (the pair layout learns a row for each)
-    layout = make_layout(settings, tokenizer, [t.id for t in train_tasks + heldout_tasks])
+    layout = make_layout(asdict(cfg), tokenizer, [t.id for t in train_tasks + heldout_tasks])
     data = training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, excluded, cfg.batch_size)
-
     model, described = build_model(cfg, layout, init, folder, device)
     if cfg.lora.rank > 0 and cfg.lora_base_bf16 and device.type == "cuda":
         if cfg.precision == "fp32":
@@ -241,92 +240,74 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
     model.activation_checkpointing = cfg.activation_checkpointing
     described["task_ids"] = layout.task_ids if layout.task_table else []
     model.train()
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.optimizer, cfg.muon_lr)
-    start_step, metrics, clock, final_phase_step = 0, {}, TrainingClock(), None
+    recipe = cfg.recipe()
+    run = Run(cfg, folder, world, device, amp_dtype, tokenizer, data, model, model, recipe.optimizer_for(model),
+              recipe.schedule_for(cfg.max_steps if cfg.minutes is None else 0,
+                                  None if cfg.minutes is None else cfg.minutes * 60),
+              described, 0, last_step_of(cfg), {}, log, TrainingClock())
     if folder.resume:
-        resumed = folder.resume
-        folder.load_weights(model, device)
-        try:  # a train_state.pt of another run, or crafted: torch's own errors, named as the file
-            optimizer.load_state_dict(resumed.state["optimizer"])
-            rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
-            torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
-            cuda_rng = resumed.state.get("cuda_rng_ranks", [])  # the GPU's generator: dropout's masks (--dropout) on CUDA
-            if device.type == "cuda" and len(cuda_rng) == world.size:
-                torch.cuda.set_rng_state(cuda_rng[world.rank], device)
-        except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:
-            raise CheckpointError(f"{resumed.checkpoint / 'train_state.pt'}: does not fit the run it resumes "
-                                  f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
-        if resumed.config.get("task_ids", []) != described["task_ids"]:
-            raise ConfigError(f"{folder.path}: the checkpoint's task table differs from this run's tasks (changed --eval-set or data?)")
-        start_step, metrics = resumed.state["step"], resumed.config.get("metrics", {})
-        clock = TrainingClock(resumed.state.get("training_seconds", 0.0))
-        final_phase_step = resumed.state.get("final_phase_step")  # where a --minutes run's final phase began
-        described["resumed"] = resumed.config.get("resumed", []) + [{"at_step": start_step, "changed": changes}]
-        log(f"resumed from {resumed.checkpoint} at step {start_step}" + (f", changed: {changes}" if changes else ""))
+        resume(run, changes)
+    describe(run, layout, row_tokens, excluded)
+    if cfg.compile:
+        run.compile_s = compile_training_step(model, data.batches(0), device, amp_dtype)
+        if compiled_graphs():  # (none: the compiler failed, and said so; the steps run eagerly)
+            log(f"compiled the training step ({compiled_shape(data.batches(0))}): {compiled_graphs()} graph(s) in "
+                f"{run.compile_s:.1f} s")
+    # wrapped in DDP after compiling (nanoGPT's order: compile's warm-up runs on each rank alone)
+    run.forward = world.wrap(model)
+    return run
 
-    if cfg.optimizer == "muon" and device.type == "cpu" and bf16_is_slow(device):
+
+def resume(run: Run, changes: dict) -> None:
+    """Put the resumed checkpoint's weights, optimiser and random state, step, metrics and clock into the run."""
+    resumed, world = run.folder.resume, run.world
+    run.folder.load_weights(run.model, run.device)
+    try:  # a train_state.pt of another run, or crafted: torch's own errors, named as the file
+        run.optimizer.load_state_dict(resumed.state["optimizer"])
+        rng = resumed.state.get("torch_rng_ranks", [])  # each rank's own, saved by a data-parallel run of this size
+        torch.set_rng_state(rng[world.rank] if len(rng) == world.size else resumed.state["torch_rng"])
+        cuda_rng = resumed.state.get("cuda_rng_ranks", [])  # the GPU's generator: dropout's masks on CUDA
+        if run.device.type == "cuda" and len(cuda_rng) == world.size:
+            torch.cuda.set_rng_state(cuda_rng[world.rank], run.device)
+    except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:
+        raise CheckpointError(f"{resumed.checkpoint / 'train_state.pt'}: does not fit the run it resumes "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    if resumed.config.get("task_ids", []) != run.described["task_ids"]:
+        raise ConfigError(f"{run.folder.path}: the checkpoint's task table differs from this run's tasks "
+                          "(changed --eval-set or data?)")
+    run.start_step, run.metrics = resumed.state["step"], resumed.config.get("metrics", {})
+    run.clock = TrainingClock(resumed.state.get("training_seconds", 0.0))
+    run.final_phase_step = resumed.state.get("final_phase_step")  # where a --minutes run's final phase began
+    run.described["resumed"] = resumed.config.get("resumed", []) + [{"at_step": run.start_step, "changed": changes}]
+    run.log(f"resumed from {resumed.checkpoint} at step {run.start_step}" + (f", changed: {changes}" if changes else ""))
+
+
+def describe(run: Run, layout: Layout, row_tokens: int, excluded: list[str]) -> None:
+    """The run's opening lines: the optimiser's cost where bf16 is emulated, the model, the data, the batches."""
+    cfg, data, log = run.cfg, run.data, run.log
+    if cfg.optimizer == "muon" and run.device.type == "cpu" and bf16_is_slow(run.device):
         # torch.optim.Muon orthogonalises each update in bf16, which a CPU without native bf16 emulates (about 28x
         # slower than fp32 here): measured 1.1 s per Muon step for the default model on the 2-core development CPU
         log("note: Muon's Newton-Schulz runs in bf16, emulated on this CPU (bf16 matmuls slower than fp32): "
             "expect it to dominate the step")
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"model: {model.num_params():,} parameters ({n_trainable:,} trained) on {device}, "
-        f"autocast {amp_dtype or 'off (fp32)'}")
+    n_trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    log(f"model: {run.model.num_params():,} parameters ({n_trainable:,} trained) on {run.device}, "
+        f"autocast {run.amp_dtype or 'off (fp32)'}")
     extra = f" and {cfg.extra_data}" if cfg.extra_data and cfg.extra_data != "none" else ""
-    log(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split}{extra} ({len(excluded)} excluded as evaluated or copies of "
-        f"{cfg.exclude_evaluated} tasks: {' '.join(excluded[:8])}{' ...' if len(excluded) > 8 else ''}); eval loss on {len(data.eval_rows)} "
+    shown = " ".join(excluded[:8]) + (" ..." if len(excluded) > 8 else "")
+    log(f"data: {data.n_train_tasks} training tasks from {cfg.data}/{cfg.split}{extra} ({len(excluded)} excluded "
+        f"as evaluated or copies of {cfg.exclude_evaluated} tasks: {shown}); eval loss on {len(data.eval_rows)} "
         f"test outputs of {cfg.eval_set} ({data.eval_skipped} longer than {row_tokens} tokens)")
     unit = f"sequences of {row_tokens} tokens, rows packed end to end" if layout.packs else "rows, padded"
     log(f"batches: {cfg.batch_size} {unit}" + (f", {cfg.grad_accum} per step" if cfg.grad_accum > 1 else ""))
-    if world.launched:
-        log(f"data-parallel: {world.size} ranks, {cfg.batch_size * cfg.grad_accum * world.size} {unit.split(',')[0]} per step")
-    compile_s = compile_step(model, data.batches(0), device, amp_dtype, log) if cfg.compile else 0.0
-    # wrapped in DDP after compiling (nanoGPT's order: compile's warm-up runs on each rank alone)
-    forward = world.wrap(model)
-    return Run(cfg, folder, world, device, amp_dtype, tokenizer, data, model, forward, optimizer, described,
-               start_step, metrics, log, clock, final_phase_step, compile_s)
-
-
-def compile_step(model: Transformer, batch: Batch, device: torch.device, amp_dtype: torch.dtype | None, log) -> float:
-    """torch.compile the model's blocks (arc.infra.runtime.compile_regions: one graph serves all of them),
-    compiled now by a forward and backward on `batch` (a training batch: the run's shape); returns the
-    seconds it took. Packed batches all have that one shape: the graph is static and stays the only one.
-    Padded batches vary in length: the graph is dynamic. The model's gradients are cleared afterwards."""
-    packed = batch.segments is not None
-    batch = batch.to(device)
-
-    def warm_up():
-        with autocast(device.type, amp_dtype):
-            logits = model(batch.inputs, task=batch.task, transform=batch.transform, segments=batch.segments)
-        F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE).backward()
-
-    started = time.time()
-    compiled = compile_regions(list(model.blocks), dynamic=not packed, warm_up=warm_up)
-    model.zero_grad(set_to_none=True)
-    seconds = time.time() - started
-    if compiled:
-        shape = f"one static shape, {batch.inputs.shape[0]} x {batch.inputs.shape[1]} tokens" if packed else "dynamic lengths"
-        log(f"compiled the training step ({shape}): {compiled_graphs()} graph(s) in {seconds:.1f} s")
-    return seconds
+    if run.world.launched:
+        per_step = cfg.batch_size * cfg.grad_accum * run.world.size
+        log(f"data-parallel: {run.world.size} ranks, {per_step} {unit.split(',')[0]} per step")
 
 
 # --------------------------------------------------------------------------------------------------
-# Saving, and the loop
+# The loop, and what it does after a step
 # --------------------------------------------------------------------------------------------------
-
-
-def save(run: Run, step: int) -> None:
-    """A checkpoint of step `step` (every rank calls it; rank 0 writes), then the run's report.html."""
-    rng = run.world.gather(torch.get_rng_state())
-    cuda_rng = run.world.gather(torch.cuda.get_rng_state(run.device)) if run.device.type == "cuda" else None
-    if not run.world.is_main:
-        return
-    config = {**run.described, "training": asdict(run.cfg), "step": step, "metrics": run.metrics}
-    state = {"optimizer": run.optimizer.state_dict(), "torch_rng": rng[0], **({"torch_rng_ranks": rng} if run.world.launched else {}),
-             **({"cuda_rng_ranks": cuda_rng} if cuda_rng is not None else {}), "training_seconds": run.clock.seconds,
-             **({"final_phase_step": run.final_phase_step} if run.final_phase_step is not None else {})}
-    run.folder.save(run.model, config, run.tokenizer, state, lora=run.cfg.lora.rank > 0)
-    write_train_report(run.folder.path)  # report.html (loss curves, throughput, config) and loss.svg
 
 
 def first_row(run: Run, step: int) -> int:
@@ -344,92 +325,121 @@ def start_final_phase(run: Run, step: int) -> None:
     run.log(f"final phase from step {step}: {run.cfg.final_evaluated_share:.0%} of the rows from the evaluated tasks")
 
 
-def schedule_of(cfg: TrainConfig) -> Schedule:
-    """The run's learning-rate schedule, over its --max-steps or its --minutes."""
-    return Schedule(cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio, cfg.schedule, cfg.decay_fraction, cfg.max_steps,
-                    None if cfg.minutes is None else cfg.minutes * 60)
+def step_indices(run: Run) -> Iterator[int]:
+    """The steps to take, from the run's start: up to its last step, and with --minutes while training time
+    is left. A --minutes run's final phase (--final-fraction) starts at the first step that falls in it."""
+    step = run.start_step
+    while (run.last_step is None or step < run.last_step) and not run.schedule.over(run.clock.seconds):
+        fraction = run.cfg.final_fraction
+        if fraction and run.final_phase_step is None and run.schedule.in_last_part(fraction, step, run.clock.seconds):
+            start_final_phase(run, step)  # (the batch built ahead for this step keeps its rows)
+        yield step
+        step += 1
+
+
+def micro_batches(run: Run, step: int) -> list[Batch]:
+    """This rank's micro-batches of `step` (built a step ahead, arc.infra.prefetch)."""
+    return [run.data.batches(i) for i in run.world.micro_batches(step, run.cfg.grad_accum)]
+
+
+def counted(run: Run, ahead: Ahead, step: int) -> list[Batch]:
+    """The step's micro-batches, their tokens counted for the throughput."""
+    batches = ahead(step)
+    run.meter.tokens += sum(int((batch.inputs != PAD).sum()) for batch in batches)
+    return batches
+
+
+def log_step(run: Run, done: int, loss: float, lr: float) -> None:
+    """One line on the terminal and one in metrics.jsonl: the step, loss, learning rate, throughput, time."""
+    elapsed = time.time() - run.meter.started
+    rate = run.world.sum(run.meter.tokens) / elapsed
+    if run.cfg.minutes is not None:
+        progress = f"step {done} | trained {duration(run.clock.seconds)} of {duration(run.schedule.seconds)}"
+        eta = ""
+    else:
+        progress = f"step {done}/{run.cfg.max_steps}"
+        eta = f" | eta {duration(elapsed / (done - run.start_step) * (run.last_step - done))}"
+    run.log(f"{progress} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | elapsed {duration(elapsed)}{eta} | "
+            f"skipped rows {run.data.sampler.skipped} | graphs {compiled_graphs()}", flush=True)
+    if run.run_log:
+        run.run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed,
+                            "training_s": run.clock.seconds, "graphs": compiled_graphs()})
+
+
+def evaluate_step(run: Run, done: int) -> None:
+    """The eval loss on the held-out tasks' test outputs (rank 0), kept for the next checkpoint and logged."""
+    began = time.time()
+    with eager():  # its batches have other shapes than training's: no graphs of their own
+        eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
+    if not math.isfinite(eval_loss):
+        raise DivergenceError(f"step {done}: the eval loss is {eval_loss}: training diverged")
+    run.metrics = {"eval_loss": eval_loss, "eval_step": done}
+    print(f"step {done} | eval loss {eval_loss:.4f} per output token on {run.cfg.eval_set}", flush=True)
+    run.run_log.append({"step": done, "eval_loss": eval_loss})
+    run.meter.eval_s += time.time() - began
+
+
+def save(run: Run, step: int) -> None:
+    """A checkpoint of step `step` (every rank calls it; rank 0 writes), then the run's report.html."""
+    began = time.time()
+    rng = run.world.gather(torch.get_rng_state())
+    cuda_rng = run.world.gather(torch.cuda.get_rng_state(run.device)) if run.device.type == "cuda" else None
+    if run.world.is_main:
+        config = {**run.described, "training": asdict(run.cfg), "step": step, "metrics": run.metrics}
+        state = {"optimizer": run.optimizer.state_dict(), "torch_rng": rng[0], "training_seconds": run.clock.seconds,
+                 **({"torch_rng_ranks": rng} if run.world.launched else {}),
+                 **({"cuda_rng_ranks": cuda_rng} if cuda_rng is not None else {}),
+                 **({"final_phase_step": run.final_phase_step} if run.final_phase_step is not None else {})}
+        run.folder.save(run.model, config, run.tokenizer, state, lora=run.cfg.lora.rank > 0)
+        write_train_report(run.folder.path)  # report.html (loss curves, throughput, config) and loss.svg
+    if run.meter:
+        run.meter.save_s += time.time() - began
+
+
+def after_step(run: Run, done: int, loss: float, lr: float) -> None:
+    """Between steps, as the config asks: a log line, the eval loss, a checkpoint (each also after the last step)."""
+    cfg, world = run.cfg, run.world
+    if cfg.minutes is not None and world.launched:  # one mean clock: every rank takes the same lr and stops together
+        run.clock.seconds = world.sum(run.clock.seconds) / world.size
+    last = done == run.last_step or run.schedule.over(run.clock.seconds)
+    if done % cfg.log_every == 0 or last:
+        log_step(run, done, loss, lr)
+    if (done % cfg.eval_every == 0 or last) and world.is_main and run.data.eval_rows:  # none: no eval loss, not 0
+        evaluate_step(run, done)
+    if done % cfg.save_every == 0 or last:
+        save(run, done)
+
+
+def log_time(run: Run, steps: int, waited: float) -> None:
+    """The closing `time:` line (and metrics.jsonl line): where the run's time went."""
+    total = time.time() - run.meter.started
+    parts = {"compiling": run.compile_s, "eval loss": run.meter.eval_s, "checkpoints and reports": run.meter.save_s,
+             "waiting for batches": waited}
+    parts = {"steps": total - sum(parts.values()), **parts}
+    run.log(f"time: {duration(total)} in all: " + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
+    run.run_log.append({"step": run.start_step + steps, "time_s": {"total": total, **parts}})
 
 
 def loop(run: Run) -> None:
-    """fit() from the run's start step to its last (or, with --minutes, until its training time is spent), with
-    a log line, the eval loss and a checkpoint between steps as the config asks. Each step's batches are
-    built one step ahead in a background thread (arc.infra.prefetch), so a step never waits for Python to
-    draw and pack rows; at the end a line says where the run's time went (compiling, steps, eval loss,
-    checkpoints, waiting for batches)."""
-    cfg, world, log, clock = run.cfg, run.world, run.log, run.clock
-    run_log = None  # metrics.jsonl, written by rank 0
-    if world.is_main:
+    """The run's steps from its start step to its last (or, with --minutes, until its training time is spent),
+    after_step between them. Each step's batches are built one step ahead in a background thread
+    (arc.infra.prefetch), so a step never waits for Python to draw and pack rows."""
+    cfg = run.cfg
+    if run.world.is_main:
         run.folder.path.mkdir(parents=True, exist_ok=True)
-        run_log = RunLog(run.folder.path / "metrics.jsonl")
-        run_log.start(run.start_step)  # lines past the checkpoint (logged before a kill) are dropped: each step is logged once
-    schedule, timed = schedule_of(cfg), cfg.minutes is not None
-    # the last step: a step budget's, or --stop-at-step (a --minutes run has none: its time ends it)
-    last_step = cfg.stop_at_step if timed else min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
-    if cfg.final_fraction:  # a step budget's final phase is known from the start (a --minutes run's, once reached)
-        at = run.final_phase_step if timed else last_part_start(cfg.max_steps, cfg.final_fraction)
-        if at is not None:
-            start_final_phase(run, at)
-    started, tokens = time.time() - run.compile_s, [0]  # the elapsed time includes compiling
-    spent = {"eval loss": 0.0, "checkpoints and reports": 0.0}
-
-    def steps():
-        """The steps to take, each yielded as it begins (its training time counted from there): up to
-        last_step, and with --minutes while training time is left."""
-        step = run.start_step
-        while (last_step is None or step < last_step) and not schedule.over(clock.seconds):
-            if cfg.final_fraction and run.final_phase_step is None and schedule.in_last_part(cfg.final_fraction, step, clock.seconds):
-                start_final_phase(run, step)  # (a --minutes run: the batch built ahead for this step keeps its rows)
-            clock.start()
-            yield step
-            step += 1
-
-    def micro_batches(step: int) -> list[Batch]:
-        return [run.data.batches(i) for i in world.micro_batches(step, cfg.grad_accum)]
-
-    def counted(step: int) -> list[Batch]:
-        micro = ahead(step)
-        tokens[0] += sum(int((batch.inputs != PAD).sum()) for batch in micro)
-        return micro
-
-    def after_step(done: int, loss: float, lr: float) -> None:
-        clock.stop()
-        if timed and world.launched:  # the ranks' clocks differ: one mean, so every rank takes the same lr and stops together
-            clock.seconds = world.sum(clock.seconds) / world.size
-        last = done == last_step or schedule.over(clock.seconds)
-        if done % cfg.log_every == 0 or last:
-            elapsed = time.time() - started
-            rate = world.sum(tokens[0]) / elapsed
-            if timed:
-                progress = f"step {done} | trained {duration(clock.seconds)} of {duration(schedule.seconds)}"
-            else:
-                eta = elapsed / (done - run.start_step) * (last_step - done)
-                progress = f"step {done}/{cfg.max_steps}"
-            log(f"{progress} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s | elapsed {duration(elapsed)}"
-                f"{'' if timed else f' | eta {duration(eta)}'} | skipped rows {run.data.sampler.skipped} | graphs {compiled_graphs()}",
-                flush=True)
-            if run_log:
-                run_log.append({"step": done, "loss": loss, "lr": lr, "tokens_per_s": rate, "elapsed_s": elapsed,
-                                "training_s": clock.seconds, "graphs": compiled_graphs()})
-        if (done % cfg.eval_every == 0 or last) and world.is_main and run.data.eval_rows:  # none: no eval loss, not 0
-            began = time.time()
-            with eager():  # its batches have other shapes than training's: no graphs of their own
-                eval_loss = output_token_loss(run.model, run.data.eval_rows, run.amp_dtype)
-            if not math.isfinite(eval_loss):
-                raise DivergenceError(f"step {done}: the eval loss is {eval_loss}: training diverged")
-            run.metrics = {"eval_loss": eval_loss, "eval_step": done}
-            print(f"step {done} | eval loss {eval_loss:.4f} per output token on {cfg.eval_set}", flush=True)
-            run_log.append({"step": done, "eval_loss": eval_loss})
-            spent["eval loss"] += time.time() - began
-        if done % cfg.save_every == 0 or last:
-            began = time.time()
-            save(run, done)
-            spent["checkpoints and reports"] += time.time() - began
-
+        run.run_log = RunLog(run.folder.path / "metrics.jsonl")
+        run.run_log.start(run.start_step)  # lines past the checkpoint (logged before a kill) go: each step logged once
+    if cfg.final_fraction and cfg.minutes is None:  # a step budget's final phase is known from the start
+        start_final_phase(run, last_part_start(cfg.max_steps, cfg.final_fraction))
+    elif cfg.final_fraction and run.final_phase_step is not None:  # a --minutes run's, once it was reached
+        start_final_phase(run, run.final_phase_step)
+    run.meter = Meter(time.time() - run.compile_s)  # the elapsed time includes compiling
     trained = [p for p in run.model.parameters() if p.requires_grad]
     try:
-        with Ahead(micro_batches, last_step) as ahead:
-            report = fit(run.forward, run.optimizer, trained, counted, lambda step: schedule.lr(step, clock.seconds),
-                         steps(), cfg.grad_clip, run.device, run.amp_dtype, world, after_step=after_step)
+        with Ahead(partial(micro_batches, run), run.last_step) as ahead:
+            report = take_steps(run.forward, run.optimizer, trained, partial(counted, run, ahead), run.schedule,
+                                step_indices(run), cfg.grad_clip, run.device, run.amp_dtype, run.world, run.clock,
+                                partial(after_step, run))
     except DivergenceError as error:
         raise DivergenceError(f"{error} (try a lower --lr, or --grad-clip > 0); nothing non-finite was saved, "
                               f"{run.folder.path} keeps {run.folder.kept()}") from None
@@ -437,12 +447,8 @@ def loop(run: Run) -> None:
         raise ConfigError(f"{error}: raise --max-row-tokens (and --max-seq-len)") from None
     if report.steps == 0 and not run.folder.resume:
         save(run, run.start_step)  # e.g. --max-steps 0: an untrained checkpoint, the honest zero baseline
-    elif report.steps and world.is_main:
-        total = time.time() - started
-        parts = {"compiling": run.compile_s, **spent, "waiting for batches": ahead.waited}
-        parts = {"steps": total - sum(parts.values()), **parts}
-        log(f"time: {duration(total)} in all: " + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
-        run_log.append({"step": run.start_step + report.steps, "time_s": {"total": total, **parts}})
+    elif report.steps and run.world.is_main:
+        log_time(run, report.steps, ahead.waited)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
