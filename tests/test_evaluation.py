@@ -271,7 +271,7 @@ def test_evaluate_with_test_time_training_dfs_and_poe(untrained_checkpoint, tmp_
     cfg = EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
                      precision="fp32", out=str(tmp_path / "ttt"),
                      decoding=DecodeConfig(decode="dfs", views=2, select="poe", dfs_threshold=0.5),
-                     ttt=TTTConfig(steps=2, batch_size=2))
+                     ttt=TTTConfig(steps=2, batch_size=2), compile=False)
     results = evaluate(cfg)
     # "aaa" has 2 demonstrations (leave-one-out works), "bbb" only 1 (test-time training is skipped)
     assert results["tasks"]["aaa"]["ttt"]["steps"] == 2 and results["tasks"]["bbb"]["ttt"]["skipped"]

@@ -333,7 +333,8 @@ def test_evaluate_adapts_to_tasks_the_checkpoint_has_no_embedding_for(tmp_path):
     from arc.inference.config import AdaptConfig
     results = evaluate(EvalConfig(checkpoint=str(checkpoint), data=str(tmp_path / "new_challenges.json"), device="cpu",
                                   precision="fp32", out=str(tmp_path / "eval-out"),
-                                  decoding=DecodeConfig(views=2), adapt=AdaptConfig(steps=2, batch_size=2)))
+                                  decoding=DecodeConfig(views=2), adapt=AdaptConfig(steps=2, batch_size=2),
+                                  compile=False))
     assert results["adapt"]["tasks"] == 2 and results["adapt"]["steps"] == 2 and results["layout"] == "pair"
     assert set(json.loads((tmp_path / "eval-out" / "submission.json").read_text())) == {"new0", "new1"}
 

@@ -68,41 +68,43 @@ class DecodeConfig:
         return found
 
 
+# Step caps standing for "as many as the budget allows" under --minutes (far beyond what any budget reaches)
+BUDGET_STEPS = 10**9
+
+
 @dataclass
 class TTTConfig:
-    steps: int = option(0, integer(0))  # AdamW steps per task on its demonstrations (0: no test-time training)
-    seconds: float = option(0.0, number(0))  # also stop a task's training after this many seconds (0: no time limit)
+    steps: int | None = option(None, optional(integer(0)))  # AdamW steps per task on its demonstrations (0: no test-time training; default: none without --minutes, as many as the budget gives with it)
+    seconds: float = option(0.0, number(0))  # also stop a task's training after this many seconds (0: no time limit; under --minutes the budget decides)
     train: str = option("full", choice("full", "lora", "embeddings"))  # what moves: every parameter | a fresh LoRA adapter | the task's embedding row
     stop: str = option("steps", choice("steps", "loo"))  # steps: train `steps` steps | loo: as many (up to `steps`) as minimised a held-out demonstration's loss when training on the others
     # the per-task adapter of --ttt-train lora (flags --ttt-rank, --ttt-alpha, ...)
     lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
     lr: float = option(1e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
-    batch_size: int = option(4, integer(1, MAX_BATCH))  # rows per step; every step gets fresh rows (fresh augmentations)
+    batch_size: int = option(1, integer(1, MAX_BATCH))  # per step, as train.py's: packed sequences of the row budget (pair layout: a 2,048-token sequence holds ~6 rows), or rows padded (in_context); every step gets fresh rows (fresh augmentations)
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # longest row in tokens; None: the evaluation's context budget
     augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
 
-    def problems(self, flag) -> list[str]:
-        """An adapter of rank 0 cannot train; without steps (test-time training off) the other settings do nothing."""
-        found = []
-        if type(self.steps) is not int or self.steps < 0:
-            return found  # refused by its rule
-        if self.steps > 0:
-            if self.train == "lora" and self.lora.rank == 0:
-                found.append(f"{flag('lora.rank')} 0: test-time training with {flag('train')} lora trains an adapter of rank >= 1")
-            elif self.train != "lora":
-                found += ignored(self, flag, [n for n in settings(TTTConfig) if n.startswith("lora.")], f"applies to {flag('train')} lora only (this run: {flag('train')} {self.train})")
-            return found
-        return found + ignored(self, flag, [name for name in settings(TTTConfig) if name != "steps"],
-                               f"applies to test-time training only (this run: {flag('steps')} 0)")
+    def problems_when_on(self, flag) -> list[str]:
+        """An adapter of rank 0 cannot train; the adapter's settings do nothing without one. EvalConfig asks
+        while test-time training is on (which it knows: it depends on the budget too)."""
+        if self.train == "lora" and self.lora.rank == 0:
+            return [f"{flag('lora.rank')} 0: test-time training with {flag('train')} lora trains an adapter of rank >= 1"]
+        if self.train != "lora":
+            return ignored(self, flag, [n for n in settings(TTTConfig) if n.startswith("lora.")],
+                           f"applies to {flag('train')} lora only (this run: {flag('train')} {self.train})")
+        return []
 
 
 @dataclass
 class AdaptConfig:
-    steps: int = option(300, integer(0))  # optimizer steps on the new tasks' demonstrations (0: refuse tasks without an embedding)
-    seconds: float = option(30.0, number(0))  # also stop after this many seconds per new task (the tasks adapt jointly: the budget is seconds x tasks; 0: no time limit); bounds a large unseen task's adaptation
+    steps: int | None = option(None, optional(integer(0)))  # optimizer steps on the new tasks' demonstrations (0: refuse tasks without an embedding; default: 300 without --minutes, as many as the budget gives with it)
+    seconds: float = option(30.0, number(0))  # also stop after this many seconds per new task (the tasks adapt jointly: the budget is seconds x tasks; 0: no time limit; under --minutes the budget decides); bounds a large unseen task's adaptation
     train: str = option("embeddings", choice("embeddings", "full"))  # embeddings: only the new tasks' rows | full: every parameter
-    lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
-    batch_size: int = option(16, integer(1, MAX_BATCH))  # rows per step
+    lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the budget, then cosine to a tenth)
+    batch_size: int = option(1, integer(1, MAX_BATCH))  # per step: packed sequences of the context budget (pair layout), as train.py's
+    replay: float = option(0.0, number(0, 1, below=True))  # (full) share of the rows from the checkpoint's own training tasks, so that a fine-tune of every weight keeps them (rebuilt from its config.json)
+    save_every: int = option(0, integer(0))  # steps between saves of the adapted model into --out/adapted (0: every 5 minutes of adaptation), from which --resume continues
 
 
 def task_ids(value) -> str | None:
@@ -126,8 +128,20 @@ class EvalConfig:
     decoding: DecodeConfig = nested(DecodeConfig)  # views, strategy, selection (arc.inference.predict)
     ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)
     adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")  # (pair layout) new embeddings for tasks the checkpoint has none for
+    minutes: float | None = option(None, optional(number(0, 10**6, above=True)))  # the whole evaluation (loading to submission.json) within this many minutes: joint adaptation of unseen tasks, then test-time training per task, then prediction, by the rule of arc.inference.budget
+    adapt_share: float = option(0.3, number(0, 1))  # (--minutes) share of the budget left after loading for the joint adaptation, when some tasks are unseen
+    resume: bool = False  # continue the evaluation in --out: its saved adaptation and the tasks it finished (the same flags)
+    compile: bool = True  # torch.compile the model's blocks for adaptation's and test-time training's steps (the training step's shape: packed sequences for the pair layout); prediction runs eagerly
     show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
     seed: int = option(0, integer(0, MAX_SEED))  # seeds everything random in an evaluation: the views, sampling, adaptation and test-time training
+
+    def ttt_steps(self) -> int:
+        """Test-time training's step cap: the flag, else none without --minutes and the budget's with it."""
+        return self.ttt.steps if self.ttt.steps is not None else 0 if self.minutes is None else BUDGET_STEPS
+
+    def adapt_steps(self) -> int:
+        """Adaptation's step cap: the flag, else 300 without --minutes and the budget's with it."""
+        return self.adapt.steps if self.adapt.steps is not None else 300 if self.minutes is None else BUDGET_STEPS
 
     def problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)
@@ -138,4 +152,20 @@ class EvalConfig:
             folder = getattr(self, name)
             if folder is not None and not has_checkpoint(folder):
                 found.append(f"{flag(name)} {folder}: must be a checkpoint folder (a run folder of train.py)")
-        return found
+        return found + self._budget_problems(flag)
+
+    def _budget_problems(self, flag) -> list[str]:
+        """Settings that --minutes decides, or that mean nothing without it; test-time training's while it is off."""
+        if type(self.ttt.steps) not in (int, type(None)) or type(self.minutes) not in (int, float, type(None)):
+            return []  # refused by their rules
+        found = []
+        if self.minutes is not None:
+            found += ignored(self, flag, ["ttt.seconds", "adapt.seconds"], f"the budget decides it under {flag('minutes')}")
+        else:
+            found += ignored(self, flag, ["adapt_share"], f"applies to a budgeted run ({flag('minutes')}) only")
+        if self.adapt.train != "full":
+            found += ignored(self, flag, ["adapt.replay"], f"applies to {flag('adapt.train')} full only")
+        if self.ttt_steps() == 0:
+            return found + ignored(self, flag, [f"ttt.{name}" for name in settings(TTTConfig) if name != "steps"],
+                                   f"applies to test-time training only (this run: {flag('ttt.steps')} 0)")
+        return found + self.ttt.problems_when_on(lambda name: flag(f"ttt.{name}"))

@@ -2,8 +2,8 @@
 
     evaluate(cfg)
         open            the checkpoint (its model and layout), the tasks, the output folder (proven writable)
-        adapt           tasks the layout's task table lacks get a trained row (arc.inference.adapt)
-        predict         per group of tasks (all at once, or one at a time with test-time training):
+        adapt           tasks the layout's task table lacks get a trained row, jointly (arc.inference.adapt)
+        predict         per group of tasks (all at once, or one at a time with test-time training or a budget):
                             test-time training   fine-tune on the task's demonstrations (arc.inference.ttt)
                             generate             candidates under views (arc.inference.predict)
                             select               the attempts: vote or product of experts
@@ -11,7 +11,11 @@
         write           the table, submission.json, report.html, results.json
 
 Each stage is one function below taking what the stages before it made; a new stage is one more function
-and one more line in `evaluate` (or in `predict_group`, for a per-task stage).
+and one more line in `evaluate` (or in `predict_task`, for a per-task stage).
+
+With --minutes M the whole of it ends within M minutes: arc.inference.budget's rule gives the adaptation and
+each task's test-time training their seconds as the run goes. What a run has done is kept in --out as it goes
+(the adapted model, a file per finished task, the time spent), so a killed run continues with --resume.
 """
 from __future__ import annotations
 
@@ -19,25 +23,28 @@ import contextlib
 import hashlib
 import json
 import math
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from arc.data.tasks import Task, load_tasks, select_tasks
-from arc.inference.adapt import AdaptReport, adapt
+from arc.inference.adapt import AdaptReport, adapt, new_tasks, replay_tasks
+from arc.inference.budget import Budget
 from arc.inference.config import EvalConfig
 from arc.inference.predict import Prediction, generate, select
 from arc.inference.results import print_table, score_tasks, write_results
 from arc.inference.submission import build_submission, write_submission
-from arc.inference.ttt import check_trainable, task_training
+from arc.inference.ttt import TTTReport, check_trainable, task_training
 from arc.infra.config import validate
 from arc.infra.errors import ConfigError, DivergenceError
-from arc.infra.files import check_writable, locked
-from arc.infra.runtime import autocast_dtype, resolve_device
+from arc.infra.files import atomic_write_text, check_writable, json_text, locked, read_json
+from arc.infra.runtime import autocast_dtype, eager, resolve_device
 from arc.layouts import make_layout
-from arc.layouts.rows import Layout
+from arc.layouts.rows import Layout, answer_limit
 from arc.model.checkpoint import adapter_base, checkpoint_dir, has_checkpoint, load_model, read_config
 from arc.model.lora import merge_lora
 from arc.model.transformer import Transformer
@@ -74,12 +81,19 @@ class Evaluation:
     task_set: str  # the set's name ("selected" for --tasks)
     checkpoint: str  # the folder named (or chosen)
     loaded: dict  # the step folders actually loaded, and their steps
+    config: dict  # the loaded checkpoint's config.json
     step: int | None  # the checkpoint's training step
     context_tokens: int  # tokens per example, prompt and answer
     device: torch.device
     amp_dtype: torch.dtype | None
-    out: Path  # results.json, submission.json, report.html
+    out: Path  # results.json, submission.json, report.html; the run's progress (ADAPTED, TASKS, PROGRESS)
     method: str  # the settings in words, for the log and the report
+    budget: Budget  # --minutes: the deadline and the rule that spends it
+
+
+# What a run keeps in --out as it goes, for --resume: the adapted model (a run folder), a file per finished task,
+# the seconds spent
+ADAPTED, TASKS, PROGRESS = "adapted", "tasks", "progress.json"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,22 +101,20 @@ class Evaluation:
 # --------------------------------------------------------------------------------------------------
 
 
-def open_evaluation(cfg: EvalConfig) -> Evaluation:
-    """The checkpoint (or a LoRA run on its base), its layout and the tasks; --out proven writable now,
-    not after hours of decoding."""
+def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
+    """The checkpoint (or a LoRA run on its base; resuming, the adaptation saved in --out), its layout and the
+    tasks; --out proven writable now, not after hours of decoding."""
     device = resolve_device(cfg.device, cfg.threads)
-    if cfg.adapter:
-        # load_model puts the adapter on the base its run recorded (relative to the run folder): that is
-        # the checkpoint evaluated
-        base = str(adapter_base(cfg.adapter))
-        if cfg.checkpoint and checkpoint_dir(base).resolve() != checkpoint_dir(cfg.checkpoint).resolve():
-            raise ConfigError(f"adapter {cfg.adapter} was trained on {base}, not on {cfg.checkpoint}")
-        checkpoint = cfg.checkpoint or base
-    else:
-        checkpoint = cfg.checkpoint or newest_checkpoint()
-    # the newest complete checkpoint of each folder, resolved once: what is loaded is what is recorded
-    loaded = {"checkpoint": str(checkpoint_dir(checkpoint)), "adapter": str(checkpoint_dir(cfg.adapter)) if cfg.adapter else None}
-    model, tokenizer, config = load_model(loaded["adapter"] or loaded["checkpoint"], device)
+    checkpoint, loaded = chosen_checkpoint(cfg)
+    out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{cfg.task_set or default_task_set(cfg)}")
+    try:
+        check_writable(out)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    start_progress(cfg, out, budget)
+    if cfg.resume and has_checkpoint(out / ADAPTED):  # the adaptation saved by the run resumed: its grown table
+        loaded["adapted"] = str(checkpoint_dir(out / ADAPTED))
+    model, tokenizer, config = load_model(loaded.get("adapted") or loaded["adapter"] or loaded["checkpoint"], device)
     loaded["step"] = config.get("step")
     if cfg.adapter:
         loaded["checkpoint_step"] = config.get("base_step", read_config(loaded["checkpoint"]).get("step"))
@@ -116,10 +128,44 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
     context_tokens = cfg.context_tokens or model.cfg.max_seq_len
     if context_tokens > model.cfg.max_seq_len:
         raise ConfigError(f"--context-tokens {context_tokens} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
-    if cfg.ttt.steps > 0:
+    if cfg.ttt_steps() > 0:
         check_trainable(model, layout, cfg.ttt.train)
+    tasks, task_set = chosen_tasks(cfg)
+    step = config.get("base_step", config.get("step")) if "adaptation" in config else config.get("step")
+    ev = Evaluation(cfg, model, layout, tasks, task_set, checkpoint, loaded, config, step, context_tokens, device,
+                    autocast_dtype(device, cfg.precision), out, "", budget)
+    ev.method = method_words(ev)
+    print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / "
+          f"{sum(len(t.test) for t in tasks)} test inputs from {cfg.data}/{cfg.split} [{task_set}]: {ev.method}, "
+          f"on {device}", flush=True)
+    if step == 0:
+        print("note: this checkpoint was never trained; expect a score of 0")
+    return ev
 
-    task_set = cfg.task_set or ("seed20" if (cfg.data, cfg.split) == ("arc1", "evaluation") else "all")
+
+def default_task_set(cfg: EvalConfig) -> str:
+    return "seed20" if (cfg.data, cfg.split) == ("arc1", "evaluation") else "all"
+
+
+def chosen_checkpoint(cfg: EvalConfig) -> tuple[str, dict]:
+    """The checkpoint folder evaluated (named, the adapter's base, or the newest), and the step folders loaded."""
+    if cfg.adapter:
+        # load_model puts the adapter on the base its run recorded (relative to the run folder): that is
+        # the checkpoint evaluated
+        base = str(adapter_base(cfg.adapter))
+        if cfg.checkpoint and checkpoint_dir(base).resolve() != checkpoint_dir(cfg.checkpoint).resolve():
+            raise ConfigError(f"adapter {cfg.adapter} was trained on {base}, not on {cfg.checkpoint}")
+        checkpoint = cfg.checkpoint or base
+    else:
+        checkpoint = cfg.checkpoint or newest_checkpoint()
+    # the newest complete checkpoint of each folder, resolved once: what is loaded is what is recorded
+    return checkpoint, {"checkpoint": str(checkpoint_dir(checkpoint)),
+                        "adapter": str(checkpoint_dir(cfg.adapter)) if cfg.adapter else None}
+
+
+def chosen_tasks(cfg: EvalConfig) -> tuple[list[Task], str]:
+    """The tasks to evaluate and the set's name."""
+    task_set = cfg.task_set or default_task_set(cfg)
     all_tasks = load_tasks(cfg.data, cfg.split)
     if cfg.tasks:
         task_set = "selected"
@@ -128,41 +174,79 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
         tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.max_tasks)
     if not tasks:
         raise ConfigError(f"--data {cfg.data}: no task to evaluate (the set selected is empty)")
-    unseen = [t.id for t in tasks if not layout.knows(t.id)]
-    step, d = config.get("step"), cfg.decoding
-    method = (f"{d.decode}, {d.views or layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
-              + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps"
-                 + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else "") + ")" if unseen else "")
-              + (f", test-time training ({cfg.ttt.train}) {cfg.ttt.steps} steps" + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else "") + " per task" if cfg.ttt.steps > 0 else ""))
-    print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / {sum(len(t.test) for t in tasks)} "
-          f"test inputs from {cfg.data}/{cfg.split} [{task_set}]: {method}, on {device}", flush=True)
-    if step == 0:
-        print("note: this checkpoint was never trained; expect a score of 0")
-    out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{task_set}")
-    try:
-        check_writable(out)
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    return Evaluation(cfg, model, layout, tasks, task_set, checkpoint, loaded, step, context_tokens, device,
-                      autocast_dtype(device, cfg.precision), out, method)
+    return tasks, task_set
+
+
+def method_words(ev: Evaluation) -> str:
+    """The evaluation's settings in words."""
+    cfg, d = ev.cfg, ev.cfg.decoding
+    unseen = [t.id for t in ev.tasks if not ev.layout.knows(t.id)]
+    words = f"{d.decode}, {d.views or ev.layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
+    if cfg.minutes is not None:
+        words += f", within {cfg.minutes:g} minutes"
+    if unseen:
+        limit = (f"{cfg.adapt_share:.0%} of the budget" if cfg.minutes is not None else f"{cfg.adapt_steps()} steps"
+                 + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else ""))
+        replay = f", replay {cfg.adapt.replay:.0%}" if cfg.adapt.replay else ""
+        words += f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}{replay}, {limit})"
+    if cfg.ttt_steps() > 0:
+        limit = ("the budget's share" if cfg.minutes is not None else f"{cfg.ttt_steps()} steps"
+                 + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else ""))
+        words += f", test-time training ({cfg.ttt.train}) {limit} per task"
+    return words
+
+
+def start_progress(cfg: EvalConfig, out: Path, budget: Budget) -> None:
+    """A fresh run clears what an earlier run into --out kept for resuming; a resumed one takes up its clock."""
+    if not cfg.resume:
+        shutil.rmtree(out / ADAPTED, ignore_errors=True)
+        shutil.rmtree(out / TASKS, ignore_errors=True)
+        (out / PROGRESS).unlink(missing_ok=True)
+        return
+    if (out / PROGRESS).is_file():
+        budget.spent_before = float(read_json(out / PROGRESS, 1 << 16).get("spent_seconds", 0.0))
+        print(f"resuming the evaluation in {out}: {budget.spent_before:.0f}s spent before", flush=True)
+
+
+def save_progress(ev: Evaluation) -> None:
+    atomic_write_text(ev.out / PROGRESS, json_text({"spent_seconds": ev.budget.spent(), "minutes": ev.cfg.minutes}))
 
 
 def adapt_stage(ev: Evaluation) -> AdaptReport | None:
-    """New rows of the task table, trained, for the tasks the checkpoint has none for (None: none needed)."""
-    if all(ev.layout.knows(t.id) for t in ev.tasks):
+    """New rows of the task table, trained jointly, for the tasks the checkpoint has none for (None: none needed);
+    with --adapt-replay, rows of the checkpoint's own training tasks beside them. Saved in --out as it goes."""
+    if not new_tasks(ev.layout, ev.tasks) and "adaptation" not in ev.config:
         return None
-    adapted = adapt(ev.model, ev.tasks, ev.layout, ev.cfg.adapt, ev.context_tokens, ev.device, ev.cfg.seed, ev.amp_dtype)
-    print(f"adapted {adapted.tasks} new task embeddings: {adapted.steps} steps in {adapted.seconds:.0f}s, "
-          f"loss {adapted.first_loss:.3f} -> {adapted.last_loss:.3f}", flush=True)
+    cfg = ev.cfg
+    where = str(Path(ev.loaded["checkpoint"]) / "config.json")
+    replay = replay_tasks(ev.config, where, ev.tasks, ev.layout) if cfg.adapt.replay > 0 else []
+    adapt_cfg = replace(cfg.adapt, steps=cfg.adapt_steps())
+    adapted = adapt(ev.model, ev.tasks, ev.layout, adapt_cfg, ev.context_tokens, ev.device, cfg.seed, ev.amp_dtype,
+                    replay=replay, seconds=ev.budget.adaptation_seconds(), folder=ev.out / ADAPTED,
+                    base_config=ev.config, compile=cfg.compile)
+    loss = f", loss {adapted.first_loss:.3f} -> {adapted.last_loss:.3f}" if adapted.first_loss is not None else ""
+    print(f"adapted {adapted.tasks} new task embeddings: {adapted.steps} steps in {adapted.seconds:.0f}s{loss}"
+          + (f" ({ev.budget.words()})" if ev.budget.bounded else ""), flush=True)
+    save_progress(ev)
     return adapted
 
 
-def per_task_training(ev: Evaluation, task: Task, n: int):
-    """A context in which the model is trained on task's demonstrations (the n-th task), yielding the
-    report; the model is the checkpoint's again after it. Without test-time training: nothing, None."""
-    if ev.cfg.ttt.steps <= 0:
+def per_task_training(ev: Evaluation, task: Task, n: int, seconds: float | None):
+    """A context in which the model is trained on task's demonstrations (the n-th task) for `seconds` (None: the
+    flags' budget), yielding the report; the model is the checkpoint's again after it. Without test-time
+    training: nothing, None; without time left in the budget, nothing trained and a report that says so."""
+    if ev.cfg.ttt_steps() <= 0:
         return contextlib.nullcontext()
-    return task_training(ev.model, task, ev.layout, ev.cfg.ttt, ev.device, ev.context_tokens, ev.cfg.seed + n, ev.amp_dtype)
+    if seconds is not None and seconds < MIN_TTT_SECONDS:
+        return contextlib.nullcontext(TTTReport(0, None, 0.0, None, None, "no time left in the budget"))
+    cfg = replace(ev.cfg.ttt, steps=ev.cfg.ttt_steps())
+    return task_training(ev.model, task, ev.layout, cfg, ev.device, ev.context_tokens, ev.cfg.seed + n, ev.amp_dtype,
+                         seconds=seconds, compile=ev.cfg.compile)
+
+
+# Below this many seconds a task's test-time training is skipped: its first step may well compile, and a handful of
+# steps would only disturb the model (the first Adam steps on a trained model raise the loss, RESULTS.md)
+MIN_TTT_SECONDS = 2.0
 
 
 def predict_group(ev: Evaluation, tasks: list[Task], first_example: int) -> list[Prediction]:
@@ -171,36 +255,92 @@ def predict_group(ev: Evaluation, tasks: list[Task], first_example: int) -> list
     views however the tasks are grouped."""
     seed = ev.cfg.seed + first_example
     examples = [e for t in tasks for e in t.examples()]
-    found = generate(ev.model, ev.layout, examples, ev.context_tokens, ev.cfg.decoding, ev.amp_dtype, seed)
-    return select(ev.model, ev.layout, found, ev.context_tokens, ev.cfg.decoding, ev.amp_dtype, seed)
+    with eager():  # the KV cache's shapes vary: no graphs of their own (the blocks may be compiled for fine-tunes)
+        found = generate(ev.model, ev.layout, examples, ev.context_tokens, ev.cfg.decoding, ev.amp_dtype, seed)
+        return select(ev.model, ev.layout, found, ev.context_tokens, ev.cfg.decoding, ev.amp_dtype, seed)
+
+
+def answer_tokens(ev: Evaluation, task: Task) -> int:
+    """What a task's prediction decodes at most: views x the answer limit of each test input (the budget's
+    estimate of its time)."""
+    views = ev.cfg.decoding.views or ev.layout.default_views
+    return views * sum(answer_limit(e.hidden(), ev.cfg.decoding.limit_slack) for e in task.examples())
+
+
+def not_predicted(task: Task) -> list[Prediction]:
+    """The attempts of a task the budget did not reach: its test inputs, so that submission.json stays valid."""
+    return [Prediction(e, [e.test.input], "not predicted: the budget ran out") for e in task.examples()]
+
+
+def predict_task(ev: Evaluation, task: Task, n: int, first_example: int) -> tuple[list[Prediction], dict]:
+    """One task's test-time training and prediction within its share of the budget; its results.json entry."""
+    tokens = answer_tokens(ev, task)
+    if not ev.budget.can_predict(tokens):
+        ev.budget.not_predicted.append(task.id)
+        return not_predicted(task), {"seconds": 0.0}
+    started = time.time()
+    with per_task_training(ev, task, n, ev.budget.task_seconds(len(ev.tasks) - n, tokens)) as report:
+        began = time.time()
+        found = predict_group(ev, [task], first_example)
+        ev.budget.predicted(time.time() - began, tokens)
+    return found, {"seconds": time.time() - started, **({"ttt": asdict(report)} if report is not None else {})}
+
+
+def save_task(ev: Evaluation, task: Task, found: list[Prediction], entry: dict) -> None:
+    """A finished task's attempts and entry in --out (TASKS), so that --resume skips it."""
+    record = {"entry": entry, "predictions": [
+        {"attempts": [a.tolist() for a in p.attempts], "status": p.status, "prompt_tokens": p.prompt_tokens,
+         "candidates": p.candidates, "votes": p.votes,
+         "attempts_by": {m: [a.tolist() for a in grids] for m, grids in p.attempts_by.items()}} for p in found]}
+    (ev.out / TASKS).mkdir(exist_ok=True)
+    atomic_write_text(ev.out / TASKS / f"{task.id}.json", json_text(record))
+
+
+def saved_task(ev: Evaluation, task: Task) -> tuple[list[Prediction], dict] | None:
+    """The attempts and entry a resumed run's earlier process saved for task; None when it did not finish it."""
+    path = ev.out / TASKS / f"{task.id}.json"
+    if not ev.cfg.resume or not path.is_file():
+        return None
+    record = read_json(path, MAX_TASK_RECORD)
+    grids = lambda attempts: [np.array(a, dtype=np.uint8) for a in attempts]  # noqa: E731
+    found = [Prediction(e, grids(p["attempts"]), p["status"], p["prompt_tokens"], p["candidates"], p["votes"],
+                        {m: grids(a) for m, a in p["attempts_by"].items()})
+             for e, p in zip(task.examples(), record["predictions"])]
+    return found, record["entry"]
+
+
+MAX_TASK_RECORD = 64 << 20  # a task's saved attempts: a few 30x30 grids per test input, far below this
 
 
 def predict_stage(ev: Evaluation) -> tuple[list[Prediction], dict[str, dict]]:
     """Every test input's prediction, and per task its seconds (and test-time-training report).
 
-    Greedy decoding without test-time training predicts all tasks as one group (better batching;
-    arc.inference.predict reports its progress). Otherwise tasks go one by one, each under its own
-    test-time training, and a line reports each finished task."""
-    if ev.cfg.ttt.steps <= 0 and ev.cfg.decoding.decode == "greedy":
+    Greedy decoding without test-time training or a budget predicts all tasks as one group (better
+    batching; arc.inference.predict reports its progress). Otherwise tasks go one by one, each under its own
+    test-time training and share of the budget, each saved in --out when done, and a line reports each."""
+    if ev.cfg.ttt_steps() <= 0 and ev.cfg.decoding.decode == "greedy" and not ev.budget.bounded:
         started = time.time()
         predictions = predict_group(ev, ev.tasks, 0)
         return predictions, {t.id: {"seconds": (time.time() - started) / max(len(ev.tasks), 1)} for t in ev.tasks}
     predictions, per_task, progress, first_example = [], {}, Progress(len(ev.tasks)), 0
     for n, task in enumerate(ev.tasks):
-        started = time.time()
-        with per_task_training(ev, task, n) as report:
-            found = predict_group(ev, [task], first_example)
-        entry = {"seconds": time.time() - started, **({"ttt": asdict(report)} if report is not None else {})}
+        kept = saved_task(ev, task)
+        found, entry = kept or predict_task(ev, task, n, first_example)
+        if kept is None:
+            save_task(ev, task, found, entry)
+            save_progress(ev)
         first_example += len(task.test)
         predictions += found
         per_task[task.id] = entry
         known = [p.correct for p in found if p.correct is not None]
-        progress.task_done(task.id, all(known) if known else None, ttt_words(entry["ttt"]) if "ttt" in entry else "")
+        words = [ttt_words(entry["ttt"]) if "ttt" in entry else "", "resumed" if kept else "", ev.budget.words(),
+                 "not predicted: the budget ran out" if task.id in ev.budget.not_predicted else ""]
+        progress.task_done(task.id, all(known) if known else None, " | ".join(w for w in words if w))
     return predictions, per_task
 
 
 def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[str, dict],
-                adapted: AdaptReport | None, started: float) -> dict:
+                adapted: AdaptReport | None) -> dict:
     """results.json's content: exact-match scores (arc.inference.results), each task's seconds, test-time
     training report and eval loss (mean NLL per output token of its known test outputs), and the run's
     settings."""
@@ -211,7 +351,8 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
     scored = {t.id: ev.layout.scored_rows([e for e in t.examples() if e.test.output is not None], ev.context_tokens)[0]
               for t in ev.tasks}
     flat, groups = [r for rs in scored.values() for r in rs], [k for k, rs in scored.items() for _ in rs]
-    results["eval_loss"], task_loss = grouped_loss(ev.model, flat, groups, 8, ev.amp_dtype) if flat else (None, {})
+    with eager():
+        results["eval_loss"], task_loss = grouped_loss(ev.model, flat, groups, 8, ev.amp_dtype) if flat else (None, {})
     if results["eval_loss"] is not None and not math.isfinite(results["eval_loss"]):
         # the weights were checked finite when loaded (and after adaptation): the arithmetic overflowed
         raise DivergenceError(f"the eval loss is {results['eval_loss']}: the model's outputs are not finite numbers "
@@ -220,9 +361,11 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
         results["tasks"][task_id]["loss"] = loss
     results.update(checkpoint=ev.checkpoint, adapter=cfg.adapter, step=ev.step, loaded=ev.loaded, data=cfg.data,
                    split=cfg.split, task_set=ev.task_set, method=ev.method, decoding=asdict(cfg.decoding),
-                   ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None, layout=ev.layout.name,
-                   adapt=asdict(adapted) if adapted else None,
-                   seconds_total=time.time() - started, seconds_per_task=(time.time() - started) / max(len(ev.tasks), 1))
+                   ttt=asdict(replace(cfg.ttt, steps=cfg.ttt_steps())) if cfg.ttt_steps() > 0 else None,
+                   layout=ev.layout.name,
+                   adapt=asdict(adapted) if adapted else None, minutes=cfg.minutes,
+                   not_predicted=list(ev.budget.not_predicted),
+                   seconds_total=ev.budget.spent(), seconds_per_task=ev.budget.spent() / max(len(ev.tasks), 1))
     return results
 
 
@@ -245,11 +388,11 @@ def write_stage(ev: Evaluation, results: dict, predictions: list[Prediction]) ->
 
 
 def evaluate(cfg: EvalConfig) -> dict:
+    budget = Budget(None if cfg.minutes is None else cfg.minutes * 60, cfg.adapt_share)  # the clock starts here
     validate(cfg)  # every flag, before any work (each field's rule, EvalConfig.problems and its nested configs')
-    ev = open_evaluation(cfg)
-    started = time.time()
+    ev = open_evaluation(cfg, budget)
     adapted = adapt_stage(ev)
     predictions, per_task = predict_stage(ev)
-    results = score_stage(ev, predictions, per_task, adapted, started)
+    results = score_stage(ev, predictions, per_task, adapted)
     write_stage(ev, results, predictions)
     return results

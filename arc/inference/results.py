@@ -81,6 +81,9 @@ def print_table(results: dict) -> None:
           f"per output token | {results.get('seconds_per_task', 0):.1f}s per task")
     for name, value in results["score_by_selection"].items():
         print(f"  attempts chosen by {name}: score {show(value)}")
+    if results.get("not_predicted"):
+        print(f"  not predicted ({len(results['not_predicted'])} tasks): the budget ran out before them; their "
+              "attempts are their test inputs")
 
 
 def write_results(results: dict, out: Path) -> Path:

@@ -55,7 +55,6 @@ TRAINED = ("full", "lora", "embeddings")
 class TTTReport:
     steps: int  # optimizer steps taken
     chosen_steps: int | None  # the step count the leave-one-out probe chose (stop "loo"), else None
-    rows: int  # training rows drawn (steps x batch size)
     seconds: float  # wall time of building rows and training
     first_loss: float | None  # training loss per output token at the first step (None: no step)
     last_loss: float | None  # ... and at the last step (different rows: a noisy but honest signal)
@@ -88,15 +87,17 @@ def _parameters(model: nn.Module, cfg: TTTConfig, seed: int, device: torch.devic
     return list(model.parameters())
 
 
-def _train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, steps: int, device: torch.device,
-           row_tokens: int, seed: int, autocast_dtype, after_step=None):
-    """Train the model in place on the task's demonstration rows for `steps` steps (or cfg.seconds); the
-    caller undoes it. Returns fit's report."""
-    sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
+def _train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, steps: int, seconds: float,
+           device: torch.device, row_tokens: int, seed: int, autocast_dtype, after_step=None, compile: bool = False):
+    """Train the model in place on the task's demonstration rows for `steps` steps or `seconds` (0: no limit);
+    the caller undoes it. The batches are the training step's (Layout.batches: packed sequences of the row budget
+    for the pair layout, one compiled shape; padded rows otherwise). Returns the steps' report."""
+    tokens = cfg.max_row_tokens or row_tokens
+    batches = layout.batches(layout.demonstration_sampler([task], tokens, seed, cfg.augment), cfg.batch_size, tokens)
     params = _parameters(model, cfg, seed, device)
     try:
-        return fine_tune(model, lambda step: sampler.batch(step, cfg.batch_size), fine_tune_recipe(cfg.lr), steps,
-                         cfg.seconds, device, autocast_dtype, params, after_step)
+        return fine_tune(model, batches, fine_tune_recipe(cfg.lr), steps, seconds, device, autocast_dtype, params,
+                         after_step, compile)
     except DivergenceError as error:
         raise DivergenceError(f"test-time training of task {task.id}: {error} (try a lower --ttt-lr)") from None
     except NoRows as error:  # demonstration rows fit too rarely in the token budget
@@ -142,7 +143,7 @@ def loo_steps(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, devi
 
     with undone(model, cfg):
         try:
-            _train(model, rest, layout, cfg, cfg.steps, device, row_tokens, seed, autocast_dtype, measure)
+            _train(model, rest, layout, cfg, cfg.steps, cfg.seconds, device, row_tokens, seed, autocast_dtype, measure)
         except NoRows:
             return cfg.steps
     return min(losses, key=lambda step: (losses[step], step))
@@ -150,21 +151,23 @@ def loo_steps(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, devi
 
 @contextlib.contextmanager
 def task_training(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, device: torch.device,
-                  row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None) -> Iterator[TTTReport]:
-    """Train `model` on the task's demonstrations (seed: its rows and any adapter's initialisation) and
-    yield the report with the trained model in eval mode; on leaving (even by an exception) put back
-    every weight bitwise, the module tree (no adapter left) and every requires_grad flag and mode."""
+                  row_tokens: int, seed: int = 0, autocast_dtype: torch.dtype | None = None,
+                  seconds: float | None = None, compile: bool = False) -> Iterator[TTTReport]:
+    """Train `model` on the task's demonstrations (seed: its rows and any adapter's initialisation) for cfg.steps
+    steps or `seconds` (None: cfg.seconds; 0: no time limit) and yield the report with the trained model in eval
+    mode; on leaving (even by an exception) put back every weight bitwise, the module tree (no adapter left) and
+    every requires_grad flag and mode. compile: on the compiled training step (arc.training.steps.compile_once)."""
     check_trainable(model, layout, cfg.train)
     started = time.time()
     try:
         layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
     except NoRows as why:
-        yield TTTReport(0, None, 0, time.time() - started, None, None, str(why))
+        yield TTTReport(0, None, time.time() - started, None, None, str(why))
         return
     chosen = loo_steps(model, task, layout, cfg, device, row_tokens, seed, autocast_dtype) if cfg.stop == "loo" else None
     steps = cfg.steps if chosen is None else chosen
     with undone(model, cfg):
-        report = _train(model, task, layout, cfg, steps, device, row_tokens, seed, autocast_dtype)
+        report = _train(model, task, layout, cfg, steps, cfg.seconds if seconds is None else seconds, device,
+                        row_tokens, seed, autocast_dtype, compile=compile and cfg.train != "lora")
         model.eval()
-        yield TTTReport(report.steps, chosen, report.steps * cfg.batch_size, time.time() - started, report.first_loss,
-                        report.last_loss, None)
+        yield TTTReport(report.steps, chosen, time.time() - started, report.first_loss, report.last_loss, None)

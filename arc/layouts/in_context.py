@@ -97,7 +97,10 @@ class InContextLayout(Layout):
         evaluated tasks are left to test-time training."""
         return InContextSampler(self, train_tasks, row_tokens, seed, self.augment, self.max_examples, self.generated_fraction)
 
-    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True) -> "LeaveOneOutSampler":
+    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True,
+                              replay: list[Task] = (), replay_share: float = 0.0) -> "LeaveOneOutSampler":
+        if replay:
+            raise ValueError("the in-context layout has no task table: nothing to adapt, nothing to replay")
         return LeaveOneOutSampler(self, tasks, row_tokens, seed, augment)
 
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:

@@ -104,14 +104,18 @@ class PairLayout(Layout):
         return PairSampler(self, train_tasks, evaluated_tasks, row_tokens, seed, self.evaluated_share, self.augment,
                            self.max_examples, self.view_pool)
 
-    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True) -> "PairSampler":
+    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True,
+                              replay: list[Task] = (), replay_share: float = 0.0) -> "PairSampler":
         """The tasks' demonstration pairs (and, with input_loss, their test inputs), under the training
         augmentations (each pair's pool of views when the model was trained with view_pool): what test-time
-        training and adaptation learn from. Test outputs are dropped here."""
+        training and adaptation learn from. Test outputs are dropped here. With replay (tasks the checkpoint was
+        trained on, arc.inference.adapt), replay_share of the rows come from their pairs instead, so that a
+        fine-tune of every weight keeps what the table's other rows rely on."""
         tasks = [t.without_test_outputs() for t in tasks]
         if not any(self._fits(pair, row_tokens) for t in tasks for pair in t.train):
             raise NoRows(f"no demonstration fits in {row_tokens} tokens")
-        return PairSampler(self, [], tasks, row_tokens, seed, augment=augment, view_pool=self.view_pool)
+        return PairSampler(self, list(replay), tasks, row_tokens, seed, 1 - replay_share, augment=augment,
+                           view_pool=self.view_pool)
 
     def batches(self, sampler: Sampler, batch_size: int, row_tokens: int):
         """Packed (the pack setting): batch_size sequences of row_tokens tokens, rows end to end (arc.layouts.packing);

@@ -202,9 +202,11 @@ class Layout:
         """Training rows (arc.layouts.sampling.Sampler). evaluated_tasks come without test outputs."""
         raise NotImplementedError
 
-    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True):
+    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True,
+                              replay: list[Task] = (), replay_share: float = 0.0):
         """Rows from the tasks' demonstrations only (and what else a test-time learner may see), for
-        test-time training and adaptation; NoRows when none can be built."""
+        test-time training and adaptation; NoRows when none can be built. replay: a layout with a task table
+        mixes in rows of the tasks a checkpoint trained on, replay_share of them (adaptation)."""
         raise NotImplementedError
 
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:

@@ -77,8 +77,26 @@ def ttt_words(ttt: dict) -> str:
     """A task's test-time training report (arc.inference.ttt.TTTReport as a dict) in a few words."""
     if ttt.get("skipped"):
         return f"test-time training skipped ({ttt['skipped']})"
-    return (f"test-time training {ttt['steps']} steps on {ttt['rows']} rows, loss {_num(ttt['first_loss'])} -> "
+    return (f"test-time training {ttt['steps']} steps, loss {_num(ttt['first_loss'])} -> "
             f"{_num(ttt['last_loss'])} ({duration(ttt['seconds'])})")
+
+
+def adaptation_words(adapt: dict | None) -> str:
+    """The joint adaptation's report (arc.inference.adapt.AdaptReport as a dict) in a few words."""
+    if not adapt:
+        return "none (every task has a row)"
+    words = f"{adapt['tasks']} new task rows, {adapt['steps']} steps in {duration(adapt['seconds'])}"
+    if adapt.get("replay_tasks"):
+        words += f", rows replayed from {adapt['replay_tasks']} of the checkpoint's tasks"
+    return words + (f", resumed at step {adapt['resumed_at']}" if adapt.get("resumed_at") is not None else "")
+
+
+def budget_words(results: dict) -> str:
+    if results.get("minutes") is None:
+        return "none"
+    missed = results.get("not_predicted") or []
+    return (f"{results['minutes']:g} minutes; {duration(results.get('seconds_total', 0))} spent"
+            + (f"; {len(missed)} tasks not predicted (out of time)" if missed else ""))
 
 
 def task_status(entry: dict) -> str:
@@ -160,7 +178,9 @@ def eval_report_html(tasks: list[Task], results: dict) -> str:
                  ("time", f"{duration(results.get('seconds_total', 0))} in all, "
                           f"{results.get('seconds_per_task', 0):.1f}s per task"),
                  ("decoding", escape(", ".join(f"{k} {v}" for k, v in decoding.items()))),
-                 ("test-time training", escape(", ".join(f"{k} {v}" for k, v in ttt.items())) if ttt else "off")]),
+                 ("test-time training", escape(", ".join(f"{k} {v}" for k, v in ttt.items())) if ttt else "off"),
+                 ("adaptation", escape(adaptation_words(results.get("adapt")))),
+                 ("budget", escape(budget_words(results)))]),
             '<p class="chips">' + "".join(f'<a class="{task_status(entries[t.id])}" href="#t-{escape(t.id)}">{escape(t.id)}</a>'
                                           for t in shown) + "</p>"]
     shared = not ttt and decoding.get("decode") == "greedy"  # arc.inference.evaluation.predict_tasks batches these

@@ -160,15 +160,27 @@ def compiled_shape(batch: Batch) -> str:
     return f"one static shape, {batch.inputs.shape[0]} x {batch.inputs.shape[1]} tokens"
 
 
+def compile_once(model: torch.nn.Module, batch: Batch, device: torch.device, amp_dtype: torch.dtype | None) -> None:
+    """compile_training_step, the first time a model fine-tunes (its blocks stay compiled for the process; a
+    batch of another shape, or other trained parameters, adds a graph by itself): a line says how long it took."""
+    if getattr(model, "compiled_for_training", False):
+        return
+    seconds = compile_training_step(model, batch, device, amp_dtype)
+    model.compiled_for_training = True
+    print(f"compiled the fine-tuning step ({compiled_shape(batch)}) in {seconds:.1f} s", flush=True)
+
+
 def fine_tune(model: torch.nn.Module, batches: Callable[[int], Batch], recipe: Recipe, steps: int, seconds: float,
               device: torch.device, amp_dtype: torch.dtype | None = None,
               params: list[torch.nn.Parameter] | None = None,
-              after_step: Callable[[int, float, float], None] | None = None) -> StepsReport:
+              after_step: Callable[[int, float, float], None] | None = None, compile: bool = False) -> StepsReport:
     """Train `params` of the model (None: every parameter) in place on batches(0), batches(1), ... for `steps`
     steps or `seconds` of training (0: no time limit), whichever ends first, by the recipe (its optimiser and
-    its schedule over that budget, both dropped afterwards). Flags and mode are put back; the weights are not
-    (the caller keeps or undoes them)."""
+    its schedule over that budget, both dropped afterwards); compile: on the compiled training step
+    (compile_once). Flags and mode are put back; the weights are not (the caller keeps or undoes them)."""
     with trainable(model, params) as trained:
+        if compile and steps > 0:
+            compile_once(model, batches(0), device, amp_dtype)
         optimizer = recipe.optimizer_for(model)
         schedule = recipe.schedule_for(steps, seconds or None)
         return take_steps(model, optimizer, trained, lambda step: [batches(step)], schedule, range(steps),
