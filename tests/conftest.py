@@ -11,12 +11,19 @@ import pytest
 import torch
 
 from arc.data.tokenizer import VOCAB_SIZE
+from arc.inference.predict import generate, select
 from arc.model import checkpoint
 from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
 
 TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128, rope="1d")
+SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2)  # smaller still: runs of many steps
+
+
+def g(rows) -> np.ndarray:
+    """A grid from nested lists: g([[1, 2], [3, 4]])."""
+    return np.array(rows, dtype=np.uint8)
 
 
 def random_task(rng: np.random.Generator, n_train: int = 2, n_test: int = 1, side: int = 3) -> dict:
@@ -34,6 +41,12 @@ def write_tasks(folder, tasks: dict) -> str:
     for task_id, task in tasks.items():
         (folder / f"{task_id}.json").write_text(json.dumps(task))
     return str(folder)
+
+
+def predict(model, layout, examples, context_tokens: int, cfg, amp_dtype=None, seed: int = 0):
+    """Attempts for every example, as an evaluation makes them for one group of tasks: generate, then select."""
+    found = generate(model, layout, examples, context_tokens, cfg, amp_dtype, seed)
+    return select(model, layout, found, context_tokens, cfg, amp_dtype, seed)
 
 
 @pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
@@ -112,9 +125,10 @@ def one_thread():
 
 
 def load_bench(name: str):
-    """bench/ is not a package: load bench/<name>.py from its path (importing it runs nothing)."""
+    """bench/ is not a package: load bench/<name>.py (name may be "experiments/stage_table") from its path
+    (importing it runs nothing)."""
     path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    spec = importlib.util.spec_from_file_location("bench_" + name.replace("/", "_"), path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)

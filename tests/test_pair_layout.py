@@ -6,14 +6,13 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, random_task, write_tasks
+from conftest import TINY, g, predict, random_task, write_tasks
 
 from arc.data.augment import Augmentation
 from arc.data.tasks import Example, Pair, load_tasks, parse_task
 from arc.data.tokenizer import END, INPUT, OUTPUT, PAD, ROW, GridTokenizer
 from arc.inference.config import DecodeConfig
 from arc.inference.decode import left_pad
-from arc.inference.predict import predict
 from arc.layouts import make_layout
 from arc.layouts.pair import PairLayout
 from arc.layouts.rows import collate
@@ -30,9 +29,6 @@ ROWS = PairLayout(GridTokenizer(), task_ids=["a", "b", "t"])  # "t" is row 2 of 
 PAIR_MODEL = replace(TINY, rope="3d", n_tasks=3, transform_embedding=True)
 TOL = dict(atol=1e-5, rtol=1e-5)
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 # input [[1, 2]], output [[3], [4]]:  I 1 2 \n O | 3 \n 4 \n E

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import SMALL, TINY, g
 from safetensors.torch import load_file
 
 from arc.data.augment import N_COLOURS, own_colours, view_pool
@@ -29,7 +29,6 @@ from arc.training.steps import TrainingClock
 from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2, rope="1d")
 
 
 # --- schedules ----------------------------------------------------------------------------------------------
@@ -134,9 +133,6 @@ def test_dropout_is_off_in_eval_mode_and_on_in_train_mode():
 
 # --- the view pool ------------------------------------------------------------------------------------------
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 def test_a_pool_holds_distinct_views_that_rename_only_the_pairs_own_colours():

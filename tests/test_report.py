@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import g
 
 from arc.data.tasks import Pair, Task
 from arc.inference.evaluation import score_tasks
@@ -26,9 +27,6 @@ from arc.reports.pages import (
     write_train_report,
 )
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 def known_case() -> tuple[list[Task], dict]:

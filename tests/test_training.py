@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, write_tasks
+from conftest import TINY, predict, write_tasks
 from safetensors.torch import load_file
 
 from arc.data.tasks import DataError, load_tasks
 from arc.inference.config import DecodeConfig
-from arc.inference.predict import predict
 from arc.infra.config import add_config_flags, build_config, given_flags
 from arc.layouts.in_context import InContextLayout
 from arc.model.checkpoint import (

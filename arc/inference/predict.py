@@ -157,9 +157,3 @@ def select(model, layout: Layout, predictions: list[Prediction], context_tokens:
         pred.votes = [votes[grid_key(a)] for a in pred.attempts]
     return predictions
 
-
-def predict(model, layout: Layout, examples: list[Example], context_tokens: int, cfg: DecodeConfig,
-            amp_dtype=None, seed: int = 0) -> list[Prediction]:
-    """Attempts for every example: generate, then select (see the module docstring)."""
-    found = generate(model, layout, examples, context_tokens, cfg, amp_dtype, seed)
-    return select(model, layout, found, context_tokens, cfg, amp_dtype, seed)
