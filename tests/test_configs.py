@@ -1,6 +1,7 @@
 """configs/*.toml, the named runs, and arc.infra.config.load_config_file: configs/main.toml is exactly train.py's
 defaults, every file loads and validates, flags override a file, and a bad key or value in a file is one line
 naming the file and the key."""
+import argparse
 import runpy
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from arc.inference.config import EvalConfig
-from arc.infra.config import build_config, load_config_file, settings, validate
+from arc.infra.config import add_config_flags, build_config, load_config_file, settings, validate
 from arc.infra.errors import ConfigError
 from arc.model.checkpoint import read_config
 from arc.training.config import TrainConfig
@@ -142,3 +143,12 @@ def test_resume_refuses_a_config_file(monkeypatch, capsys):
     assert exit_.value.code == 1
     assert capsys.readouterr().err == ("error: --config configs/main.toml: --resume continues the run with its saved config "
                                        "(config.json); give only the flags to change\n")
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, EvalConfig])
+def test_every_flag_has_its_help_text_beside_its_field(cls):
+    """option(..., help=...): each setting's meaning is data on its field, what `-h` prints."""
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, cls)
+    missing = [a.option_strings[0] for a in parser._actions if a.help and a.help.startswith(" (default:")]
+    assert missing == [] and len(parser._actions) > 40
