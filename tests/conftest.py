@@ -1,9 +1,10 @@
-"""Shared tiny fixtures: a tiny seeded model, a rigged "bigram" model, small task folders, a tiny
-training config, and tiny random Hugging Face Llama folders. Everything is written under pytest's tmp_path."""
+"""Shared tiny fixtures and helpers: a tiny seeded model, a rigged "bigram" model, small task folders, training
+configs from flat settings and a tiny one, tiny random Hugging Face Llama folders, the grid helper g(), an
+evaluation's two prediction stages in one call. Everything is written under pytest's tmp_path."""
 import importlib.util
 import json
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from arc.data.tokenizer import VOCAB_SIZE
 from arc.inference.predict import generate, select
+from arc.layouts.config import LayoutConfig
 from arc.model import checkpoint
 from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer
@@ -96,6 +98,19 @@ def task_dirs(tmp_path) -> tuple[str, str]:
     return train_dir, eval_dir
 
 
+LAYOUT_OPTIONS = {f.name for f in fields(LayoutConfig)} - {"name"}
+
+
+def train_config(base: TrainConfig | None = None, **settings) -> TrainConfig:
+    """base (default TrainConfig()) with settings named as train.py's flags name them, flat: layout="pair" and
+    the layout's options (view_pool=4) go into its nested LayoutConfig, the others are TrainConfig's fields."""
+    base = TrainConfig() if base is None else base
+    layout = {name: settings.pop(name) for name in list(settings) if name in LAYOUT_OPTIONS}
+    if "layout" in settings:
+        layout["name"] = settings.pop("layout")
+    return replace(base, layout=replace(base.layout, **layout), **settings)
+
+
 @pytest.fixture
 def tiny_train_config(tmp_path, task_dirs):
     """Factory: a tiny CPU/fp32 TrainConfig writing to tmp_path/<out>, with overrides. torch.compile is
@@ -103,14 +118,15 @@ def tiny_train_config(tmp_path, task_dirs):
     train_dir, eval_dir = task_dirs
 
     def make(out: str, **overrides) -> TrainConfig:
+        """overrides: as train_config's (the layout's options flat)."""
         # with init the checkpoint decides the model: model settings other than the defaults are refused
         model = ModelConfig() if overrides.get("init") else TINY
         base = TrainConfig(
-            layout="in_context", data=train_dir, eval_data=eval_dir, eval_set="all", model=model,
+            layout=LayoutConfig(name="in_context"), data=train_dir, eval_data=eval_dir, eval_set="all", model=model,
             max_steps=6, batch_size=2, warmup_steps=2, precision="fp32", compile=False, device="cpu",
             log_every=1000, eval_every=1000, save_every=1000, out=str(tmp_path / out), seed=0,
         )
-        return replace(base, **overrides)
+        return train_config(base, **overrides)
 
     return make
 

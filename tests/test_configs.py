@@ -69,7 +69,7 @@ def test_every_config_file_loads_and_validates(path, monkeypatch):
 def test_the_llama_placeholder_is_refused_until_init_is_given(monkeypatch):
     monkeypatch.chdir(ROOT)
     config = load(ROOT / "configs" / "llama-lora.toml")
-    assert (config.init, config.lora.rank, config.grad_accum, config.layout) == ("path/to/Llama-3.2-1B", 32, 4, "in_context")
+    assert (config.init, config.lora.rank, config.grad_accum, config.layout.name) == ("path/to/Llama-3.2-1B", 32, 4, "in_context")
     with pytest.raises(ConfigError, match=r"^--init path/to/Llama-3.2-1B: must be a checkpoint folder"):
         validate(config)
 
@@ -93,7 +93,8 @@ def write(tmp_path, text: str) -> Path:
     ("config_file = 'x.toml'\n", "config_file: unknown key"),
     ("lr = 'fast'\n", 'lr = "fast": must be a number'),
     ("max_steps = 1.5\n", "max_steps = 1.5: must be an integer"),
-    ("augment = 1\n", "augment = 1: must be true or false"),
+    ("[layout]\naugment = 1\n", "layout.augment = 1: must be true or false"),
+    ("augment = true\n", "augment: unknown key (did you mean layout.augment?)"),  # a file from before LayoutConfig
     ("[lora]\ntargets = 'wq'\n", 'lora.targets = "wq": must be a list of strings'),
     ("model = 3\n", "model = 3: must be a table ([model])"),
     ("batch_size = 0\n", "batch_size = 0: must be an integer >= 1 and <= 4096"),
@@ -124,9 +125,9 @@ def test_a_file_that_is_not_toml_or_is_missing(tmp_path):
 
 def test_train_script_reads_the_file_flags_override_it_and_the_run_records_it(task_dirs, tmp_path, monkeypatch):
     train_dir, eval_dir = task_dirs
-    path = write(tmp_path, f"""layout = "in_context"\ndata = "{train_dir}"\neval_data = "{eval_dir}"\neval_set = "all"
+    path = write(tmp_path, f"""data = "{train_dir}"\neval_data = "{eval_dir}"\neval_set = "all"
 max_steps = 4\nbatch_size = 2\nprecision = "fp32"\ncompile = false\ndevice = "cpu"\n
-[model]\nd_model = 32\nn_layers = 2\nmax_seq_len = 128\n""")
+[layout]\nname = "in_context"\n[model]\nd_model = 32\nn_layers = 2\nmax_seq_len = 128\n""")
     out = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["train.py", "--config", str(path), "--max-steps", "0", "--out", str(out)])
     runpy.run_path(str(ROOT / "train.py"), run_name="__main__")

@@ -19,6 +19,7 @@ from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.config import validate
 from arc.infra.errors import ConfigError
+from arc.layouts.config import LayoutConfig
 from arc.layouts.pair import PairLayout, PairSampler
 from arc.model.checkpoint import checkpoint_dir, load_train_state
 from arc.model.lora import add_lora
@@ -161,7 +162,7 @@ def tasks(n: int, first: int, seed: int, test_outputs: bool = True) -> list[Task
 
 def pool_sampler(k: int, share: float = 0.5, seed: int = 0) -> PairSampler:
     train_tasks, evaluated = tasks(5, 0, seed), tasks(2, 5, seed + 1, test_outputs=False)
-    layout = PairLayout(GridTokenizer(), {"view_pool": k}, [t.id for t in train_tasks + evaluated])
+    layout = PairLayout(GridTokenizer(), LayoutConfig(view_pool=k), [t.id for t in train_tasks + evaluated])
     return PairSampler(layout, train_tasks, evaluated, 64, seed, share, view_pool=k)
 
 
@@ -208,7 +209,7 @@ def test_the_final_phase_changes_the_share_from_its_row_on_and_nothing_before():
 
 
 def test_a_pool_trained_layout_predicts_and_adapts_under_the_same_kind_of_views():
-    layout = PairLayout(GridTokenizer(), {"view_pool": 4}, ["t"])
+    layout = PairLayout(GridTokenizer(), LayoutConfig(view_pool=4), ["t"])
     example = Example("t", 0, [Pair(g([[1]]), g([[2]]))], Pair(g([[0, 3], [5, 3]])))
     views = layout.views(example, 10, seed=0)
     assert [v.transform for v in views] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1] and views[0].colours == tuple(range(N_COLOURS))
@@ -289,4 +290,4 @@ def test_the_recipe_switches_refuse_what_they_would_ignore(config):
             validate(config("refused", **settings))
     validate(config("fine", minutes=5.0, max_steps=TrainConfig().max_steps, schedule="wsd", decay_fraction=0.3, optimizer="muon", muon_lr=0.01,
                     view_pool=2, final_fraction=0.2, final_evaluated_share=0.5, model=replace(SMALL, dropout=0.1)))
-    assert TrainConfig().optimizer == "auto" and TrainConfig().minutes is None and TrainConfig().view_pool == 0
+    assert TrainConfig().optimizer == "auto" and TrainConfig().minutes is None and TrainConfig().layout.view_pool == 0

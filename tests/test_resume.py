@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, TINY, failing_at
+from conftest import SMALL, failing_at
 from safetensors.torch import load_file
 
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError

@@ -435,8 +435,10 @@ def _read_table(table: dict, cls, path: tuple[str, ...], omit: tuple[str, ...], 
     for name, value in table.items():
         key = ".".join(path + (name,))
         if name not in settable:
-            near = difflib.get_close_matches(name, settable, n=1)
-            found.append(f"{key}: unknown key" + (f" (did you mean {'.'.join(path + (near[0],))}?)" if near else ""))
+            # a key of a nested config's table written at this level (a file from before that config existed)
+            moved = [(table, name) for table, kind in nested_types.items() if name in settings(kind)]
+            near = moved or [(n,) for n in difflib.get_close_matches(name, settable, n=1)]
+            found.append(f"{key}: unknown key" + (f" (did you mean {'.'.join(path + near[0])}?)" if near else ""))
         elif name in nested_types:
             if not isinstance(value, dict):
                 found.append(f"{key} = {_toml(value)}: must be a table ([{key}])")

@@ -16,6 +16,7 @@ from arc.data.augment import Augmentation, make_views, random_augmentation
 from arc.data.generators import FAMILIES, generate_task
 from arc.data.tasks import Example, Task
 from arc.data.tokenizer import grid_length, grid_text
+from arc.layouts.packing import training_batches
 from arc.layouts.rows import EncodedRow, Layout, NoRows, answer_budget
 from arc.layouts.sampling import Sampler
 
@@ -24,13 +25,11 @@ GENERATOR_FAMILIES = sorted(FAMILIES)
 
 class InContextLayout(Layout):
     name = "in_context"
-    options = ("train_on_demo_outputs", "generated_fraction")
 
-    def __init__(self, tokenizer, settings: dict | None = None, task_ids=()):
-        super().__init__(tokenizer, settings, task_ids)
-        settings = settings or {}
-        self.train_on_demo_outputs: bool = settings.get("train_on_demo_outputs", True)  # training rows: demonstration outputs after the first in the loss too
-        self.generated_fraction: float = settings.get("generated_fraction", 0.0)  # share of training rows from generated tasks (arc.data.generators)
+    def __init__(self, tokenizer, config=None, task_ids=()):
+        super().__init__(tokenizer, config, task_ids)
+        self.train_on_demo_outputs = self.config.train_on_demo_outputs  # demonstration outputs after the first in the loss
+        self.generated_fraction = self.config.generated_fraction  # share of training rows from generated tasks
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -103,6 +102,9 @@ class InContextLayout(Layout):
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:
         """make_views: random transforms, colours and demonstration orders, the task as given first."""
         return make_views(len(example.train), k, seed)
+
+    def batches(self, sampler, batch_size: int, row_tokens: int):
+        return training_batches(sampler, batch_size, row_tokens, self.packs)
 
 
 class InContextSampler(Sampler):

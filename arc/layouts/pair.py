@@ -8,8 +8,9 @@ their test outputs: test-time training folded into training), and a task the tab
 at test time (arc.inference.adapt). The transform embedding tells the model which of the 8 D8 frames a
 row is in; prediction votes over all 8 (`views`).
 
-Training batches pack rows end to end in fixed-length sequences with `pack` (arc.layouts.packing): pair
-rows are short (~330 tokens, up to ~1,900) and vary a lot, so padded batches waste a quarter of their tokens.
+Training batches pack rows end to end in fixed-length sequences unless LayoutConfig.pack says otherwise
+(arc.layouts.packing): pair rows are short (~330 tokens, up to ~1,900) and vary a lot, so padded batches
+waste a quarter of their tokens.
 
 Loss mask: the output's tokens and E; with input_loss (a training option) the input's cells and row
 ends as well (predicting a grid from the task's embedding is signal too: mdlARC's argument), and rows
@@ -44,7 +45,7 @@ from arc.data.augment import (
 from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import grid_length, grid_text
 from arc.infra.errors import ConfigError
-from arc.layouts.packing import PackedBatches
+from arc.layouts.packing import training_batches
 from arc.layouts.rows import EncodedRow, Layout, NoRows, answer_budget
 from arc.layouts.sampling import Sampler
 
@@ -56,19 +57,16 @@ TASK_ROUNDS, PAIR_ROUNDS, VIEW_CYCLES, POOLS = 3 << 32, 4 << 32, 5 << 32, 6 << 3
 
 class PairLayout(Layout):
     name = "pair"
-    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding", "generated_tasks", "view_pool",
-               "final_fraction", "final_evaluated_share")
+    packs_by_default = True
     default_views = 8  # trained under all 8 D8 transforms, each with its embedding: predict under all 8
 
-    def __init__(self, tokenizer, settings: dict | None = None, task_ids=()):
-        super().__init__(tokenizer, settings, task_ids)
-        settings = settings or {}
-        self.task_table = settings.get("task_embedding", True)  # a learned row per task (and per D8 transform)
-        self.evaluated_share: float = settings.get("evaluated_share", 0.5)  # share of training rows from the evaluated tasks
-        self.input_loss: bool = settings.get("input_loss", False)  # training rows put the input in the loss too
-        self.colour_maps: int = settings.get("colour_maps", 0)  # 0: random colour permutations | K: each task's K fixed maps
-        self.view_pool: int = settings.get("view_pool", 0)  # 0: a fresh random view per row | K: each pair's pool of K views
-        self.packs: bool = settings.get("pack", False)  # training batches: rows packed in fixed-length sequences
+    def __init__(self, tokenizer, config=None, task_ids=()):
+        super().__init__(tokenizer, config, task_ids)
+        self.task_table = self.config.task_embedding  # a learned row per task (and per D8 transform)
+        self.evaluated_share = self.config.evaluated_share  # share of training rows from the evaluated tasks
+        self.input_loss = self.config.input_loss  # training rows put the input in the loss too
+        self.colour_maps = self.config.colour_maps  # 0: random colour permutations | K: each task's K fixed maps
+        self.view_pool = self.config.view_pool  # 0: a fresh random view per row | K: each pair's pool of K views
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -114,11 +112,7 @@ class PairLayout(Layout):
         return PairSampler(self, [], tasks, row_tokens, seed, augment=augment, view_pool=self.view_pool)
 
     def batches(self, sampler: Sampler, batch_size: int, row_tokens: int):
-        """Packed (the pack setting): batch_size sequences of row_tokens tokens, rows end to end (arc.layouts.packing);
-        otherwise batch_size rows, padded."""
-        if self.packs:
-            return PackedBatches(sampler, batch_size, row_tokens)
-        return super().batches(sampler, batch_size, row_tokens)
+        return training_batches(sampler, batch_size, row_tokens, self.packs)
 
     def _fits(self, pair: Pair, row_tokens: int) -> bool:
         """Whether the pair's row fits in some D8 frame (a transpose turns h*(w+1) tokens into w*(h+1))."""

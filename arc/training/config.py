@@ -4,10 +4,12 @@ config.json.
 
 Each field declares its rule and whether --resume may change it (frozen: the run's architecture and data);
 TrainConfig.problems holds the relations between fields, among them the flags a run would silently
-ignore (another layout's options, model flags beside --init, LoRA flags without an adapter), which are
-refused. The checks that need to know ARC (its data sources and splits, the task sets) live here too;
-evaluate.py's config (arc.inference.config) uses them. `read_training` reads the "training" section of a
-checkpoint's config.json by the same rules (for --resume, and for evaluate.py, which takes the layout from it).
+ignore (model flags beside --init, LoRA flags without an adapter), which are refused; the row layout's
+options and their rules are its own config's (arc.layouts.config.LayoutConfig, nested here). The checks
+that need to know ARC (its data sources and splits, the task sets) live here too; evaluate.py's config
+(arc.inference.config) uses them. `read_training` reads the "training" section of a checkpoint's
+config.json by the same rules (for --resume, and for evaluate.py, which takes the layout from it), the
+layout's settings of a checkpoint written before LayoutConfig existed included.
 """
 from __future__ import annotations
 
@@ -27,12 +29,11 @@ from arc.infra.config import (
     option,
     optional,
     out_folder,
-    setting,
     saved_problems,
     settings,
 )
 from arc.infra.errors import CheckpointError, ConfigError
-from arc.layouts import LAYOUTS
+from arc.layouts.config import LayoutConfig, nested_layout
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
 from arc.training.optim import MUON_LR, OPTIMIZERS, SCHEDULES, Recipe
@@ -43,7 +44,6 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # Upper bounds far above any useful value: beyond them a flag only ever hangs (drawing 8 x 10**12 rows for
 # one batch) or ends in an allocator's or a library's exception (a seed numpy refuses, 10**12 threads).
 MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
-MAX_POOL = 10**7  # --max-examples: its epoch order is one int64 per row
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
 MAX_THREADS = 1024
 
@@ -73,10 +73,9 @@ def split_problems(flag: str, data: str, split: str) -> list[str]:
 
 @dataclass
 class TrainConfig:
+    # the row layout and its options (flags --layout, --evaluated-share, --pack, ...: arc.layouts.config)
+    layout: LayoutConfig = nested(LayoutConfig)
     # data
-    layout: str = option("pair", choice(*sorted(LAYOUTS)), frozen=True,
-                         help="pair: one (input, output) pair per row with task embeddings | in_context: "
-                              "demonstrations in the context")
     data: str = option("arc1", data_source, frozen=True,
                        help="arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json")
     split: str = option("training", frozen=True, help="training | evaluation (for arc1/arc2)")
@@ -86,27 +85,6 @@ class TrainConfig:
     eval_set: str = option("seed20", choice(*TASK_SETS, "all"), frozen=True,
                            help='evaluated task set (or "all"): its test outputs give the eval loss, never trained '
                                 "on; pair layout: its demonstrations are trained on")
-    evaluated_share: float = option(0.5, number(0, 1), frozen=True,
-                                    help="(pair) share of rows drawn from the evaluated tasks' demonstrations")
-    input_loss: bool = option(False, frozen=True,
-                              help="(pair) loss on the input grids too, and rows of the evaluated tasks' test inputs")
-    keep_background: bool = option(True, frozen=True,
-                                   help="colour permutations keep 0 (black) fixed; off: all 10 colours permuted")
-    colour_maps: int = option(0, integer(0), frozen=True,
-                              help="(pair) 0: a fresh random colour permutation per row | K: one of each task's K "
-                                   "fixed ones (the first the identity)")
-    view_pool: int = option(0, integer(0), frozen=True,
-                            help="(pair) 0: a fresh random view per row | K: each pair's pool of K distinct views (D8 "
-                                 "transform x a permutation of the colours in its grids, the first the pair as "
-                                 "given), each used once per cycle; pairs and tasks are then drawn in shuffled rounds "
-                                 "too (arc.layouts.pair)")
-    final_fraction: float = option(0.0, number(0, 1), frozen=True,
-                                   help="(pair) the last part of the run (of its steps, or of its --minutes) whose "
-                                        "rows come from the evaluated tasks at --final-evaluated-share (0: no final "
-                                        "phase)")
-    final_evaluated_share: float = option(1.0, number(0, 1), frozen=True,
-                                          help="(pair) share of rows from the evaluated tasks over the last "
-                                               "--final-fraction of the run (1.0: their demonstrations only)")
     extra_data: str | None = option(None, excluded_source, frozen=True,
                                     help="more training tasks, DATA:SPLIT (arc2:training: ARC-AGI-2's); those already "
                                          "among the training tasks (by id or content) or evaluated leave them, and "
@@ -114,26 +92,12 @@ class TrainConfig:
     exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True,
                                            help="data:split whose copies (same id or content) leave the training "
                                                 'data; "none" keeps all')
-    max_examples: int | None = option(None, optional(integer(1, MAX_POOL)), frozen=True,
-                                      help="cap on distinct augmented training rows (None: a fresh row every draw)")
-    generated_fraction: float = option(0.0, number(0, 1), frozen=True,
-                                       help="(in_context) share of training rows drawn from freshly generated tasks "
-                                            "(arc.data.generators)")
-    generated_tasks: int = option(0, integer(0, 10_000), frozen=True,
-                                  help="(pair) extra training tasks: this many fixed generated tasks per generator "
-                                       "family, each with its task-table row")
     max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)), frozen=True,
                                         help="longest training row in tokens (None: the model's max_seq_len); longer "
                                              "in-context rows drop demonstrations to fit")
-    augment: bool = option(True, frozen=True, help="D8 transform, colour permutation and demonstration order per row")
-    train_on_demo_outputs: bool = option(True, frozen=True,
-                                         help="also train on demonstration outputs after the first (more signal per "
-                                              "row)")
     # model: the size and position scheme of a model trained from scratch (flags --d-model, --rope, ...);
     # with --init the checkpoint decides, and grid_positions can be added to a plain one (zero-initialised)
     model: ModelConfig = nested(ModelConfig, frozen=True)  # the model trained from scratch
-    task_embedding: bool = option(True, frozen=True,
-                                  help="(pair) a learned vector per task and per D8 transform added to every token")
     # fine-tuning
     init: str | None = option(None, frozen=True,
                               help="checkpoint folder to start from (full fine-tune, or the LoRA base), or a Hugging "
@@ -152,13 +116,9 @@ class TrainConfig:
                                         "on time on any machine; the step count is open (--stop-at-step still leaves "
                                         "early); not bitwise reproducible")
     batch_size: int = option(1, integer(1, MAX_BATCH),
-                             help="per micro-batch: packed (pair, the default), sequences of max_row_tokens tokens "
-                                  "(the model's max_seq_len by default), each filled with whole rows; padded "
-                                  "(--no-pack, the in_context layout), rows padded to the longest")
-    pack: bool = option(True,
-                        help="(pair) pack rows end to end into fixed-length sequences (arc.layouts.packing): no "
-                             "padding, attention inside each row, one compiled shape for the whole run; the "
-                             "in_context layout pads")
+                             help="per micro-batch: packed (--pack, the pair layout's way), sequences of "
+                                  "max_row_tokens tokens (the model's max_seq_len by default), each filled with whole "
+                                  "rows; padded (--no-pack, the in_context layout's way), rows padded to the longest")
     grad_accum: int = option(1, integer(1, MAX_BATCH),
                              help="micro-batches per optimizer step (per rank under torchrun: the global batch is "
                                   "batch_size * grad_accum * ranks)")
@@ -214,8 +174,7 @@ class TrainConfig:
 
     def problems(self, flag) -> list[str]:
         """What the fields' own rules cannot see: relations between fields, and flags this run would ignore."""
-        return (self._data_problems(flag) + self._fine_tune_problems(flag) + self._layout_problems(flag)
-                + self._recipe_problems(flag))
+        return self._data_problems(flag) + self._fine_tune_problems(flag) + self._recipe_problems(flag)
 
     def _data_problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)
@@ -246,17 +205,8 @@ class TrainConfig:
             found += ignored(self, flag, ["lora_base_bf16"], f"applies to a LoRA adapter only {this_run}")
         return found
 
-    def _layout_problems(self, flag) -> list[str]:
-        """Each layout's own options (arc.layouts: a layout class's `options`) are refused under the other."""
-        if self.layout not in LAYOUTS:
-            return []  # refused by its rule
-        return [problem for name, layout in LAYOUTS.items() if name != self.layout
-                for problem in ignored(self, flag, layout.options,
-                                       f"applies to the {name} layout only (this run: {flag('layout')} {self.layout})")]
-
     def _recipe_problems(self, flag) -> list[str]:
-        """The budget, the schedule, the optimiser and the pair layout's views and share schedule: each
-        setting that only means something beside another."""
+        """The budget, the schedule and the optimiser: each setting that only means something beside another."""
         found = []
         if self.minutes is not None:
             found += ignored(self, flag, ["max_steps"], f"a {flag('minutes')} run has no step budget: it trains until "
@@ -268,20 +218,6 @@ class TrainConfig:
         elif self.optimizer == "muon" and type(self.lora.rank) is int and self.lora.rank > 0:
             found.append(f"{flag('optimizer')} muon: Muon trains the blocks' full matrices, a LoRA run only its "
                          f"adapters (this run: {flag('lora.rank')} {self.lora.rank})")
-        if self.layout != "pair":
-            return found  # the pair layout's options below are refused under another (_layout_problems)
-        if self.final_fraction == 0:
-            found += ignored(self, flag, ["final_evaluated_share"], f"applies with {flag('final_fraction')} > 0 only")
-        elif self.max_examples is not None:
-            found.append(f"{flag('final_fraction')} {self.final_fraction}: the final phase draws fresh rows, while "
-                         f"{flag('max_examples')} {self.max_examples} cycles a fixed pool of them")
-        if type(self.view_pool) is int and self.view_pool > 0:
-            if type(self.colour_maps) is int and self.colour_maps > 0:
-                found.append(f"{flag('view_pool')} {self.view_pool} {flag('colour_maps')} {self.colour_maps}: both choose "
-                             "each row's colours: give one")
-            if self.augment is False:
-                found.append(f"{flag('view_pool')} {self.view_pool}: a pool of augmented views, while "
-                             f"{setting(flag('augment'), False)} shows every pair as given")
         return found
 
 
@@ -299,8 +235,9 @@ def read_training(config: dict, where: str) -> TrainConfig:
     section = config.get("training")
     if not isinstance(section, dict):
         raise CheckpointError(f"{where}: records no training config (a 'training' object): not a run of train.py")
-    if "optimizer" not in section:  # a run from before --optimizer: AdamW was the only one (not today's default, auto)
+    if "optimizer" not in section:  # a run from before --optimizer: AdamW was the only one (not today's default)
         section = {**section, "optimizer": "adamw"}
+    section = nested_layout(section)  # a run from before LayoutConfig: its layout's settings were flat
     if found := saved_problems(TrainConfig, section, ("training",), unchecked=PATH_FIELDS, relations=False):
         raise CheckpointError(f"{where}: {'; '.join(found)}")
     return build_config(TrainConfig, section)

@@ -89,7 +89,7 @@ def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
     """The training tasks, the evaluated (held-out) tasks with their test outputs, and the ids left out of
     the training tasks. The leak guard lives here: no evaluated task (by id or content) is a training task.
     Extra tasks (cfg.extra_data, e.g. ARC-AGI-2's training set) join the training tasks, less those already
-    among them or evaluated; generated tasks (cfg.generated_tasks per generator family) join them too."""
+    among them or evaluated; generated tasks (cfg.layout.generated_tasks per generator family) join them too."""
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
     heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
     if cfg.extra_data and cfg.extra_data != "none":
@@ -98,8 +98,8 @@ def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
         extra, _ = exclude_overlap(load_tasks(data, split or "training"), train_tasks)
         extra, evaluated = exclude_overlap(extra, heldout_tasks)
         train_tasks, excluded = train_tasks + extra, evaluated
-    if cfg.generated_tasks:
-        train_tasks = train_tasks + generated_tasks(cfg.generated_tasks)
+    if cfg.layout.generated_tasks:
+        train_tasks = train_tasks + generated_tasks(cfg.layout.generated_tasks)
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
         data, _, split = cfg.exclude_evaluated.partition(":")
         train_tasks, dropped = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))
@@ -229,7 +229,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
 
     train_tasks, heldout_tasks, excluded = select_data(cfg)
     # the task table: the training tasks, then the evaluated ones (the pair layout learns a row for each)
-    layout = make_layout(asdict(cfg), tokenizer, [t.id for t in train_tasks + heldout_tasks])
+    layout = make_layout(cfg.layout, tokenizer, [t.id for t in train_tasks + heldout_tasks])
     data = training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, excluded, cfg.batch_size)
     model, described = build_model(cfg, layout, init, folder, device)
     if cfg.lora.rank > 0 and cfg.lora_base_bf16 and device.type == "cuda":
@@ -320,9 +320,9 @@ def first_row(run: Run, step: int) -> int:
 def start_final_phase(run: Run, step: int) -> None:
     """From `step` on, the rows come from the evaluated tasks at --final-evaluated-share (pair layout)."""
     run.final_phase_step = step
-    run.data.sampler.final_phase(first_row(run, step), run.cfg.final_evaluated_share)
+    run.data.sampler.final_phase(first_row(run, step), run.cfg.layout.final_evaluated_share)
     run.data.batches.forget()  # batches packed or sorted before the switch are built again
-    run.log(f"final phase from step {step}: {run.cfg.final_evaluated_share:.0%} of the rows from the evaluated tasks")
+    run.log(f"final phase from step {step}: {run.cfg.layout.final_evaluated_share:.0%} of the rows from the evaluated tasks")
 
 
 def step_indices(run: Run) -> Iterator[int]:
@@ -330,7 +330,7 @@ def step_indices(run: Run) -> Iterator[int]:
     is left. A --minutes run's final phase (--final-fraction) starts at the first step that falls in it."""
     step = run.start_step
     while (run.last_step is None or step < run.last_step) and not run.schedule.over(run.clock.seconds):
-        fraction = run.cfg.final_fraction
+        fraction = run.cfg.layout.final_fraction
         if fraction and run.final_phase_step is None and run.schedule.in_last_part(fraction, step, run.clock.seconds):
             start_final_phase(run, step)  # (the batch built ahead for this step keeps its rows)
         yield step
@@ -429,9 +429,9 @@ def loop(run: Run) -> None:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.run_log = RunLog(run.folder.path / "metrics.jsonl")
         run.run_log.start(run.start_step)  # lines past the checkpoint (logged before a kill) go: each step logged once
-    if cfg.final_fraction and cfg.minutes is None:  # a step budget's final phase is known from the start
-        start_final_phase(run, last_part_start(cfg.max_steps, cfg.final_fraction))
-    elif cfg.final_fraction and run.final_phase_step is not None:  # a --minutes run's, once it was reached
+    if cfg.layout.final_fraction and cfg.minutes is None:  # a step budget's final phase is known from the start
+        start_final_phase(run, last_part_start(cfg.max_steps, cfg.layout.final_fraction))
+    elif cfg.layout.final_fraction and run.final_phase_step is not None:  # a --minutes run's, once it was reached
         start_final_phase(run, run.final_phase_step)
     run.meter = Meter(time.time() - run.compile_s)  # the elapsed time includes compiling
     trained = [p for p in run.model.parameters() if p.requires_grad]
