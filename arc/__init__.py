@@ -15,6 +15,7 @@ layers before it (tests/test_layers.py checks this, and that no import chain com
     inference   decoding and search, views and selection, test-time adaptation and training,
                 evaluate.py's stages, scoring and the submission file
 
-Entry points: train.py (arc.training.trainer), evaluate.py (arc.inference.evaluation).
+Entry points: train.py (arc.training.trainer), evaluate.py (arc.inference.evaluation), and
+`python -m arc.model.export` (a checkpoint as a Hugging Face Llama folder).
 """
 LAYERS = ("infra", "data", "model", "layouts", "reports", "training", "inference")
