@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arc.data.tasks import TASK_SETS
+from arc.data.tasks import TASK_SETS, data_source, split_problems
 from arc.data.tokenizer import VOCAB_SIZE
 from arc.infra.config import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_THREADS,
+    PRECISIONS,
     choice,
     device,
     ignored,
@@ -28,7 +32,6 @@ from arc.infra.config import (
 )
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig
-from arc.training.config import MAX_BATCH, MAX_SEED, MAX_THREADS, PRECISIONS, data_source, split_problems
 
 # The settings of one decoding strategy or selection only (DecodeConfig.decode, .select): refused under another.
 _DECODE_ONLY = {"sample": ("samples", "temperature", "top_k"),

@@ -71,8 +71,15 @@ def nested(factory: Callable[[], object], *, flags: str = "", frozen: bool = Fal
 
 
 # --------------------------------------------------------------------------------------------------
-# Checks shared by every config (those that need ARC knowledge live beside the configs that use them)
+# Checks and bounds shared by every config (those that need ARC knowledge live in arc.data.tasks)
 # --------------------------------------------------------------------------------------------------
+
+PRECISIONS = ("auto", "bf16", "fp32")  # --precision (arc.infra.runtime.autocast_dtype)
+# Upper bounds far above any useful value: beyond them a flag only ever hangs (drawing 8 x 10**12 rows for
+# one batch) or ends in an allocator's or a library's exception (a seed numpy refuses, 10**12 threads).
+MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
+MAX_THREADS = 1024
 
 
 def integer(lo: int, hi: int | None = None) -> Check:

