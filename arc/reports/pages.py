@@ -21,7 +21,6 @@ import numpy as np
 
 from arc.data.tasks import Task
 from arc.infra.files import atomic_write_text
-from arc.model.checkpoint import has_checkpoint, read_config
 from arc.reports.draw import grid_ansi, grid_svg, line_chart, palette_css, side_by_side
 
 CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:16px 24px;color:#222;background:#f4f4f4}
@@ -180,7 +179,7 @@ def write_eval_report(out: Path, tasks: list[Task], results: dict) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# The training report: rewritten at every save, from metrics.jsonl and config.json
+# The training report: rewritten at every save, from metrics.jsonl and the config the trainer saved
 # --------------------------------------------------------------------------------------------------
 
 
@@ -203,10 +202,11 @@ def loss_chart(metrics: dict, title: str) -> str:
                       title, "optimizer step", dots=("eval loss (held-out test outputs)",))
 
 
-def train_report_html(run: Path) -> str:
+def train_report_html(run: Path, config: dict) -> str:
+    """The run's page: config is its newest checkpoint's config.json content (the trainer hands it over as it
+    saves it); the curves come from the run's metrics.jsonl."""
     run = Path(run)
     metrics = read_metrics(run / "metrics.jsonl")
-    config = read_config(run) if has_checkpoint(run) else {}  # its newest checkpoint's (arc.model.checkpoint)
     training, model = config.get("training", {}), config.get("model", {})
     evals, train, rates = metrics["eval_loss"], metrics["loss"], metrics["tokens_per_s"]
     best = min(evals, key=lambda p: p[1]) if evals else None
@@ -226,13 +226,14 @@ def train_report_html(run: Path) -> str:
     return _page(f"training {run.name}", body)
 
 
-def write_train_report(run: Path) -> None:
-    """loss.svg and report.html in the run folder (the trainer calls this at every save)."""
+def write_train_report(run: Path, config: dict) -> None:
+    """loss.svg and report.html in the run folder (the trainer calls this at every save, with the config.json
+    content it saved)."""
     run = Path(run)
     svg = loss_chart(read_metrics(run / "metrics.jsonl"), f"{run.name}: loss per output token")
     if svg:
         atomic_write_text(run / "loss.svg", svg)
-    atomic_write_text(run / "report.html", train_report_html(run))
+    atomic_write_text(run / "report.html", train_report_html(run, config))
 
 
 # --------------------------------------------------------------------------------------------------

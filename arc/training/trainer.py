@@ -391,7 +391,7 @@ def save(run: Run, step: int) -> None:
                  **({"cuda_rng_ranks": cuda_rng} if cuda_rng is not None else {}),
                  **({"final_phase_step": run.final_phase_step} if run.final_phase_step is not None else {})}
         run.folder.save(run.model, config, run.tokenizer, state, lora=run.cfg.lora.rank > 0)
-        write_train_report(run.folder.path)  # report.html (loss curves, throughput, config) and loss.svg
+        write_train_report(run.folder.path, config)  # report.html (loss curves, throughput, config) and loss.svg
     if run.meter:
         run.meter.save_s += time.time() - began
 
