@@ -28,7 +28,7 @@ class InContextLayout(Layout):
 
     def __init__(self, tokenizer, config=None, task_ids=()):
         super().__init__(tokenizer, config, task_ids)
-        self.train_on_demo_outputs = self.config.train_on_demo_outputs  # demonstration outputs after the first in the loss
+        self.train_on_demo_outputs = self.config.train_on_demo_outputs  # demonstration outputs after the first: loss
         self.generated_fraction = self.config.generated_fraction  # share of training rows from generated tasks
 
     # ---- rows ----------------------------------------------------------------------------------------
@@ -62,7 +62,8 @@ class InContextLayout(Layout):
         return self._row(example, ids, mask)
 
     def prompt(self, example: Example) -> EncodedRow:
-        return self._row(example, self.tokenizer.encode_text("".join(t for t, _ in self._segments(example, with_answer=False))))
+        text = "".join(t for t, _ in self._segments(example, with_answer=False))
+        return self._row(example, self.tokenizer.encode_text(text))
 
     def length(self, example: Example, answer_tokens: int) -> int:
         demos = sum(2 + grid_length(p.input) + grid_length(p.output) + 1 for p in example.train)
@@ -86,17 +87,20 @@ class InContextLayout(Layout):
             total -= sizes[i]
         if total > max_tokens:
             return None
-        return Example(example.task_id, example.test_index, [p for i, p in enumerate(example.train) if i not in dropped],
-                       example.test, example.transform)
+        kept = [p for i, p in enumerate(example.train) if i not in dropped]
+        return Example(example.task_id, example.test_index, kept, example.test, example.transform)
 
     # ---- samplers and views --------------------------------------------------------------------------
 
-    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int, seed: int) -> "InContextSampler":
+    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int,
+                seed: int) -> "InContextSampler":
         """Rows of the training tasks only: an in-context model learns no task-specific weights, so the
         evaluated tasks are left to test-time training."""
-        return InContextSampler(self, train_tasks, row_tokens, seed, self.augment, self.max_examples, self.generated_fraction)
+        return InContextSampler(self, train_tasks, row_tokens, seed, self.augment, self.max_examples,
+                                self.generated_fraction)
 
-    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True) -> "LeaveOneOutSampler":
+    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int,
+                              augment: bool = True) -> "LeaveOneOutSampler":
         return LeaveOneOutSampler(self, tasks, row_tokens, seed, augment)
 
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:
@@ -130,7 +134,8 @@ class InContextSampler(Sampler):
             test_index = int(rng.integers(len(task.test)))
             example = Example(task.id, test_index, task.train, task.test[test_index])
         if self.augment:
-            example = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background).apply(example)
+            view = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background)
+            example = view.apply(example)
         fitted = self.layout.fit(example, self.row_tokens)
         return None if fitted is None else self.layout.encode(fitted, train=True)
 
@@ -159,6 +164,7 @@ class LeaveOneOutSampler(Sampler):
         task = self.tasks[rng.integers(len(self.tasks))]
         example = self._example(task, int(rng.integers(len(task.train))))
         if self.augment:
-            example = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background).apply(example)
+            view = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background)
+            example = view.apply(example)
         fitted = self.layout.fit(example, self.row_tokens)
         return None if fitted is None else self.layout.encode(fitted, train=True)

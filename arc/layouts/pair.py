@@ -98,11 +98,13 @@ class PairLayout(Layout):
 
     # ---- samplers and views --------------------------------------------------------------------------
 
-    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int, seed: int) -> "PairSampler":
+    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int,
+                seed: int) -> "PairSampler":
         return PairSampler(self, train_tasks, evaluated_tasks, row_tokens, seed, self.evaluated_share, self.augment,
                            self.max_examples, self.view_pool)
 
-    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True) -> "PairSampler":
+    def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int,
+                              augment: bool = True) -> "PairSampler":
         """The tasks' demonstration pairs (and, with input_loss, their test inputs), under the training
         augmentations (each pair's pool of views when the model was trained with view_pool): what test-time
         training and adaptation learn from. Test outputs are dropped here."""
@@ -139,11 +141,13 @@ class PairLayout(Layout):
         views, seen = [], set()
         for v in range(k):
             for _ in range(1000):
-                colours = tuple(range(N_COLOURS)) if v == 0 else own_colour_permutation(input_only, rng, self.keep_background)
+                colours = (tuple(range(N_COLOURS)) if v == 0
+                           else own_colour_permutation(input_only, rng, self.keep_background))
                 if (v % 8, colours) not in seen:
                     break
             else:
-                raise ValueError(f"could not draw {k} distinct views of a test input with colours {own_colours(input_only)}")
+                raise ValueError(f"could not draw {k} distinct views of a test input with colours "
+                                 f"{own_colours(input_only)}")
             seen.add((v % 8, colours))
             views.append(Augmentation(v % 8, colours, order))
         return views
@@ -211,7 +215,8 @@ class PairSampler(Sampler):
         super().__init__(row_tokens, seed, max_examples)
         for task in evaluated_tasks:
             if any(p.output is not None for p in task.test):
-                raise ValueError(f"evaluated task {task.id} still has a test output: it must never reach a training row")
+                raise ValueError(f"evaluated task {task.id} still has a test output: it must never reach a "
+                                 "training row")
         ids = [t.id for t in train_tasks + evaluated_tasks]
         if len(set(ids)) != len(ids):
             raise ValueError("a task id appears twice among the training and evaluated tasks")
@@ -272,7 +277,8 @@ class PairSampler(Sampler):
                 layout = self.layout
                 aug = random_augmentation(rng, 0, keep_background=layout.keep_background)
                 if layout.colour_maps:
-                    aug = replace(aug, colours=colour_map(task_id, int(rng.integers(layout.colour_maps)), layout.keep_background))
+                    colours = colour_map(task_id, int(rng.integers(layout.colour_maps)), layout.keep_background)
+                    aug = replace(aug, colours=colours)
                 example = aug.apply(example)
         answer = None if pair.output is not None else 0  # an evaluated task's test input: the row ends at O
         if self.layout.fit(example, self.row_tokens, answer) is None:

@@ -158,7 +158,8 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         out[f"{path}.lora_b"] = m.lora_b.detach()
     if out:
         adapter = {id(p) for p in lora_parameters(model)}
-        out.update({name: p.detach() for name, p in model.named_parameters() if p.requires_grad and id(p) not in adapter})
+        full = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad and id(p) not in adapter}
+        out.update(full)
     return out
 
 
