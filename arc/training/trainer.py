@@ -53,7 +53,7 @@ from arc.infra.runtime import autocast_dtype, bf16_is_slow, compiled_graphs, eag
 from arc.layouts import make_layout
 from arc.layouts.rows import Batch, Batches, EncodedRow, Layout, NoRows
 from arc.layouts.sampling import Sampler
-from arc.model.checkpoint import RunFolder, load_model
+from arc.model.checkpoint import load_model
 from arc.model.config import ModelConfig
 from arc.model.lora import add_lora, cast_frozen, fold_lora
 from arc.model.schema import fits_problem
@@ -61,6 +61,7 @@ from arc.model.transformer import Transformer
 from arc.reports.pages import duration, write_train_report
 from arc.training.config import TrainConfig, read_training, resume_changes
 from arc.training.optim import MuonAndAdamW, Schedule, auto_optimizer, last_part_start
+from arc.training.run_folder import RunFolder
 from arc.training.steps import TrainingClock, compile_training_step, compiled_shape, take_steps
 from arc.training.scoring import output_token_loss
 
