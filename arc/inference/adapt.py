@@ -48,13 +48,15 @@ class AdaptReport:
 def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfig, row_tokens: int,
           device: torch.device, seed: int = 0, amp_dtype: torch.dtype | None = None) -> AdaptReport:
     """Give every task of `tasks` that the layout's task table lacks a row (in the model and the layout),
-    and train as cfg says, on rows seeded by `seed`. Leaves the model in the mode it was in, every requires_grad as it was."""
+    and train as cfg says, on rows seeded by `seed`. Leaves the model in the mode it was in, every
+    requires_grad as it was."""
     new = [t for t in tasks if not layout.knows(t.id)]
     if not new:
         return AdaptReport(0, 0, 0.0, None, None)
     if cfg.steps <= 0:
-        raise ConfigError(f"{len(new)} task(s) have no embedding in this checkpoint ({' '.join(t.id for t in new[:8])}): "
-                         "adapt to them with --adapt-steps N, or evaluate the tasks it was trained on")
+        raise ConfigError(f"{len(new)} task(s) have no embedding in this checkpoint "
+                         f"({' '.join(t.id for t in new[:8])}): adapt to them with --adapt-steps N, or evaluate the "
+                         "tasks it was trained on")
     if cfg.train not in ("embeddings", "full"):
         raise ConfigError(f"--adapt-train {cfg.train!r}: embeddings | full")
     model.add_tasks(len(new))
@@ -67,7 +69,8 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
     def progress(done: int, loss: float, lr: float) -> None:
         if done % 50 == 0:  # a long adaptation says how far it is (one line every 50 steps)
             budget = f" of {cfg.seconds * len(new):.0f}s" if cfg.seconds else ""
-            print(f"adapting: step {done}/{cfg.steps} | loss {loss:.3f} | {time.time() - started:.0f}s{budget}", flush=True)
+            elapsed = time.time() - started
+            print(f"adapting: step {done}/{cfg.steps} | loss {loss:.3f} | {elapsed:.0f}s{budget}", flush=True)
 
     started = time.time()
     # embeddings: only the new rows get gradients, and without weight decay the trained rows stay bitwise equal

@@ -102,7 +102,8 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
     else:
         checkpoint = cfg.checkpoint or newest_checkpoint()
     # the newest complete checkpoint of each folder, resolved once: what is loaded is what is recorded
-    loaded = {"checkpoint": str(checkpoint_dir(checkpoint)), "adapter": str(checkpoint_dir(cfg.adapter)) if cfg.adapter else None}
+    loaded = {"checkpoint": str(checkpoint_dir(checkpoint)),
+              "adapter": str(checkpoint_dir(cfg.adapter)) if cfg.adapter else None}
     model, tokenizer, config = load_model(loaded["adapter"] or loaded["checkpoint"], device)
     loaded["step"] = config.get("step")
     if cfg.adapter:
@@ -134,9 +135,11 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
     method = (f"{d.decode}, {d.views or layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
               + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps"
                  + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else "") + ")" if unseen else "")
-              + (f", test-time training ({cfg.ttt.train}) {cfg.ttt.steps} steps" + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else "") + " per task" if cfg.ttt.steps > 0 else ""))
-    print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / {sum(len(t.test) for t in tasks)} "
-          f"test inputs from {cfg.data}/{cfg.split} [{task_set}]: {method}, on {device}", flush=True)
+              + (f", test-time training ({cfg.ttt.train}) {cfg.ttt.steps} steps"
+                 + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else "") + " per task" if cfg.ttt.steps > 0 else ""))
+    print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / "
+          f"{sum(len(t.test) for t in tasks)} test inputs from {cfg.data}/{cfg.split} [{task_set}]: {method}, "
+          f"on {device}", flush=True)
     if step == 0:
         print("note: this checkpoint was never trained; expect a score of 0")
     out = Path(cfg.out or Path(cfg.adapter or checkpoint) / f"eval-{task_set}")
@@ -152,7 +155,8 @@ def adapt_stage(ev: Evaluation) -> AdaptReport | None:
     """New rows of the task table, trained, for the tasks the checkpoint has none for (None: none needed)."""
     if all(ev.layout.knows(t.id) for t in ev.tasks):
         return None
-    adapted = adapt(ev.model, ev.tasks, ev.layout, ev.cfg.adapt, ev.context_tokens, ev.device, ev.cfg.seed, ev.amp_dtype)
+    adapted = adapt(ev.model, ev.tasks, ev.layout, ev.cfg.adapt, ev.context_tokens, ev.device, ev.cfg.seed,
+                    ev.amp_dtype)
     print(f"adapted {adapted.tasks} new task embeddings: {adapted.steps} steps in {adapted.seconds:.0f}s, "
           f"loss {adapted.first_loss:.3f} -> {adapted.last_loss:.3f}", flush=True)
     return adapted
@@ -163,7 +167,8 @@ def per_task_training(ev: Evaluation, task: Task, n: int):
     report; the model is the checkpoint's again after it. Without test-time training: nothing, None."""
     if ev.cfg.ttt.steps <= 0:
         return contextlib.nullcontext()
-    return task_training(ev.model, task, ev.layout, ev.cfg.ttt, ev.device, ev.context_tokens, ev.cfg.seed + n, ev.amp_dtype)
+    return task_training(ev.model, task, ev.layout, ev.cfg.ttt, ev.device, ev.context_tokens, ev.cfg.seed + n,
+                         ev.amp_dtype)
 
 
 def predict_group(ev: Evaluation, tasks: list[Task], first_example: int) -> list[Prediction]:
@@ -223,7 +228,8 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
                    split=cfg.split, task_set=ev.task_set, method=ev.method, decoding=asdict(cfg.decoding),
                    ttt=asdict(cfg.ttt) if cfg.ttt.steps > 0 else None, layout=ev.layout.name,
                    adapt=asdict(adapted) if adapted else None,
-                   seconds_total=time.time() - started, seconds_per_task=(time.time() - started) / max(len(ev.tasks), 1))
+                   seconds_total=time.time() - started,
+                   seconds_per_task=(time.time() - started) / max(len(ev.tasks), 1))
     return results
 
 

@@ -61,7 +61,15 @@ from arc.model.config import LoRAConfig, ModelConfig
 from arc.model.hf import hf_model_config, import_hf, is_hf_folder
 from arc.model.lora import add_lora, fold_lora, load_adapter, lora_state_dict
 from arc.model.rope import rope_table
-from arc.model.schema import MAX_TOKENIZER_BYTES, check_config, check_fits, hf_name, is_hugging_face, model_name, read_config_file
+from arc.model.schema import (
+    MAX_TOKENIZER_BYTES,
+    check_config,
+    check_fits,
+    hf_name,
+    is_hugging_face,
+    model_name,
+    read_config_file,
+)
 from arc.model.transformer import Transformer
 
 STEP_FOLDER = re.compile(r"^step-(\d+)(?:-(\d+))?$")  # step-000200, or step-000200-2 when a same-step folder exists

@@ -56,12 +56,15 @@ class RunFolder:
             self._lock()
         if resume:
             tidy(self.path)  # leftovers of a save that was interrupted
-            checkpoint = checkpoint_dir(self.path)  # the newest complete checkpoint (CheckpointError naming the folder if none)
+            # the newest complete checkpoint (CheckpointError naming the folder if none)
+            checkpoint = checkpoint_dir(self.path)
             state = load_train_state(checkpoint)  # refused now, before any work, when it cannot be resumed
             self.resume = ResumePoint(checkpoint, read_config(checkpoint), state)
         elif has_checkpoint(self.path):
-            raise ConfigError(f"--out {self.path}: already holds a checkpoint: continue it with --resume, or choose another --out")
-        self.saved_step: int | None = self.resume.state["step"] if self.resume else None  # the newest checkpoint on disk
+            raise ConfigError(f"--out {self.path}: already holds a checkpoint: continue it with --resume, or choose "
+                              "another --out")
+        # the newest checkpoint on disk
+        self.saved_step: int | None = self.resume.state["step"] if self.resume else None
 
     def _lock(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -69,8 +72,9 @@ class RunFolder:
             hold_lock(self.path / LOCK_FILE, f"{os.getpid()}")
         except LockHeld as held:
             holder = f"process {held.holder}" if held.holder.isdigit() else "another process"
-            raise ConfigError(f"--out {self.path}: in use by another train.py ({holder} holds {self.path / LOCK_FILE}): "
-                              "one trainer per run folder; wait for it to end (or stop it), or choose another --out") from None
+            raise ConfigError(f"--out {self.path}: in use by another train.py ({holder} holds "
+                              f"{self.path / LOCK_FILE}): one trainer per run folder; wait for it to end (or stop "
+                              "it), or choose another --out") from None
 
     def discard(self) -> None:
         """Undo the opening of a folder this run created and never wrote to (its set-up was refused): the

@@ -13,9 +13,9 @@
 
 The run's budget: --max-steps steps (the default; the schedule is a function of the step, and a killed
 run resumed with --resume ends bitwise equal to an uninterrupted one), or --minutes M of training time
-(arc.training.steps.TrainingClock: the time in the training steps, evals and saves left out, saved in every checkpoint and
-restored on --resume, so a resumed run continues the same schedule and stops when the M minutes are
-spent). A --minutes run's learning rate, its end and (with --final-fraction) the row at which its final
+(arc.training.steps.TrainingClock: the time in the training steps, evals and saves left out, saved in every
+checkpoint and restored on --resume, so a resumed run continues the same schedule and stops when the M
+minutes are spent). A --minutes run's learning rate, its end and (with --final-fraction) the row at which its final
 phase begins follow the clock, so it is not bitwise reproducible; its rows before that are.
 
 The row layout (arc.layouts: pair or in-context) decides what a row is and which rows are drawn; in
@@ -129,8 +129,10 @@ def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[T
 def refuse_too_large(model_cfg: ModelConfig, run: RunFolder, device: torch.device) -> None:
     """ConfigError when a fresh model with its gradients and AdamW state cannot fit in the device's free
     memory, naming the fields as the flags do, or when resuming, as the checkpoint's config.json does."""
-    where, name = ("", lambda path: "--" + path[-1].replace("_", "-")) if run.resume is None else \
-        (f"{run.resume.checkpoint / 'config.json'}: ", lambda path: "training.model." + path[-1])
+    if run.resume is None:
+        where, name = "", lambda path: "--" + path[-1].replace("_", "-")
+    else:
+        where, name = f"{run.resume.checkpoint / 'config.json'}: ", lambda path: "training.model." + path[-1]
     if problem := fits_problem(model_cfg, device, name, copies=4, what="its weights, gradients and AdamW state"):
         raise ConfigError(where + problem)
 
@@ -150,13 +152,15 @@ def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict]
     model, init_config = init
     fold_lora(model)  # a LoRA run's adapter, merged for good: the fine-tune starts from what that run computes
     if layout.task_table and not model.cfg.n_tasks:
+        other = " (or --no-task-embedding)" if "task_embedding" in layout.options else ""
         raise ConfigError(f"--init {cfg.init}: the model has no task embeddings, which the {layout.name} layout needs: "
-                          "train it with --layout in_context" + (" (or --no-task-embedding)" if "task_embedding" in layout.options else ""))
+                          f"train it with --layout in_context{other}")
     if layout.task_table and init_config.get("task_ids", []) != layout.task_ids:
         raise ConfigError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, --data)")
     if cfg.model.grid_positions and not model.cfg.grid_positions and cfg.lora.rank == 0:
         model.add_grid_positions()
-        print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps it plain)")
+        print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps "
+              "it plain)")
     described = {"model": asdict(model.cfg), **{k: v for k, v in init_config.items() if k == "hf_import"}}
     if cfg.lora.rank > 0:
         add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.full_parameters)
@@ -280,7 +284,8 @@ def resume(run: Run, changes: dict) -> None:
     run.clock = TrainingClock(resumed.state.get("training_seconds", 0.0))
     run.final_phase_step = resumed.state.get("final_phase_step")  # where a --minutes run's final phase began
     run.described["resumed"] = resumed.config.get("resumed", []) + [{"at_step": run.start_step, "changed": changes}]
-    run.log(f"resumed from {resumed.checkpoint} at step {run.start_step}" + (f", changed: {changes}" if changes else ""))
+    run.log(f"resumed from {resumed.checkpoint} at step {run.start_step}"
+            + (f", changed: {changes}" if changes else ""))
 
 
 def describe(run: Run, layout: Layout, row_tokens: int, excluded: list[str]) -> None:
@@ -323,7 +328,8 @@ def start_final_phase(run: Run, step: int) -> None:
     run.final_phase_step = step
     run.data.sampler.final_phase(first_row(run, step), run.cfg.layout.final_evaluated_share)
     run.data.batches.forget()  # batches packed or sorted before the switch are built again
-    run.log(f"final phase from step {step}: {run.cfg.layout.final_evaluated_share:.0%} of the rows from the evaluated tasks")
+    share = run.cfg.layout.final_evaluated_share
+    run.log(f"final phase from step {step}: {share:.0%} of the rows from the evaluated tasks")
 
 
 def step_indices(run: Run) -> Iterator[int]:
@@ -417,7 +423,8 @@ def log_time(run: Run, steps: int, waited: float) -> None:
     parts = {"compiling": run.compile_s, "eval loss": run.meter.eval_s, "checkpoints and reports": run.meter.save_s,
              "waiting for batches": waited}
     parts = {"steps": total - sum(parts.values()), **parts}
-    run.log(f"time: {duration(total)} in all: " + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
+    run.log(f"time: {duration(total)} in all: "
+            + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
     run.run_log.append({"step": run.start_step + steps, "time_s": {"total": total, **parts}})
 
 
