@@ -130,13 +130,7 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
         tasks = select_tasks(all_tasks, task_set=task_set, limit=cfg.max_tasks)
     if not tasks:
         raise ConfigError(f"--data {cfg.data}: no task to evaluate (the set selected is empty)")
-    unseen = [t.id for t in tasks if not layout.knows(t.id)]
-    step, d = config.get("step"), cfg.decoding
-    method = (f"{d.decode}, {d.views or layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
-              + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps"
-                 + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else "") + ")" if unseen else "")
-              + (f", test-time training ({cfg.ttt.train}) {cfg.ttt.steps} steps"
-                 + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else "") + " per task" if cfg.ttt.steps > 0 else ""))
+    step, method = config.get("step"), method_words(cfg, layout, [t.id for t in tasks if not layout.knows(t.id)])
     print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / "
           f"{sum(len(t.test) for t in tasks)} test inputs from {cfg.data}/{cfg.split} [{task_set}]: {method}, "
           f"on {device}", flush=True)
@@ -149,6 +143,16 @@ def open_evaluation(cfg: EvalConfig) -> Evaluation:
         raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
     return Evaluation(cfg, model, layout, tasks, task_set, checkpoint, loaded, step, context_tokens, device,
                       autocast_dtype(device, cfg.precision), out, method)
+
+
+def method_words(cfg: EvalConfig, layout: Layout, unseen: list[str]) -> str:
+    """The evaluation's settings in words, for the log and the report (unseen: the tasks to adapt to)."""
+    d = cfg.decoding
+    return (f"{d.decode}, {d.views or layout.default_views} view(s), select {d.select}, {d.attempts} attempt(s)"
+            + (f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}, {cfg.adapt.steps} steps"
+               + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else "") + ")" if unseen else "")
+            + (f", test-time training ({cfg.ttt.train}) {cfg.ttt.steps} steps"
+               + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else "") + " per task" if cfg.ttt.steps > 0 else ""))
 
 
 def adapt_stage(ev: Evaluation) -> AdaptReport | None:
