@@ -20,7 +20,7 @@ own pool of K views (view_pool K, PairSampler), each used once per cycle; predic
 permute the test input's own colours, and adaptation draws from the demonstrations' pools.
 
 The share of rows from the evaluated tasks is evaluated_share, and over a final phase of the run
-(TrainConfig.final_fraction) final_evaluated_share: the trainer tells the sampler from which row on
+(LayoutConfig.final_fraction) final_evaluated_share: the trainer tells the sampler from which row on
 (PairSampler.final_phase).
 """
 from __future__ import annotations
@@ -243,7 +243,7 @@ class PairSampler(Sampler):
 
     def final_phase(self, from_row: int, share: float) -> None:
         """From row number from_row on, draw `share` of the rows from the evaluated tasks (the trainer calls
-        it with the first row of the run's final phase, TrainConfig.final_fraction). Rows before from_row are
+        it with the first row of the run's final phase, LayoutConfig.final_fraction). Rows before from_row are
         unchanged; a chunk of rows drawn before this call is drawn again."""
         self.final_from_row, self.final_share = from_row, share if self.groups[1] else 0.0
         self._chunk.cache_clear()
