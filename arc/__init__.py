@@ -11,10 +11,11 @@ layers before it (tests/test_layers.py checks this, and that no import chain com
                 they may say (schema), the Hugging Face import and export
     layouts     how an example becomes a token row (pair, in-context), batches, training samplers
     reports     what a person sees: report.html pages, SVG and terminal grids, progress lines
-    training    the optimiser, teacher-forced scoring, the fitting loop and train.py's run
+    training    the optimiser, teacher-forced scoring, the loop of steps, train.py's run and its folder
     inference   decoding and search, views and selection, test-time adaptation and training,
                 evaluate.py's stages, scoring and the submission file
 
-Entry points: train.py (arc.training.trainer), evaluate.py (arc.inference.evaluation).
+Entry points: train.py (arc.training.trainer), evaluate.py (arc.inference.evaluation), and
+`python -m arc.model.export` (a checkpoint as a Hugging Face Llama folder).
 """
 LAYERS = ("infra", "data", "model", "layouts", "reports", "training", "inference")

@@ -268,7 +268,7 @@ def model_flops(flags: str) -> tuple[float, float]:
     add_config_flags(parser, TrainConfig)
     cfg = build_config(TrainConfig, given_flags(parser.parse_args(shlex.split(flags)), TrainConfig))
     train_tasks, heldout, _ = trainer.select_data(cfg)
-    layout = trainer.make_layout(trainer.asdict(cfg), trainer.GridTokenizer(), [t.id for t in train_tasks + heldout])
+    layout = trainer.make_layout(cfg.layout, trainer.GridTokenizer(), [t.id for t in train_tasks + heldout])
     row_tokens = cfg.max_row_tokens or cfg.model.max_seq_len
     data = trainer.training_data(layout, train_tasks, heldout, row_tokens, cfg.seed, batch_size=cfg.batch_size)
     context = attention_context([len(data.sampler.row(i).ids) - 1 for i in range(2000)])

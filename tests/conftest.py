@@ -1,9 +1,10 @@
-"""Shared tiny fixtures: a tiny seeded model, a rigged "bigram" model, small task folders, a tiny
-training config, and tiny random Hugging Face Llama folders. Everything is written under pytest's tmp_path."""
+"""Shared tiny fixtures and helpers: a tiny seeded model, a rigged "bigram" model, small task folders, training
+configs from flat settings and a tiny one, tiny random Hugging Face Llama folders, the grid helper g(), an
+evaluation's two prediction stages in one call. Everything is written under pytest's tmp_path."""
 import importlib.util
 import json
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,20 @@ import pytest
 import torch
 
 from arc.data.tokenizer import VOCAB_SIZE
+from arc.inference.predict import generate, select
+from arc.layouts.config import LayoutConfig
 from arc.model import checkpoint
 from arc.model.config import ModelConfig
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig
 
 TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128, rope="1d")
+SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2)  # smaller still: runs of many steps
+
+
+def g(rows) -> np.ndarray:
+    """A grid from nested lists: g([[1, 2], [3, 4]])."""
+    return np.array(rows, dtype=np.uint8)
 
 
 def random_task(rng: np.random.Generator, n_train: int = 2, n_test: int = 1, side: int = 3) -> dict:
@@ -34,6 +43,12 @@ def write_tasks(folder, tasks: dict) -> str:
     for task_id, task in tasks.items():
         (folder / f"{task_id}.json").write_text(json.dumps(task))
     return str(folder)
+
+
+def predict(model, layout, examples, context_tokens: int, cfg, amp_dtype=None, seed: int = 0):
+    """Attempts for every example, as an evaluation makes them for one group of tasks: generate, then select."""
+    found = generate(model, layout, examples, context_tokens, cfg, amp_dtype, seed)
+    return select(model, layout, found, context_tokens, cfg, amp_dtype, seed)
 
 
 @pytest.fixture(params=[False, True], ids=["llama", "grid_positions"])
@@ -83,6 +98,19 @@ def task_dirs(tmp_path) -> tuple[str, str]:
     return train_dir, eval_dir
 
 
+LAYOUT_OPTIONS = {f.name for f in fields(LayoutConfig)} - {"name"}
+
+
+def train_config(base: TrainConfig | None = None, **settings) -> TrainConfig:
+    """base (default TrainConfig()) with settings named as train.py's flags name them, flat: layout="pair" and
+    the layout's options (view_pool=4) go into its nested LayoutConfig, the others are TrainConfig's fields."""
+    base = TrainConfig() if base is None else base
+    layout = {name: settings.pop(name) for name in list(settings) if name in LAYOUT_OPTIONS}
+    if "layout" in settings:
+        layout["name"] = settings.pop("layout")
+    return replace(base, layout=replace(base.layout, **layout), **settings)
+
+
 @pytest.fixture
 def tiny_train_config(tmp_path, task_dirs):
     """Factory: a tiny CPU/fp32 TrainConfig writing to tmp_path/<out>, with overrides. torch.compile is
@@ -90,14 +118,15 @@ def tiny_train_config(tmp_path, task_dirs):
     train_dir, eval_dir = task_dirs
 
     def make(out: str, **overrides) -> TrainConfig:
+        """overrides: as train_config's (the layout's options flat)."""
         # with init the checkpoint decides the model: model settings other than the defaults are refused
         model = ModelConfig() if overrides.get("init") else TINY
         base = TrainConfig(
-            layout="in_context", data=train_dir, eval_data=eval_dir, eval_set="all", model=model,
+            layout=LayoutConfig(name="in_context"), data=train_dir, eval_data=eval_dir, eval_set="all", model=model,
             max_steps=6, batch_size=2, warmup_steps=2, precision="fp32", compile=False, device="cpu",
             log_every=1000, eval_every=1000, save_every=1000, out=str(tmp_path / out), seed=0,
         )
-        return replace(base, **overrides)
+        return train_config(base, **overrides)
 
     return make
 
@@ -112,9 +141,10 @@ def one_thread():
 
 
 def load_bench(name: str):
-    """bench/ is not a package: load bench/<name>.py from its path (importing it runs nothing)."""
+    """bench/ is not a package: load bench/<name>.py (name may be "experiments/stage_table") from its path
+    (importing it runs nothing)."""
     path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    spec = importlib.util.spec_from_file_location("bench_" + name.replace("/", "_"), path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)

@@ -21,8 +21,6 @@ from arc.data.tokenizer import GridTokenizer
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.model import schema
 from arc.model.checkpoint import (
-    LOCK_FILE,
-    RunFolder,
     load_model,
     load_train_state,
     read_config,
@@ -31,6 +29,7 @@ from arc.model.checkpoint import (
     weights_step,
 )
 from arc.model.transformer import Transformer
+from arc.training.run_folder import LOCK_FILE, RunFolder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,8 +121,9 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     model = make_model(0)
     with torch.no_grad():
         model.head.weight[0, 0] = float("nan")
+    config = {"model": asdict(model.cfg), "step": 1}
     with pytest.raises(DivergenceError, match="NaN or infinity"):
-        save(tmp_path / "ck", model, step=1)
+        RunFolder(tmp_path / "ck", resume=False).save(model, config, GridTokenizer(), {}, lora=False)
     assert not step_folders(tmp_path / "ck")
 
 

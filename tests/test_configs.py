@@ -1,6 +1,7 @@
 """configs/*.toml, the named runs, and arc.infra.config.load_config_file: configs/main.toml is exactly train.py's
 defaults, every file loads and validates, flags override a file, and a bad key or value in a file is one line
 naming the file and the key."""
+import argparse
 import runpy
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from arc.inference.config import EvalConfig
-from arc.infra.config import build_config, load_config_file, settings, validate
+from arc.infra.config import add_config_flags, build_config, load_config_file, settings, validate
 from arc.infra.errors import ConfigError
 from arc.model.checkpoint import read_config
 from arc.training.config import TrainConfig
@@ -68,7 +69,7 @@ def test_every_config_file_loads_and_validates(path, monkeypatch):
 def test_the_llama_placeholder_is_refused_until_init_is_given(monkeypatch):
     monkeypatch.chdir(ROOT)
     config = load(ROOT / "configs" / "llama-lora.toml")
-    assert (config.init, config.lora.rank, config.grad_accum, config.layout) == ("path/to/Llama-3.2-1B", 32, 4, "in_context")
+    assert (config.init, config.lora.rank, config.grad_accum, config.layout.name) == ("path/to/Llama-3.2-1B", 32, 4, "in_context")
     with pytest.raises(ConfigError, match=r"^--init path/to/Llama-3.2-1B: must be a checkpoint folder"):
         validate(config)
 
@@ -92,7 +93,8 @@ def write(tmp_path, text: str) -> Path:
     ("config_file = 'x.toml'\n", "config_file: unknown key"),
     ("lr = 'fast'\n", 'lr = "fast": must be a number'),
     ("max_steps = 1.5\n", "max_steps = 1.5: must be an integer"),
-    ("augment = 1\n", "augment = 1: must be true or false"),
+    ("[layout]\naugment = 1\n", "layout.augment = 1: must be true or false"),
+    ("augment = true\n", "augment: unknown key (did you mean layout.augment?)"),  # a file from before LayoutConfig
     ("[lora]\ntargets = 'wq'\n", 'lora.targets = "wq": must be a list of strings'),
     ("model = 3\n", "model = 3: must be a table ([model])"),
     ("batch_size = 0\n", "batch_size = 0: must be an integer >= 1 and <= 4096"),
@@ -123,9 +125,9 @@ def test_a_file_that_is_not_toml_or_is_missing(tmp_path):
 
 def test_train_script_reads_the_file_flags_override_it_and_the_run_records_it(task_dirs, tmp_path, monkeypatch):
     train_dir, eval_dir = task_dirs
-    path = write(tmp_path, f"""layout = "in_context"\ndata = "{train_dir}"\neval_data = "{eval_dir}"\neval_set = "all"
+    path = write(tmp_path, f"""data = "{train_dir}"\neval_data = "{eval_dir}"\neval_set = "all"
 max_steps = 4\nbatch_size = 2\nprecision = "fp32"\ncompile = false\ndevice = "cpu"\n
-[model]\nd_model = 32\nn_layers = 2\nmax_seq_len = 128\n""")
+[layout]\nname = "in_context"\n[model]\nd_model = 32\nn_layers = 2\nmax_seq_len = 128\n""")
     out = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["train.py", "--config", str(path), "--max-steps", "0", "--out", str(out)])
     runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
@@ -142,3 +144,12 @@ def test_resume_refuses_a_config_file(monkeypatch, capsys):
     assert exit_.value.code == 1
     assert capsys.readouterr().err == ("error: --config configs/main.toml: --resume continues the run with its saved config "
                                        "(config.json); give only the flags to change\n")
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, EvalConfig])
+def test_every_flag_has_its_help_text_beside_its_field(cls):
+    """option(..., help=...): each setting's meaning is data on its field, what `-h` prints."""
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, cls)
+    missing = [a.option_strings[0] for a in parser._actions if a.help and a.help.startswith(" (default:")]
+    assert missing == [] and len(parser._actions) > 40

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import g
 
 from arc.data.augment import identity_augmentation, make_views
 from arc.data.tasks import Example, Pair
@@ -21,9 +22,6 @@ from arc.model.transformer import Transformer
 pytestmark = pytest.mark.usefixtures("one_thread")
 CFG = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=256, rope="1d")
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")

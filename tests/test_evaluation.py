@@ -14,7 +14,7 @@ from arc.data.tasks import Example, Pair, Task, load_tasks
 from arc.inference import evaluation
 from arc.inference.config import DecodeConfig, EvalConfig
 from arc.inference.evaluation import evaluate, score_tasks
-from arc.inference.predict import Prediction, predict
+from arc.inference.predict import Prediction
 from arc.inference.submission import validate_submission
 from arc.infra.config import add_config_flags, build_config, given_flags
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
@@ -23,7 +23,7 @@ from arc.model.checkpoint import load_model, save_checkpoint
 
 def predict_greedy(model, tok, examples, max_len, batch_size=8):
     return predict(model, tok, examples, max_len, DecodeConfig(decode_batch_size=batch_size))
-from conftest import TINY, bigram_model, write_tasks
+from conftest import TINY, bigram_model, g, predict, write_tasks
 
 from arc.data.tokenizer import END, OUTPUT, ROW, GridTokenizer
 from arc.layouts.in_context import InContextLayout
@@ -33,9 +33,6 @@ from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 def task(task_id: str, outputs: list) -> Task:

@@ -15,6 +15,7 @@ from conftest import TINY  # noqa: E402
 
 from arc.data.tokenizer import END, PAD  # noqa: E402
 from arc.inference.decode import greedy_decode  # noqa: E402
+from arc.infra.errors import cli_main  # noqa: E402
 from arc.layouts.rows import token_row
 from arc.model.checkpoint import load_model  # noqa: E402
 from arc.model.config import LoRAConfig  # noqa: E402
@@ -82,12 +83,14 @@ def test_checkpoints_that_are_not_plain_llamas_are_refused(tiny_train_config, tm
 
 
 def test_the_command_line(tiny_train_config, tmp_path, monkeypatch, capsys):
-    """python -m arc.model.export: the folder written, or a refusal as an error message and exit status 2."""
+    """python -m arc.model.export: the folder written, or a refusal as one line on stderr and exit status 1."""
     plain, special = train(tiny_train_config("plain", max_steps=0)), train(tiny_train_config("special", max_steps=0, model=replace(TINY, rope="3d")))
     monkeypatch.setattr(sys, "argv", ["arc.model.export", "--checkpoint", str(plain), "--out", str(tmp_path / "hf")])
-    main()
+    cli_main(main)  # as `python -m arc.model.export` runs it
     assert "wrote" in capsys.readouterr().out and (tmp_path / "hf" / "config.json").exists()
     monkeypatch.setattr(sys, "argv", ["arc.model.export", "--checkpoint", str(special), "--out", str(tmp_path / "hf2")])
     with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2 and "rope must be '1d'" in capsys.readouterr().err
+        cli_main(main)  # as `python -m arc.model.export` runs it
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith(f"error: --checkpoint {special} is not a plain Llama")
+    assert "rope must be '1d'" in err and err.count("\n") == 1

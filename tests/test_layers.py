@@ -89,3 +89,14 @@ def test_the_readme_module_map_lists_every_module_and_only_those():
     actual = {str(p.relative_to(ROOT.parent)) for p in ROOT.glob("*/*.py") if p.name != "__init__.py"}
     actual |= {str(p.relative_to(ROOT.parent)) + "/" for p in ROOT.glob("*/*/") if (p / "__init__.py").is_file()}
     assert sorted(listed ^ actual) == []
+
+
+def test_lines_are_at_most_120_characters_without_backslash_continuations():
+    """What a reader meets: arc/ and the entry scripts in lines of at most 120 characters, none continued with a
+    backslash (parentheses say where an expression goes on)."""
+    files = [*ROOT.rglob("*.py"), ROOT.parent / "train.py", ROOT.parent / "evaluate.py"]
+    long = [f"{p.relative_to(ROOT.parent)}:{n}" for p in files for n, line in enumerate(p.read_text().splitlines(), 1)
+            if len(line) > 120]
+    continued = [f"{p.relative_to(ROOT.parent)}:{n}" for p in files
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if line.rstrip().endswith("\\")]
+    assert long == [] and continued == []

@@ -16,6 +16,7 @@ from arc.data.tokenizer import PAD, GridTokenizer
 from arc.infra import runtime
 from arc.infra.prefetch import Ahead
 from arc.layouts.packing import ROWS_PER_CHUNK, PackedBatches, collate_packed
+from arc.layouts.config import LayoutConfig
 from arc.layouts.pair import PairLayout
 from arc.layouts.rows import IGNORE, collate
 from arc.model.packed import block_diagonal_mask, row_attention, row_positions, row_starts
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def sampler(seed: int = 0, n_tasks: int = 4, row_tokens: int = 128):
     rng = np.random.default_rng(seed)
     tasks = [parse_task(f"t{i}", random_task(rng, n_train=3, side=6), "test") for i in range(n_tasks)]
-    layout = PairLayout(GridTokenizer(), {"pack": True}, task_ids=[t.id for t in tasks])
+    layout = PairLayout(GridTokenizer(), LayoutConfig(pack=True), task_ids=[t.id for t in tasks])
     return layout.sampler(tasks, [], row_tokens, seed)
 
 

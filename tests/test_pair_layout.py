@@ -1,20 +1,20 @@
 """The pair layout: known rows, 3-D positions, task and transform embeddings through the KV cache, the
 leak guard on the trainer's own sampler, and a tiny model that learns an evaluated task from its
 demonstrations alone."""
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, random_task, write_tasks
+from conftest import TINY, g, predict, random_task, train_config, write_tasks
 
 from arc.data.augment import Augmentation
 from arc.data.tasks import Example, Pair, load_tasks, parse_task
 from arc.data.tokenizer import END, INPUT, OUTPUT, PAD, ROW, GridTokenizer
 from arc.inference.config import DecodeConfig
 from arc.inference.decode import left_pad
-from arc.inference.predict import predict
 from arc.layouts import make_layout
+from arc.layouts.config import LayoutConfig
 from arc.layouts.pair import PairLayout
 from arc.layouts.rows import collate
 from arc.model.checkpoint import load_model
@@ -22,7 +22,7 @@ from arc.model.config import ModelConfig
 from arc.model.positions import grid_numbers
 from arc.model.rope import rope3d_angles
 from arc.model.transformer import Transformer
-from arc.training.config import TrainConfig
+from arc.training.config import TrainConfig, read_training
 from arc.training.trainer import select_data, train, training_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,9 +30,6 @@ ROWS = PairLayout(GridTokenizer(), task_ids=["a", "b", "t"])  # "t" is row 2 of 
 PAIR_MODEL = replace(TINY, rope="3d", n_tasks=3, transform_embedding=True)
 TOL = dict(atol=1e-5, rtol=1e-5)
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 # input [[1, 2]], output [[3], [4]]:  I 1 2 \n O | 3 \n 4 \n E
@@ -45,7 +42,7 @@ def test_pair_row_known_ids_mask_and_prompt():
     assert row.ids.tolist() == PAIR_IDS and (row.task, row.transform) == (2, 5)
     assert row.loss_mask.tolist() == [False] * 5 + [True] * 5  # the output's rows and E
     assert ROWS.encode(PAIR, train=True).loss_mask.tolist() == row.loss_mask.tolist()  # input_loss is off by default
-    input_loss = PairLayout(GridTokenizer(), {"input_loss": True}, task_ids=["t"])
+    input_loss = PairLayout(GridTokenizer(), LayoutConfig(input_loss=True), task_ids=["t"])
     assert input_loss.encode(PAIR, train=True).loss_mask.tolist() == [False] + [True] * 9  # the input too, not the first I
     assert input_loss.encode(PAIR).loss_mask.tolist() == row.loss_mask.tolist()  # scoring: the answer only
     prompt = ROWS.prompt(replace(PAIR, transform=3))
@@ -146,9 +143,9 @@ def test_no_test_output_of_an_evaluated_task_reaches_a_training_row(tmp_path):
     secret["test"][0]["output"] = (np.arange(25).reshape(5, 5) % 10).tolist()
     eval_dir = write_tasks(tmp_path / "eval", {"secret": secret})
     cfg = replace(TrainConfig(), data=train_dir, eval_data=eval_dir, eval_set="all")
-    assert cfg.layout == "pair"  # the default
+    assert cfg.layout.name == "pair"  # the default
     train_tasks, heldout, _ = select_data(cfg)
-    layout = make_layout(asdict(cfg), GridTokenizer(), [t.id for t in train_tasks + heldout])
+    layout = make_layout(cfg.layout, GridTokenizer(), [t.id for t in train_tasks + heldout])
     data = training_data(layout, train_tasks, heldout, 512, cfg.seed)
     assert layout.task_ids == ["t0", "t1", "t2", "t3", "secret"]
     assert all(p.output is None or p.output.shape != (5, 5) for _, pairs in data.sampler.groups[1] for p in pairs)
@@ -202,10 +199,10 @@ def copy_run(tmp_path_factory):
     rng = np.random.default_rng(1)
     train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng, n_train=3) for i in range(3)})
     eval_dir = write_tasks(tmp_path / "eval", {"copy": COPY})
-    cfg = TrainConfig(data=train_dir, eval_data=eval_dir, eval_set="all", model=replace(TINY, d_model=64, rope="3d"),
-                      max_steps=600, batch_size=8, pack=False, lr=3e-3, warmup_steps=20, precision="fp32",
-                      compile=False, device="cpu", log_every=1000, eval_every=1000, save_every=1000,
-                      out=str(tmp_path / "run"), seed=0)
+    cfg = train_config(data=train_dir, eval_data=eval_dir, eval_set="all", model=replace(TINY, d_model=64, rope="3d"),
+                       max_steps=600, batch_size=8, pack=False, lr=3e-3, warmup_steps=20, precision="fp32",
+                       compile=False, device="cpu", log_every=1000, eval_every=1000, save_every=1000,
+                       out=str(tmp_path / "run"), seed=0)
     return train(cfg), cfg
 
 
@@ -216,7 +213,7 @@ def test_tiny_pair_model_learns_an_evaluated_task_from_its_demonstrations(copy_r
     checkpoint, cfg = copy_run
     model, tokenizer, config = load_model(checkpoint)
     [task] = load_tasks(cfg.eval_data)
-    layout = make_layout(config["training"], tokenizer, config["task_ids"])
+    layout = make_layout(read_training(config, "config.json").layout, tokenizer, config["task_ids"])
     one_view = DecodeConfig(views=1)  # the task as given (8 views would vote, but one must already be right)
     [p] = predict(model.eval(), layout, task.examples(), 128, one_view)
     assert p.correct, p.attempts
@@ -234,7 +231,7 @@ def test_test_time_training_solves_an_unseen_task_from_its_demonstrations_alone(
     model, tokenizer, config = load_model(checkpoint)
     model.eval()
     task = parse_task("unseen", UNSEEN_FLIP, "test")
-    layout = make_layout(config["training"], tokenizer, config["task_ids"])
+    layout = make_layout(read_training(config, "config.json").layout, tokenizer, config["task_ids"])
     model.add_tasks(1)
     layout.add_tasks([task.id])
     one_view = DecodeConfig(views=1)
@@ -255,7 +252,7 @@ def test_test_time_training_rows_never_hold_a_test_output():
     secret = random_task(rng, n_train=3)
     secret["test"][0]["output"] = (np.arange(25).reshape(5, 5) % 10).tolist()
     task = parse_task("secret", secret, "test")
-    for settings in ({}, {"input_loss": True}):
+    for settings in (LayoutConfig(), LayoutConfig(input_loss=True)):
         layout = PairLayout(GridTokenizer(), settings, task_ids=["secret"])
         sampler = layout.demonstration_sampler([task], 512, seed=0)
         for i in range(300):
@@ -345,7 +342,7 @@ def test_fixed_colour_maps_are_shared_by_training_rows_and_prediction_views():
     maps = {colour_map("abc", k) for k in range(3)}
     assert colour_map("abc", 0) == tuple(range(10)) and len(maps) == 3 and all(m[0] == 0 for m in maps)
     assert colour_map("abc", 1) == colour_map("abc", 1) != colour_map("abd", 1)  # a function of (task, k) only
-    layout = PairLayout(GridTokenizer(), {"colour_maps": 3}, task_ids=["abc"])
+    layout = PairLayout(GridTokenizer(), LayoutConfig(colour_maps=3), task_ids=["abc"])
     sampler = layout.sampler([task], [], 512, seed=0)
     pairs = task.train + task.test
     for i in range(40):  # every row's colours are one of the task's 3 maps of one of its pairs (under its transform)
@@ -359,7 +356,7 @@ def test_fixed_colour_maps_are_shared_by_training_rows_and_prediction_views():
 
 def test_input_loss_rows_include_the_evaluated_test_inputs_without_outputs():
     task = parse_task("ev", random_task(np.random.default_rng(6), n_train=2), "test").without_test_outputs()
-    layout = PairLayout(GridTokenizer(), {"input_loss": True, "augment": False}, task_ids=["ev"])
+    layout = PairLayout(GridTokenizer(), LayoutConfig(input_loss=True, augment=False), task_ids=["ev"])
     sampler = layout.sampler([], [task], 512, seed=0)
     rows = [sampler.row(i) for i in range(60)]
     inputs_only = [r for r in rows if r.ids[-1] == OUTPUT]  # I <test input> O: nothing after O

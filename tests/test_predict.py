@@ -8,13 +8,9 @@ from arc.data.tasks import Example, Pair
 from arc.data.tokenizer import END, OUTPUT, ROW, GridTokenizer
 from arc.inference.config import DecodeConfig
 from arc.inference.ensemble import candidate_nll, product_of_experts
-from arc.inference.predict import predict
 from arc.layouts.in_context import InContextLayout
-from tests.conftest import TINY, bigram_model
+from conftest import TINY, bigram_model, g, predict
 
-
-def g(rows):
-    return np.array(rows, dtype=np.uint8)
 
 
 # background 0 stays fixed under every view (keep_background), so a model that always writes the

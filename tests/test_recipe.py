@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import SMALL, TINY, g
 from safetensors.torch import load_file
 
 from arc.data.augment import N_COLOURS, own_colours, view_pool
@@ -19,6 +19,7 @@ from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.config import validate
 from arc.infra.errors import ConfigError
+from arc.layouts.config import LayoutConfig
 from arc.layouts.pair import PairLayout, PairSampler
 from arc.model.checkpoint import checkpoint_dir, load_train_state
 from arc.model.lora import add_lora
@@ -29,7 +30,6 @@ from arc.training.steps import TrainingClock
 from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2, rope="1d")
 
 
 # --- schedules ----------------------------------------------------------------------------------------------
@@ -135,9 +135,6 @@ def test_dropout_is_off_in_eval_mode_and_on_in_train_mode():
 # --- the view pool ------------------------------------------------------------------------------------------
 
 
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
-
 
 def test_a_pool_holds_distinct_views_that_rename_only_the_pairs_own_colours():
     pair = Pair(g([[0, 3], [3, 0]]), g([[7, 0, 3]]))
@@ -165,7 +162,7 @@ def tasks(n: int, first: int, seed: int, test_outputs: bool = True) -> list[Task
 
 def pool_sampler(k: int, share: float = 0.5, seed: int = 0) -> PairSampler:
     train_tasks, evaluated = tasks(5, 0, seed), tasks(2, 5, seed + 1, test_outputs=False)
-    layout = PairLayout(GridTokenizer(), {"view_pool": k}, [t.id for t in train_tasks + evaluated])
+    layout = PairLayout(GridTokenizer(), LayoutConfig(view_pool=k), [t.id for t in train_tasks + evaluated])
     return PairSampler(layout, train_tasks, evaluated, 64, seed, share, view_pool=k)
 
 
@@ -212,7 +209,7 @@ def test_the_final_phase_changes_the_share_from_its_row_on_and_nothing_before():
 
 
 def test_a_pool_trained_layout_predicts_and_adapts_under_the_same_kind_of_views():
-    layout = PairLayout(GridTokenizer(), {"view_pool": 4}, ["t"])
+    layout = PairLayout(GridTokenizer(), LayoutConfig(view_pool=4), ["t"])
     example = Example("t", 0, [Pair(g([[1]]), g([[2]]))], Pair(g([[0, 3], [5, 3]])))
     views = layout.views(example, 10, seed=0)
     assert [v.transform for v in views] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1] and views[0].colours == tuple(range(N_COLOURS))
@@ -293,4 +290,4 @@ def test_the_recipe_switches_refuse_what_they_would_ignore(config):
             validate(config("refused", **settings))
     validate(config("fine", minutes=5.0, max_steps=TrainConfig().max_steps, schedule="wsd", decay_fraction=0.3, optimizer="muon", muon_lr=0.01,
                     view_pool=2, final_fraction=0.2, final_evaluated_share=0.5, model=replace(SMALL, dropout=0.1)))
-    assert TrainConfig().optimizer == "auto" and TrainConfig().minutes is None and TrainConfig().view_pool == 0
+    assert TrainConfig().optimizer == "auto" and TrainConfig().minutes is None and TrainConfig().layout.view_pool == 0

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import g
 
 from arc.data.tasks import Pair, Task
 from arc.inference.evaluation import score_tasks
@@ -26,9 +27,6 @@ from arc.reports.pages import (
     write_train_report,
 )
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 def known_case() -> tuple[list[Task], dict]:
@@ -162,10 +160,10 @@ def test_train_report_and_loss_chart(tmp_path):
     lines = [{"step": 10, "loss": 2.0, "lr": 1e-4, "tokens_per_s": 900.0}, {"step": 20, "loss": 1.0, "lr": 2e-4, "tokens_per_s": 1100.0},
              {"step": 20, "eval_loss": 1.5}, {"step": 30, "loss": 0.5, "lr": 2e-4, "tokens_per_s": 1000.0}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
-    (tmp_path / "config.json").write_text(json.dumps({"step": 30, "training": {"max_steps": 30, "lr": 2e-4}, "model": {"d_model": 32}}))
+    config = {"step": 30, "training": {"max_steps": 30, "lr": 2e-4}, "model": {"d_model": 32}}  # what the trainer saved
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     assert metrics["loss"] == [(10, 2.0), (20, 1.0), (30, 0.5)] and metrics["eval_loss"] == [(20, 1.5)]
-    write_train_report(tmp_path)
+    write_train_report(tmp_path, config)
     svg = (tmp_path / "loss.svg").read_text()
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 1
     assert svg.split('points="')[1].split('"')[0].split()[-1].startswith("660.0,")  # last point at the right edge

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, failing_at
+from conftest import SMALL, failing_at
 from safetensors.torch import load_file
 
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
@@ -23,7 +23,6 @@ from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = replace(TINY, d_model=16, n_layers=1, n_heads=2, rope="1d")
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import g
 
 from arc.data.tasks import Example, Pair, load_tasks
 from arc.data.tokenizer import OUTPUT, GridTokenizer, grid_length
 from arc.layouts.in_context import InContextLayout
 from arc.layouts.rows import answer_budget, answer_limit
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 def example(demos, test_in, test_out=None) -> Example:

@@ -1,8 +1,8 @@
 """arc.inference.submission: entries, format validation (each error names the task), atomic writing."""
 import json
 
-import numpy as np
 import pytest
+from conftest import g
 
 from arc.data.tasks import Pair, Task
 from arc.inference.submission import (
@@ -12,9 +12,6 @@ from arc.inference.submission import (
     write_submission,
 )
 
-
-def g(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.uint8)
 
 
 def task(task_id: str, outputs: list) -> Task:

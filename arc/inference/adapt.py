@@ -43,6 +43,7 @@ from arc.training.trainer import select_data
 
 SAVE_SECONDS = 300.0  # save_every 0: a save after every this many seconds of adaptation (a kill loses at most this)
 PROGRESS_STEPS = 50  # a progress line every this many steps
+MIN_SECONDS = 1.0  # a budget below this many seconds trains no step (the first would compile, the rest be too few)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _save(ad: Adaptation, step: int, finished: bool) -> None:
         return
     config = {**ad.base_config, "model": asdict(ad.model.cfg), "task_ids": list(ad.layout.task_ids), "step": step,
               "adaptation": {"tasks": [t.id for t in ad.new], "steps": ad.steps, "seconds": ad.seconds,
-                             "config": asdict(ad.cfg), "finished": finished}}
+                             "config": asdict(ad.cfg), "finished": finished, "trained_seconds": ad.clock.seconds}}
     state = {"optimizer": ad.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
              "training_seconds": ad.clock.seconds}
     save_checkpoint(ad.folder, ad.model, config, ad.layout.tokenizer, state)
@@ -141,13 +142,19 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
         return AdaptReport(len(new), resumed["step"] if resumed else 0, resumed["seconds"] if resumed else 0.0,
                            None, None)
     if cfg.steps <= 0:
-        raise ConfigError(f"{len(new)} task(s) have no embedding in this checkpoint ({' '.join(t.id for t in new[:8])}): "
-                          "adapt to them with --adapt-steps N, or evaluate the tasks it was trained on")
+        raise ConfigError(f"{len(new)} task(s) have no embedding in this checkpoint "
+                          f"({' '.join(t.id for t in new[:8])}): adapt to them with --adapt-steps N, or evaluate the "
+                          "tasks it was trained on")
     if not resumed:
         model.add_tasks(len(new))
         layout.add_tasks([t.id for t in new])
-    budget = cfg.seconds * len(new) if seconds is None else seconds
-    budget = resumed["budget_seconds"] if resumed else budget  # a resumed adaptation keeps its own budget
+    # the time limit (0: none): the flags' per new task, the budget's, or a resumed adaptation's own
+    budget = resumed["budget_seconds"] if resumed else cfg.seconds * len(new) if seconds is None else seconds
+    cap = cfg.steps
+    if seconds is not None and not resumed and seconds < MIN_SECONDS:  # a budget with (next to) no time for it
+        print(f"adapting: the budget leaves {seconds:.1f}s, too little for a step: the {len(new)} new task rows stay "
+              "at the mean of the trained rows", flush=True)
+        cap = 0
     try:
         sampler = layout.demonstration_sampler(new, row_tokens, seed, replay=replay, replay_share=cfg.replay)
     except NoRows as error:
@@ -160,14 +167,16 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
         ad = Adaptation(model, layout, cfg, new, cfg.steps, budget, recipe.optimizer_for(model), TrainingClock(),
                         Path(folder) if folder else None, base_config or {}, len(replay), time.time())
         start = _restore(ad, resumed) if resumed else 0
-        if compile:
+        if compile and cap > start:
             compile_once(model, batches(start), device, amp_dtype)
         try:
             report = take_steps(model, ad.optimizer, trained, lambda step: [batches(step)],
-                                recipe.schedule_for(cfg.steps, budget or None), range(start, cfg.steps),
-                                recipe.grad_clip, device, amp_dtype, clock=ad.clock, after_step=partial(_after_step, ad))
+                                recipe.schedule_for(cfg.steps, budget or None), range(start, cap),
+                                recipe.grad_clip, device, amp_dtype, clock=ad.clock,
+                                after_step=partial(_after_step, ad))
         except DivergenceError as error:  # the model is unusable now: nothing is predicted with it
-            raise DivergenceError(f"adapting {len(new)} new task embedding(s): {error} (try a lower --adapt-lr)") from None
+            raise DivergenceError(f"adapting {len(new)} new task embedding(s): {error} "
+                                  "(try a lower --adapt-lr)") from None
         except NoRows as error:  # rows fit too rarely in the evaluation's token budget
             raise _too_long(new, error, model) from None
         _save(ad, start + report.steps, finished=True)
@@ -195,7 +204,7 @@ def _resume_point(folder: str | Path | None, layout: Layout, tasks: list[Task]) 
                           "continues the same evaluation (the same tasks)")
     return {"tasks": [by_id[task_id] for task_id in saved["tasks"]], "step": int(config["step"]),
             "finished": bool(saved.get("finished")), "budget_seconds": float(saved.get("seconds", 0.0)),
-            "seconds": 0.0}
+            "seconds": float(saved.get("trained_seconds", 0.0))}
 
 
 def _restore(ad: Adaptation, resumed: dict) -> int:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arc.data.tasks import TASK_SETS
+from arc.data.tasks import TASK_SETS, data_source, split_problems
 from arc.data.tokenizer import VOCAB_SIZE
 from arc.infra.config import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_THREADS,
+    PRECISIONS,
     choice,
     device,
     ignored,
@@ -28,43 +32,58 @@ from arc.infra.config import (
 )
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig
-from arc.training.config import MAX_BATCH, MAX_SEED, MAX_THREADS, PRECISIONS, data_source, split_problems
 
 # The settings of one decoding strategy or selection only (DecodeConfig.decode, .select): refused under another.
 _DECODE_ONLY = {"sample": ("samples", "temperature", "top_k"),
                 "dfs": ("dfs_threshold", "dfs_max_candidates", "dfs_time_limit_s", "dfs_keep_greedy")}
 _SELECT_ONLY = {"poe": ("score_views", "rerank")}
-MAX_VIEWS = 1024  # views, scoring views, samples per view: far above any useful count (beyond, a list of 10**12 views hangs)
+# views, scoring views, samples per view: far above any useful count (beyond, a list of 10**12 views hangs)
+MAX_VIEWS = 1024
 
 
 @dataclass
 class DecodeConfig:
-    decode: str = option("greedy", choice("greedy", "sample", "dfs"))  # greedy | sample | dfs
-    views: int = option(0, integer(0, MAX_VIEWS))  # augmented views to generate under (0: the layout's default, 1 = the task as given for in-context, 8 for pair)
-    select: str = option("vote", choice("vote", "poe"))  # vote | poe: how the attempts are chosen among the pooled candidates
-    score_views: int = option(8, integer(1, MAX_VIEWS))  # views that score each candidate for "poe"
-    rerank: int = option(0, integer(0, MAX_VIEWS))  # (poe) score only the N candidates with the most votes (0: every candidate)
-    drop_input_copies: bool = False  # drop candidates equal to the test input (mdlARC's filter: an ARC answer is almost never its input)
-    attempts: int = option(2, integer(1))  # attempts per test input (the ARC Prize allows 2)
-    samples: int = option(8, integer(1, MAX_VIEWS))  # samples per view (decode=sample)
-    temperature: float = option(1.0, number(0, above=True))  # sampling temperature (decode=sample)
-    top_k: int | None = option(None, optional(integer(1, VOCAB_SIZE)))  # sample among the k likeliest tokens only (decode=sample)
-    dfs_threshold: float = option(0.1, number(0, 1, above=True))  # keep every output with probability above this (decode=dfs)
-    dfs_max_candidates: int = option(8, integer(1))  # stop a DFS after this many complete outputs
-    dfs_time_limit_s: float = option(60.0, number(0, above=True))  # stop a DFS after this long per view
-    dfs_keep_greedy: bool = True  # (decode=dfs) seed the candidates with the greedy output even when it is below the threshold
-    limit_slack: float = option(2.0, number(0, 1000))  # generate at most this multiple of the answer size the demonstrations suggest (0: up to 30x30; beyond ~1000 every budget is 30x30 anyway)
-    decode_batch_size: int = option(8, integer(1))  # prompts decoded together (greedy) and rows scored together (poe)
+    decode: str = option("greedy", choice("greedy", "sample", "dfs"), help="greedy | sample | dfs")
+    views: int = option(0, integer(0, MAX_VIEWS),
+                        help="augmented views to generate under (0: the layout's default, 1 = the task as given for "
+                             "in-context, 8 for pair)")
+    select: str = option("vote", choice("vote", "poe"),
+                         help="vote | poe: how the attempts are chosen among the pooled candidates")
+    score_views: int = option(8, integer(1, MAX_VIEWS), help='views that score each candidate for "poe"')
+    rerank: int = option(0, integer(0, MAX_VIEWS),
+                         help="(poe) score only the N candidates with the most votes (0: every candidate)")
+    drop_input_copies: bool = option(False,
+                                     help="drop candidates equal to the test input (mdlARC's filter: an ARC answer is "
+                                          "almost never its input)")
+    attempts: int = option(2, integer(1), help="attempts per test input (the ARC Prize allows 2)")
+    samples: int = option(8, integer(1, MAX_VIEWS), help="samples per view (decode=sample)")
+    temperature: float = option(1.0, number(0, above=True), help="sampling temperature (decode=sample)")
+    top_k: int | None = option(None, optional(integer(1, VOCAB_SIZE)),
+                               help="sample among the k likeliest tokens only (decode=sample)")
+    dfs_threshold: float = option(0.1, number(0, 1, above=True),
+                                  help="keep every output with probability above this (decode=dfs)")
+    dfs_max_candidates: int = option(8, integer(1), help="stop a DFS after this many complete outputs")
+    dfs_time_limit_s: float = option(60.0, number(0, above=True), help="stop a DFS after this long per view")
+    dfs_keep_greedy: bool = option(True,
+                                   help="(decode=dfs) seed the candidates with the greedy output even when it is "
+                                        "below the threshold")
+    limit_slack: float = option(2.0, number(0, 1000),
+                                help="generate at most this multiple of the answer size the demonstrations suggest "
+                                     "(0: up to 30x30; beyond ~1000 every budget is 30x30 anyway)")
+    decode_batch_size: int = option(8, integer(1),
+                                    help="prompts decoded together (greedy) and rows scored together (poe)")
 
     def problems(self, flag) -> list[str]:
         """The settings of a strategy or selection this run does not use."""
         found = []
         for decode, names in _DECODE_ONLY.items():
             if self.decode != decode:
-                found += ignored(self, flag, names, f"applies to {flag('decode')} {decode} only (this run: {flag('decode')} {self.decode})")
+                this_run = f"{flag('decode')} {self.decode}"
+                found += ignored(self, flag, names, f"applies to {flag('decode')} {decode} only (this run: {this_run})")
         for select, names in _SELECT_ONLY.items():
             if self.select != select:
-                found += ignored(self, flag, names, f"applies to {flag('select')} {select} only (this run: {flag('select')} {self.select})")
+                this_run = f"{flag('select')} {self.select}"
+                found += ignored(self, flag, names, f"applies to {flag('select')} {select} only (this run: {this_run})")
         return found
 
 
@@ -74,22 +93,35 @@ BUDGET_STEPS = 10**9
 
 @dataclass
 class TTTConfig:
-    steps: int | None = option(None, optional(integer(0)))  # AdamW steps per task on its demonstrations (0: no test-time training; default: none without --minutes, as many as the budget gives with it)
-    seconds: float = option(0.0, number(0))  # also stop a task's training after this many seconds (0: no time limit; under --minutes the budget decides)
-    train: str = option("full", choice("full", "lora", "embeddings"))  # what moves: every parameter | a fresh LoRA adapter | the task's embedding row
-    stop: str = option("steps", choice("steps", "loo"))  # steps: train `steps` steps | loo: as many (up to `steps`) as minimised a held-out demonstration's loss when training on the others
+    steps: int | None = option(None, optional(integer(0)),
+                               help="AdamW steps per task on its demonstrations (0: no test-time training; default: "
+                                    "none without --minutes, as many as the budget gives with it)")
+    seconds: float = option(0.0, number(0),
+                            help="also stop a task's training after this many seconds (0: no time limit; under "
+                                 "--minutes the budget decides)")
+    train: str = option("full", choice("full", "lora", "embeddings"),
+                        help="what moves: every parameter | a fresh LoRA adapter | the task's embedding row")
+    stop: str = option("steps", choice("steps", "loo"),
+                       help="steps: train `steps` steps | loo: as many (up to `steps`) as minimised a held-out "
+                            "demonstration's loss when training on the others")
     # the per-task adapter of --ttt-train lora (flags --ttt-rank, --ttt-alpha, ...)
     lora: LoRAConfig = nested(lambda: LoRAConfig(rank=16), omit=("train_embeddings",))
-    lr: float = option(1e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the steps, then cosine to a tenth)
-    batch_size: int = option(1, integer(1, MAX_BATCH))  # per step, as train.py's: packed sequences of the row budget (pair layout: a 2,048-token sequence holds ~6 rows), or rows padded (in_context); every step gets fresh rows (fresh augmentations)
-    max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # longest row in tokens; None: the evaluation's context budget
-    augment: bool = True  # D8 transform + colour permutation keeping 0 + demonstration order, per row
+    lr: float = option(1e-3, number(0, above=True),
+                       help="peak learning rate (warmup over the first tenth of the budget, then cosine to a tenth)")
+    batch_size: int = option(1, integer(1, MAX_BATCH),
+                             help="per step, as train.py's: packed sequences of the row budget (pair layout: a "
+                                  "2,048-token sequence holds ~6 rows), or rows padded (in_context); every step gets "
+                                  "fresh rows (fresh augmentations)")
+    max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)),
+                                        help="longest row in tokens; None: the evaluation's context budget")
+    augment: bool = option(True, help="D8 transform + colour permutation keeping 0 + demonstration order, per row")
 
     def problems_when_on(self, flag) -> list[str]:
         """An adapter of rank 0 cannot train; the adapter's settings do nothing without one. EvalConfig asks
         while test-time training is on (which it knows: it depends on the budget too)."""
         if self.train == "lora" and self.lora.rank == 0:
-            return [f"{flag('lora.rank')} 0: test-time training with {flag('train')} lora trains an adapter of rank >= 1"]
+            return [f"{flag('lora.rank')} 0: test-time training with {flag('train')} lora trains an adapter of "
+                    "rank >= 1"]
         if self.train != "lora":
             return ignored(self, flag, [n for n in settings(TTTConfig) if n.startswith("lora.")],
                            f"applies to {flag('train')} lora only (this run: {flag('train')} {self.train})")
@@ -98,13 +130,25 @@ class TTTConfig:
 
 @dataclass
 class AdaptConfig:
-    steps: int | None = option(None, optional(integer(0)))  # optimizer steps on the new tasks' demonstrations (0: refuse tasks without an embedding; default: 300 without --minutes, as many as the budget gives with it)
-    seconds: float = option(30.0, number(0))  # also stop after this many seconds per new task (the tasks adapt jointly: the budget is seconds x tasks; 0: no time limit; under --minutes the budget decides); bounds a large unseen task's adaptation
-    train: str = option("embeddings", choice("embeddings", "full"))  # embeddings: only the new tasks' rows | full: every parameter
-    lr: float = option(3e-3, number(0, above=True))  # peak learning rate (warmup over the first tenth of the budget, then cosine to a tenth)
-    batch_size: int = option(1, integer(1, MAX_BATCH))  # per step: packed sequences of the context budget (pair layout), as train.py's
-    replay: float = option(0.0, number(0, 1, below=True))  # (full) share of the rows from the checkpoint's own training tasks, so that a fine-tune of every weight keeps them (rebuilt from its config.json)
-    save_every: int = option(0, integer(0))  # steps between saves of the adapted model into --out/adapted (0: every 5 minutes of adaptation), from which --resume continues
+    steps: int | None = option(None, optional(integer(0)),
+                               help="optimizer steps on the new tasks' demonstrations (0: refuse tasks without an "
+                                    "embedding; default: 300 without --minutes, as many as the budget gives with it)")
+    seconds: float = option(30.0, number(0),
+                            help="also stop after this many seconds per new task (the tasks adapt jointly: the budget "
+                                 "is seconds x tasks; 0: no time limit; under --minutes the budget decides); bounds a "
+                                 "large unseen task's adaptation")
+    train: str = option("embeddings", choice("embeddings", "full"),
+                        help="embeddings: only the new tasks' rows | full: every parameter")
+    lr: float = option(3e-3, number(0, above=True),
+                       help="peak learning rate (warmup over the first tenth of the budget, then cosine to a tenth)")
+    batch_size: int = option(1, integer(1, MAX_BATCH),
+                             help="per step: packed sequences of the context budget (pair layout), as train.py's")
+    replay: float = option(0.0, number(0, 1, below=True),
+                           help="(full) share of the rows from the checkpoint's own training tasks, so that a "
+                                "fine-tune of every weight keeps them (rebuilt from its config.json)")
+    save_every: int = option(0, integer(0),
+                             help="steps between saves of the adapted model into --out/adapted (0: every 5 minutes "
+                                  "of adaptation), from which --resume continues")
 
 
 def task_ids(value) -> str | None:
@@ -113,27 +157,50 @@ def task_ids(value) -> str | None:
 
 @dataclass
 class EvalConfig:
-    checkpoint: str | None = None  # checkpoint folder (default: the adapter's base with --adapter, else the newest run under checkpoints/)
-    adapter: str | None = None  # a LoRA run folder whose adapter goes on top of its base checkpoint (--checkpoint, when given, must be that base)
-    data: str = option("arc1", data_source)  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
-    split: str = "evaluation"  # training | evaluation (for arc1/arc2)
-    task_set: str | None = option(None, optional(choice(*TASK_SETS, "all")))  # seed20 | all (default: seed20 on arc1 evaluation, else all)
-    tasks: tuple[str, ...] = option((), task_ids)  # explicit task ids, comma-separated (overrides --task-set)
-    max_tasks: int | None = option(None, optional(integer(1)))  # keep only the first N tasks
-    context_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)))  # tokens per example, prompt and answer (default: the model's max_seq_len)
-    device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
-    threads: int = option(0, integer(0, MAX_THREADS))  # CPU threads for torch (0: torch's default)
-    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 autocast where a start-up measurement finds bf16 matmuls faster than fp32, else fp32) | bf16 | fp32
-    out: str | None = option(None, optional(out_folder))  # folder for results.json and submission.json (default: <checkpoint>/eval-<task set>)
+    checkpoint: str | None = option(None,
+                                    help="checkpoint folder (default: the adapter's base with --adapter, else the "
+                                         "newest run under checkpoints/)")
+    adapter: str | None = option(None,
+                                 help="a LoRA run folder whose adapter goes on top of its base checkpoint "
+                                      "(--checkpoint, when given, must be that base)")
+    data: str = option("arc1", data_source,
+                       help="arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json")
+    split: str = option("evaluation", help="training | evaluation (for arc1/arc2)")
+    task_set: str | None = option(None, optional(choice(*TASK_SETS, "all")),
+                                  help="seed20 | all (default: seed20 on arc1 evaluation, else all)")
+    tasks: tuple[str, ...] = option((), task_ids, help="explicit task ids, comma-separated (overrides --task-set)")
+    max_tasks: int | None = option(None, optional(integer(1)), help="keep only the first N tasks")
+    context_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)),
+                                        help="tokens per example, prompt and answer (default: the model's "
+                                             "max_seq_len)")
+    device: str = option("auto", device, help="auto | cpu | cuda | cuda:N")
+    threads: int = option(0, integer(0, MAX_THREADS), help="CPU threads for torch (0: torch's default)")
+    precision: str = option("auto", choice(*PRECISIONS),
+                            help="auto (bf16 autocast where a start-up measurement finds bf16 matmuls faster than "
+                                 "fp32, else fp32) | bf16 | fp32")
+    out: str | None = option(None, optional(out_folder),
+                             help="folder for results.json and submission.json (default: <checkpoint>/eval-<task "
+                                  "set>)")
     decoding: DecodeConfig = nested(DecodeConfig)  # views, strategy, selection (arc.inference.predict)
     ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)
-    adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")  # (pair layout) new embeddings for tasks the checkpoint has none for
-    minutes: float | None = option(None, optional(number(0, 10**6, above=True)))  # the whole evaluation (loading to submission.json) within this many minutes: joint adaptation of unseen tasks, then test-time training per task, then prediction, by the rule of arc.inference.budget
-    adapt_share: float = option(0.3, number(0, 1))  # (--minutes) share of the budget left after loading for the joint adaptation, when some tasks are unseen
-    resume: bool = False  # continue the evaluation in --out: its saved adaptation and the tasks it finished (the same flags)
-    compile: bool = True  # torch.compile the model's blocks for adaptation's and test-time training's steps (the training step's shape: packed sequences for the pair layout); prediction runs eagerly
-    show: bool = False  # print each task's expected and predicted grids in the terminal (ANSI colours)
-    seed: int = option(0, integer(0, MAX_SEED))  # seeds everything random in an evaluation: the views, sampling, adaptation and test-time training
+    # (pair layout) new embeddings for tasks the checkpoint has none for
+    adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")
+    minutes: float | None = option(None, optional(number(0, 10**6, above=True)),
+                                   help="the whole evaluation (loading to submission.json) within this many minutes: "
+                                        "joint adaptation of unseen tasks, then test-time training per task, then "
+                                        "prediction, by the rule of arc.inference.budget")
+    adapt_share: float = option(0.3, number(0, 1),
+                                help="(--minutes) share of the budget left after loading for the joint adaptation, "
+                                     "when some tasks are unseen")
+    resume: bool = option(False, help="continue the evaluation in --out: its saved adaptation and the tasks it "
+                                      "finished (the same flags)")
+    compile: bool = option(True, help="torch.compile the model's blocks for adaptation's and test-time training's "
+                                      "steps (the training step's shape: packed sequences for the pair layout); "
+                                      "prediction runs eagerly")
+    show: bool = option(False, help="print each task's expected and predicted grids in the terminal (ANSI colours)")
+    seed: int = option(0, integer(0, MAX_SEED),
+                       help="seeds everything random in an evaluation: the views, sampling, adaptation and test-time "
+                            "training")
 
     def ttt_steps(self) -> int:
         """Test-time training's step cap: the flag, else none without --minutes and the budget's with it."""
@@ -147,7 +214,8 @@ class EvalConfig:
         found = split_problems(flag("split"), self.data, self.split)
         repeated = sorted({t for t in self.tasks if t and self.tasks.count(t) > 1})  # an empty id: its own rule
         if repeated:
-            found.append(f"{flag('tasks')} {shown(self.tasks)}: each task id at most once (repeated: {', '.join(repeated)})")
+            found.append(f"{flag('tasks')} {shown(self.tasks)}: each task id at most once "
+                         f"(repeated: {', '.join(repeated)})")
         for name in ("checkpoint", "adapter"):
             folder = getattr(self, name)
             if folder is not None and not has_checkpoint(folder):
@@ -160,7 +228,8 @@ class EvalConfig:
             return []  # refused by their rules
         found = []
         if self.minutes is not None:
-            found += ignored(self, flag, ["ttt.seconds", "adapt.seconds"], f"the budget decides it under {flag('minutes')}")
+            found += ignored(self, flag, ["ttt.seconds", "adapt.seconds"],
+                             f"the budget decides it under {flag('minutes')}")
         else:
             found += ignored(self, flag, ["adapt_share"], f"applies to a budgeted run ({flag('minutes')}) only")
         if self.adapt.train != "full":

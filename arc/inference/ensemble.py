@@ -49,7 +49,8 @@ def grid_key(grid: Grid) -> tuple:
 # --------------------------------------------------------------------------------------------------
 
 
-def _scored_row(layout: Layout, example: Example, candidate: Grid, view: Augmentation, max_tokens: int) -> EncodedRow | None:
+def _scored_row(layout: Layout, example: Example, candidate: Grid, view: Augmentation,
+                max_tokens: int) -> EncodedRow | None:
     """The encoded row "view(task) with view(candidate) as the answer", or None if it cannot fit."""
     # Fit in the view's frame, as prediction on that view does: the context budget is computed with the
     # answer hidden, so the demonstrations kept are the ones the model saw when it answered. (Fitting in
@@ -60,7 +61,8 @@ def _scored_row(layout: Layout, example: Example, candidate: Grid, view: Augment
     answer = view.apply_grid(candidate)
     if layout.length(fitted, grid_length(answer) + 1) > max_tokens:
         return None  # a candidate larger than the budget reserved for it
-    return layout.encode(replace(fitted, test=Pair(fitted.test.input, answer)))  # loss mask: the answer's rows and its end token
+    # loss mask: the answer's rows and its end token
+    return layout.encode(replace(fitted, test=Pair(fitted.test.input, answer)))
 
 
 @torch.inference_mode()

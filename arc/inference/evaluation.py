@@ -44,6 +44,7 @@ from arc.infra.errors import ConfigError, DivergenceError
 from arc.infra.files import atomic_write_text, check_writable, json_text, locked, read_json
 from arc.infra.runtime import autocast_dtype, eager, resolve_device
 from arc.layouts import make_layout
+from arc.layouts.config import LayoutConfig
 from arc.layouts.rows import Layout, answer_limit
 from arc.model.checkpoint import adapter_base, checkpoint_dir, has_checkpoint, load_model, read_config
 from arc.model.lora import merge_lora
@@ -120,9 +121,9 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
         loaded["checkpoint_step"] = config.get("base_step", read_config(loaded["checkpoint"]).get("step"))
     # a Hugging Face import has no training settings: it is a plain language model, in-context; a run's are
     # checked value by value before the layout reads them (read_training)
-    if "training" in config:
-        read_training(config, str(Path(loaded["adapter"] or loaded["checkpoint"]) / "config.json"))
-    layout = make_layout(config.get("training") or {"layout": "in_context"}, tokenizer, config.get("task_ids", []))
+    where = str(Path(loaded["adapter"] or loaded["checkpoint"]) / "config.json")
+    rows = read_training(config, where).layout if "training" in config else LayoutConfig(name="in_context")
+    layout = make_layout(rows, tokenizer, config.get("task_ids", []))
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     context_tokens = cfg.context_tokens or model.cfg.max_seq_len

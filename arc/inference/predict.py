@@ -21,7 +21,15 @@ from arc.data.tasks import Example, Grid, grids_equal
 from arc.data.tokenizer import END, PAD, GridTokenizer
 from arc.inference.config import DecodeConfig
 from arc.inference.decode import greedy_decode
-from arc.inference.ensemble import Pooled, candidate_nll, choose_attempts, grid_key, pool_candidates, product_of_experts, vote
+from arc.inference.ensemble import (
+    Pooled,
+    candidate_nll,
+    choose_attempts,
+    grid_key,
+    pool_candidates,
+    product_of_experts,
+    vote,
+)
 from arc.inference.search import dfs_decode, sample_decode
 from arc.layouts.rows import EncodedRow, Layout, answer_limit
 
@@ -54,7 +62,8 @@ class _Job:
     max_new: int
 
 
-def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype, seed: int = 0) -> list[list[tuple[list[int], float]]]:
+def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype,
+              seed: int = 0) -> list[list[tuple[list[int], float]]]:
     """For each job, its generated token sequences with their NLL (nan when greedy does not score);
     job k samples with seed + k."""
     if cfg.decode == "greedy":
@@ -63,24 +72,27 @@ def _generate(model, jobs: list[_Job], cfg: DecodeConfig, amp_dtype, seed: int =
         started, reported = time.time(), 0
         for start in range(0, len(order), cfg.decode_batch_size):
             chunk = order[start : start + cfg.decode_batch_size]
-            ids = greedy_decode(model, [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk], END, PAD, amp_dtype)
+            prompts, budgets = [jobs[i].prompt for i in chunk], [jobs[i].max_new for i in chunk]
+            ids = greedy_decode(model, prompts, budgets, END, PAD, amp_dtype)
             for i, tokens in zip(chunk, ids):
                 outputs[i] = [(tokens, float("nan"))]
             done = start + len(chunk)
             if len(order) >= 100 and 10 * done // len(order) > reported:  # about 10 lines on long runs
                 reported = 10 * done // len(order)
                 elapsed = time.time() - started
-                print(f"greedy: {done}/{len(order)} prompts decoded, {elapsed:.0f}s, eta {elapsed / done * (len(order) - done):.0f}s", flush=True)
+                eta = elapsed / done * (len(order) - done)
+                print(f"greedy: {done}/{len(order)} prompts decoded, {elapsed:.0f}s, eta {eta:.0f}s", flush=True)
         return outputs
     if cfg.decode == "dfs":
-        outputs = [[(c.tokens, c.nll) for c in dfs_decode(
-            model, job.prompt, job.max_new, END, cfg.dfs_threshold, cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype)]
-            for job in jobs]
+        outputs = [[(c.tokens, c.nll) for c in dfs_decode(model, job.prompt, job.max_new, END, cfg.dfs_threshold,
+                                                         cfg.dfs_max_candidates, cfg.dfs_time_limit_s, amp_dtype)]
+                   for job in jobs]
         if cfg.dfs_keep_greedy:
             # DFS's first path is the greedy one, but it is pruned once its probability drops below the
             # threshold: a weak model's greedy grid (often its best guess) would be lost. Keep it, after
             # the DFS candidates (it is less likely than each of them).
-            for found, [(greedy, nll)] in zip(outputs, _generate(model, jobs, replace(cfg, decode="greedy"), amp_dtype)):
+            greedy_outputs = _generate(model, jobs, replace(cfg, decode="greedy"), amp_dtype)
+            for found, [(greedy, nll)] in zip(outputs, greedy_outputs):
                 if all(tokens != greedy for tokens, _ in found):
                     found.append((greedy, nll))
         return outputs
@@ -150,16 +162,11 @@ def select(model, layout: Layout, predictions: list[Prediction], context_tokens:
         if cfg.select == "poe":
             grids = [entry.grid for entry in (ranked[: cfg.rerank] if cfg.rerank else pred.pool)]
             score_views = layout.views(pred.example, cfg.score_views, seed + 7919 * (i + 1))
-            nll = candidate_nll(model, layout, pred.example, grids, score_views, context_tokens, cfg.decode_batch_size, amp_dtype)
+            nll = candidate_nll(model, layout, pred.example, grids, score_views, context_tokens, cfg.decode_batch_size,
+                                amp_dtype)
             pred.attempts_by["poe"] = choose_attempts(grids, product_of_experts(nll), cfg.attempts)
         pred.attempts = pred.attempts_by[cfg.select]
         votes = {grid_key(entry.grid): entry.votes for entry in pred.pool}
         pred.votes = [votes[grid_key(a)] for a in pred.attempts]
     return predictions
 
-
-def predict(model, layout: Layout, examples: list[Example], context_tokens: int, cfg: DecodeConfig,
-            amp_dtype=None, seed: int = 0) -> list[Prediction]:
-    """Attempts for every example: generate, then select (see the module docstring)."""
-    found = generate(model, layout, examples, context_tokens, cfg, amp_dtype, seed)
-    return select(model, layout, found, context_tokens, cfg, amp_dtype, seed)

@@ -24,7 +24,8 @@ def task_score(predictions: list[Prediction], answered: Callable[[Prediction], b
     return sum(known) / len(known) if known else None
 
 
-def mean_score(tasks: list[Task], by_task: dict[str, list[Prediction]], answered: Callable[[Prediction], bool]) -> float | None:
+def mean_score(tasks: list[Task], by_task: dict[str, list[Prediction]],
+               answered: Callable[[Prediction], bool]) -> float | None:
     """The set's ARC score: the mean task_score over the tasks with a known output; None without any."""
     scores = [task_score(by_task.get(t.id, []), answered) for t in tasks]
     known = [s for s in scores if s is not None]
@@ -51,12 +52,13 @@ def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
         }
     scores = [entry["score"] for entry in per_task.values() if entry["score"] is not None]
     methods = sorted({m for p in predictions for m in p.attempts_by})
+    first_right = lambda p: bool(p.attempts) and grids_equal(p.attempts[0], p.example.test.output)  # noqa: E731
     return {
         "tasks_total": len(tasks),
         "tasks_scored": len(scores),  # tasks whose true outputs are known
         "tasks_solved": sum(s == 1.0 for s in scores),
         "score": mean_score(tasks, by_task, lambda p: p.correct),
-        "score_pass1": mean_score(tasks, by_task, lambda p: bool(p.attempts) and grids_equal(p.attempts[0], p.example.test.output)),
+        "score_pass1": mean_score(tasks, by_task, first_right),
         "score_by_selection": {m: mean_score(tasks, by_task, lambda p, m=m: any(
             grids_equal(a, p.example.test.output) for a in p.attempts_by.get(m, []))) for m in methods},
         "tasks": per_task,

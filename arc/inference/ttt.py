@@ -164,7 +164,9 @@ def task_training(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, 
     except NoRows as why:
         yield TTTReport(0, None, time.time() - started, None, None, str(why))
         return
-    chosen = loo_steps(model, task, layout, cfg, device, row_tokens, seed, autocast_dtype) if cfg.stop == "loo" else None
+    chosen = None
+    if cfg.stop == "loo":
+        chosen = loo_steps(model, task, layout, cfg, device, row_tokens, seed, autocast_dtype)
     steps = cfg.steps if chosen is None else chosen
     with undone(model, cfg):
         report = _train(model, task, layout, cfg, steps, cfg.seconds if seconds is None else seconds, device,

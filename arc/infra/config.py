@@ -4,13 +4,14 @@ any work starts, and the reading of TOML run files (configs/*.toml).
 
 Declaring a setting. The field
 
-    max_steps: int = option(1000, integer(0))  # optimizer steps
+    max_steps: int = option(1000, integer(0), help="optimizer steps")
 
-becomes `--max-steps N`, with the trailing comment as its help text and `integer(0)` as its rule: a check
-that returns None for an allowed value, else what is allowed ("must be an integer >= 0"). A plain field
-(`augment: bool = True  # ...`) is a setting without a rule. `option(..., frozen=True)` marks a setting a
+becomes `--max-steps N`, with `help` as its help text and `integer(0)` as its rule: a check that returns
+None for an allowed value, else what is allowed ("must be an integer >= 0"). Without a check
+(`option(True, help=...)`) it is a setting without a rule. `option(..., frozen=True)` marks a setting a
 resumed run may not change (its architecture or its data); `option(..., flag=False)` a value the program
-derives (the task table's size), which gets no flag. Configs nest (TrainConfig holds a ModelConfig and a
+derives (the task table's size), which gets no flag; `option(..., flag="layout")` names a flag apart from
+its field (LayoutConfig.name is --layout). Configs nest (TrainConfig holds a ModelConfig and a
 LoRAConfig) but the flags stay flat: `lora: LoRAConfig = nested(LoRAConfig, flags="lora-")` gives
 `--lora-rank`, and `omit=` leaves out fields of the nested config that mean nothing where it is nested.
 
@@ -36,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import inspect
 import json
 import math
 import re
@@ -55,22 +55,31 @@ Check = Callable[[object], "str | None"]  # None when the value is allowed, else
 # --------------------------------------------------------------------------------------------------
 
 
-def option(default, check: Check | None = None, *, frozen: bool = False, flag: bool = True):
-    """A config field with its rule (check), whether --resume may change it (frozen: no), and whether it
-    is a setting at all (flag=False: derived by the program, no flag, not in a config file)."""
-    return dataclasses.field(default=default, metadata={"check": check, "frozen": frozen, "flag": flag})
+def option(default, check: Check | None = None, *, frozen: bool = False, flag: bool | str = True, help: str = ""):
+    """A config field with its rule (check), whether --resume may change it (frozen: no), whether it is a
+    setting at all (flag=False: derived by the program, no flag, not in a config file; a string: the flag's
+    own name, when it is not the field's) and what it means (help: the flag's help text)."""
+    return dataclasses.field(default=default, metadata={"check": check, "frozen": frozen, "flag": flag, "help": help})
 
 
 def nested(factory: Callable[[], object], *, flags: str = "", frozen: bool = False, omit: tuple[str, ...] = ()):
     """A config nested in another: factory builds its default (the class, or a function); its flags get the
     prefix `flags`; frozen freezes every field of it on --resume; omit names its fields that are no
     settings here (no flag, not in a config file)."""
-    return dataclasses.field(default_factory=factory, metadata={"flags": flags, "frozen": frozen, "omit": tuple(omit)})
+    metadata = {"flags": flags, "frozen": frozen, "omit": tuple(omit)}
+    return dataclasses.field(default_factory=factory, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------------
-# Checks shared by every config (those that need ARC knowledge live beside the configs that use them)
+# Checks and bounds shared by every config (those that need ARC knowledge live in arc.data.tasks)
 # --------------------------------------------------------------------------------------------------
+
+PRECISIONS = ("auto", "bf16", "fp32")  # --precision (arc.infra.runtime.autocast_dtype)
+# Upper bounds far above any useful value: beyond them a flag only ever hangs (drawing 8 x 10**12 rows for
+# one batch) or ends in an allocator's or a library's exception (a seed numpy refuses, 10**12 threads).
+MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
+MAX_THREADS = 1024
 
 
 def integer(lo: int, hi: int | None = None) -> Check:
@@ -133,12 +142,18 @@ def _walk(cls, prefix: str = "", path: tuple[str, ...] = (), omit: tuple[str, ..
             yield from _walk(nested_types[f.name], prefix + f.metadata.get("flags", ""), path + (f.name,),
                              f.metadata.get("omit", ()))
         elif _settable(f):
-            yield "--" + (prefix + f.name).replace("_", "-"), f, path + (f.name,)
+            name = f.metadata["flag"] if isinstance(f.metadata.get("flag"), str) else f.name
+            yield "--" + (prefix + name).replace("_", "-"), f, path + (f.name,)
 
 
 def _settable(f: dataclasses.Field) -> bool:
     """Whether a (not nested) field is a setting: it has a flag, and a type a flag can give."""
-    return f.metadata.get("flag", True) and (f.type == "bool" or _converter(f.type) is not None)
+    return f.metadata.get("flag", True) is not False and (_switch(f) or _converter(f.type) is not None)
+
+
+def _switch(f: dataclasses.Field) -> bool:
+    """Whether a field's flag is a switch (--pack / --no-pack): a bool, or a bool that may be left unset."""
+    return f.type in ("bool", "bool | None")
 
 
 def _converter(annotation: str):
@@ -148,18 +163,6 @@ def _converter(annotation: str):
     if base.startswith("tuple"):  # empty items are kept, for the field's rule to refuse: `--tasks ,` names no task
         return lambda text: tuple(text.split(","))
     return {"int": int, "float": float, "str": str}.get(base)
-
-
-def _owner(cls, path: tuple[str, ...]) -> type:
-    """The dataclass that declares the field at path (cls itself, or a nested config)."""
-    for name in path[:-1]:
-        cls = _nested(cls)[name]
-    return cls
-
-
-def _field_comments(cls) -> dict[str, str]:
-    source = inspect.getsource(cls)
-    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE))
 
 
 def _dest(flag: str) -> str:
@@ -187,15 +190,12 @@ def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
     parser.add_argument("--config", metavar="FILE", help="a TOML file of settings (configs/*.toml; keys are the "
                         "fields named by the flags below, nested configs are tables); flags given here override it")
     group = parser.add_argument_group(cls.__name__)
-    comments: dict[type, dict[str, str]] = {}
     default = cls()
     for flag, f, path in _walk(cls):
-        owner = _owner(cls, path)
-        help_text = f"{comments.setdefault(owner, _field_comments(owner)).get(f.name, '')} (default: {value_at(default, path)})"
-        if f.type == "bool":
-            group.add_argument(flag, dest=_dest(flag), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        else:
-            group.add_argument(flag, dest=_dest(flag), type=_converter(f.type), default=argparse.SUPPRESS, help=help_text)
+        kind = {"action": argparse.BooleanOptionalAction} if _switch(f) else {"type": _converter(f.type)}
+        text = f"{f.metadata.get('help', '')} (default: {value_at(default, path)})"
+        group.add_argument(flag, dest=_dest(flag), default=argparse.SUPPRESS, **kind,
+                           help=text.replace("%", "%%"))  # argparse formats help text: "30%" is no placeholder
 
 
 def given_flags(args: argparse.Namespace, cls) -> dict:
@@ -442,13 +442,16 @@ def _read_table(table: dict, cls, path: tuple[str, ...], omit: tuple[str, ...], 
     for name, value in table.items():
         key = ".".join(path + (name,))
         if name not in settable:
-            near = difflib.get_close_matches(name, settable, n=1)
-            found.append(f"{key}: unknown key" + (f" (did you mean {'.'.join(path + (near[0],))}?)" if near else ""))
+            # a key of a nested config's table written at this level (a file from before that config existed)
+            moved = [(table, name) for table, kind in nested_types.items() if name in settings(kind)]
+            near = moved or [(n,) for n in difflib.get_close_matches(name, settable, n=1)]
+            found.append(f"{key}: unknown key" + (f" (did you mean {'.'.join(path + near[0])}?)" if near else ""))
         elif name in nested_types:
             if not isinstance(value, dict):
                 found.append(f"{key} = {_toml(value)}: must be a table ([{key}])")
             else:
-                values[name] = _read_table(value, nested_types[name], path + (name,), fields[name].metadata.get("omit", ()), found)
+                omit = fields[name].metadata.get("omit", ())
+                values[name] = _read_table(value, nested_types[name], path + (name,), omit, found)
         else:
             typed, wrong = _typed(value, fields[name].type)
             if wrong:

@@ -121,7 +121,8 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
     SINGLE and `device` unchanged."""
     if "WORLD_SIZE" not in os.environ:
         return SINGLE, device
-    rank, size, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

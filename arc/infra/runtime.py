@@ -69,7 +69,8 @@ MATMUL_SIZE = 256
 MATMUL_SECONDS = 0.05
 
 
-def matmul_flops(dtype: torch.dtype, device: torch.device, n: int = MATMUL_SIZE, seconds: float = MATMUL_SECONDS) -> float:
+def matmul_flops(dtype: torch.dtype, device: torch.device, n: int = MATMUL_SIZE,
+                 seconds: float = MATMUL_SECONDS) -> float:
     """FLOP/s of an n x n x n matmul in dtype on device, with torch's current threads: from the fastest
     of the timed matmuls, not their mean, because another process on the same cores (a second run, a test
     suite) stalls some of them; the fastest is what the hardware does (two runs sharing 2 cores picked

@@ -16,6 +16,7 @@ from arc.data.augment import Augmentation, make_views, random_augmentation
 from arc.data.generators import FAMILIES, generate_task
 from arc.data.tasks import Example, Task
 from arc.data.tokenizer import grid_length, grid_text
+from arc.layouts.packing import training_batches
 from arc.layouts.rows import EncodedRow, Layout, NoRows, answer_budget
 from arc.layouts.sampling import Sampler
 
@@ -24,13 +25,11 @@ GENERATOR_FAMILIES = sorted(FAMILIES)
 
 class InContextLayout(Layout):
     name = "in_context"
-    options = ("train_on_demo_outputs", "generated_fraction")
 
-    def __init__(self, tokenizer, settings: dict | None = None, task_ids=()):
-        super().__init__(tokenizer, settings, task_ids)
-        settings = settings or {}
-        self.train_on_demo_outputs: bool = settings.get("train_on_demo_outputs", True)  # training rows: demonstration outputs after the first in the loss too
-        self.generated_fraction: float = settings.get("generated_fraction", 0.0)  # share of training rows from generated tasks (arc.data.generators)
+    def __init__(self, tokenizer, config=None, task_ids=()):
+        super().__init__(tokenizer, config, task_ids)
+        self.train_on_demo_outputs = self.config.train_on_demo_outputs  # demonstration outputs after the first: loss
+        self.generated_fraction = self.config.generated_fraction  # share of training rows from generated tasks
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -63,7 +62,8 @@ class InContextLayout(Layout):
         return self._row(example, ids, mask)
 
     def prompt(self, example: Example) -> EncodedRow:
-        return self._row(example, self.tokenizer.encode_text("".join(t for t, _ in self._segments(example, with_answer=False))))
+        text = "".join(t for t, _ in self._segments(example, with_answer=False))
+        return self._row(example, self.tokenizer.encode_text(text))
 
     def length(self, example: Example, answer_tokens: int) -> int:
         demos = sum(2 + grid_length(p.input) + grid_length(p.output) + 1 for p in example.train)
@@ -87,15 +87,17 @@ class InContextLayout(Layout):
             total -= sizes[i]
         if total > max_tokens:
             return None
-        return Example(example.task_id, example.test_index, [p for i, p in enumerate(example.train) if i not in dropped],
-                       example.test, example.transform)
+        kept = [p for i, p in enumerate(example.train) if i not in dropped]
+        return Example(example.task_id, example.test_index, kept, example.test, example.transform)
 
     # ---- samplers and views --------------------------------------------------------------------------
 
-    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int, seed: int) -> "InContextSampler":
+    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int,
+                seed: int) -> "InContextSampler":
         """Rows of the training tasks only: an in-context model learns no task-specific weights, so the
         evaluated tasks are left to test-time training."""
-        return InContextSampler(self, train_tasks, row_tokens, seed, self.augment, self.max_examples, self.generated_fraction)
+        return InContextSampler(self, train_tasks, row_tokens, seed, self.augment, self.max_examples,
+                                self.generated_fraction)
 
     def demonstration_sampler(self, tasks: list[Task], row_tokens: int, seed: int, augment: bool = True,
                               replay: list[Task] = (), replay_share: float = 0.0) -> "LeaveOneOutSampler":
@@ -106,6 +108,9 @@ class InContextLayout(Layout):
     def views(self, example: Example, k: int, seed: int) -> list[Augmentation]:
         """make_views: random transforms, colours and demonstration orders, the task as given first."""
         return make_views(len(example.train), k, seed)
+
+    def batches(self, sampler, batch_size: int, row_tokens: int):
+        return training_batches(sampler, batch_size, row_tokens, self.packs)
 
 
 class InContextSampler(Sampler):
@@ -131,7 +136,8 @@ class InContextSampler(Sampler):
             test_index = int(rng.integers(len(task.test)))
             example = Example(task.id, test_index, task.train, task.test[test_index])
         if self.augment:
-            example = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background).apply(example)
+            view = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background)
+            example = view.apply(example)
         fitted = self.layout.fit(example, self.row_tokens)
         return None if fitted is None else self.layout.encode(fitted, train=True)
 
@@ -160,6 +166,7 @@ class LeaveOneOutSampler(Sampler):
         task = self.tasks[rng.integers(len(self.tasks))]
         example = self._example(task, int(rng.integers(len(task.train))))
         if self.augment:
-            example = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background).apply(example)
+            view = random_augmentation(rng, len(example.train), keep_background=self.layout.keep_background)
+            example = view.apply(example)
         fitted = self.layout.fit(example, self.row_tokens)
         return None if fitted is None else self.layout.encode(fitted, train=True)

@@ -32,7 +32,7 @@ import functools
 import torch
 
 from arc.data.tokenizer import PAD
-from arc.layouts.rows import IGNORE, Batch, Batches, EncodedRow, shifted
+from arc.layouts.rows import IGNORE, Batch, Batches, EncodedRow, PaddedBatches, shifted
 from arc.layouts.sampling import Sampler
 
 CHUNK_SEQUENCES = 32  # sequences packed together (at least one batch): more fill them better
@@ -93,3 +93,9 @@ class PackedBatches(Batches):
         chunk, position = divmod(index, self.batches_per_chunk)
         first = position * self.batch_size
         return collate_packed(self._chunk(chunk)[first : first + self.batch_size], self.length)
+
+
+def training_batches(sampler: Sampler, batch_size: int, row_tokens: int, packed: bool) -> Batches:
+    """A sampler's training batches: batch_size sequences of row_tokens tokens, rows packed end to end
+    (packed), else batch_size rows padded to the longest (arc.layouts.sampling)."""
+    return PackedBatches(sampler, batch_size, row_tokens) if packed else PaddedBatches(sampler, batch_size)

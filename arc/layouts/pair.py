@@ -8,8 +8,9 @@ their test outputs: test-time training folded into training), and a task the tab
 at test time (arc.inference.adapt). The transform embedding tells the model which of the 8 D8 frames a
 row is in; prediction votes over all 8 (`views`).
 
-Training batches pack rows end to end in fixed-length sequences with `pack` (arc.layouts.packing): pair
-rows are short (~330 tokens, up to ~1,900) and vary a lot, so padded batches waste a quarter of their tokens.
+Training batches pack rows end to end in fixed-length sequences unless LayoutConfig.pack says otherwise
+(arc.layouts.packing): pair rows are short (~330 tokens, up to ~1,900) and vary a lot, so padded batches
+waste a quarter of their tokens.
 
 Loss mask: the output's tokens and E; with input_loss (a training option) the input's cells and row
 ends as well (predicting a grid from the task's embedding is signal too: mdlARC's argument), and rows
@@ -19,7 +20,7 @@ own pool of K views (view_pool K, PairSampler), each used once per cycle; predic
 permute the test input's own colours, and adaptation draws from the demonstrations' pools.
 
 The share of rows from the evaluated tasks is evaluated_share, and over a final phase of the run
-(TrainConfig.final_fraction) final_evaluated_share: the trainer tells the sampler from which row on
+(LayoutConfig.final_fraction) final_evaluated_share: the trainer tells the sampler from which row on
 (PairSampler.final_phase).
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ from arc.data.augment import (
 from arc.data.tasks import Example, Pair, Task
 from arc.data.tokenizer import grid_length, grid_text
 from arc.infra.errors import ConfigError
-from arc.layouts.packing import PackedBatches
+from arc.layouts.packing import training_batches
 from arc.layouts.rows import EncodedRow, Layout, NoRows, answer_budget
 from arc.layouts.sampling import Sampler
 
@@ -56,19 +57,16 @@ TASK_ROUNDS, PAIR_ROUNDS, VIEW_CYCLES, POOLS = 3 << 32, 4 << 32, 5 << 32, 6 << 3
 
 class PairLayout(Layout):
     name = "pair"
-    options = ("evaluated_share", "input_loss", "colour_maps", "task_embedding", "generated_tasks", "view_pool",
-               "final_fraction", "final_evaluated_share")
+    packs_by_default = True
     default_views = 8  # trained under all 8 D8 transforms, each with its embedding: predict under all 8
 
-    def __init__(self, tokenizer, settings: dict | None = None, task_ids=()):
-        super().__init__(tokenizer, settings, task_ids)
-        settings = settings or {}
-        self.task_table = settings.get("task_embedding", True)  # a learned row per task (and per D8 transform)
-        self.evaluated_share: float = settings.get("evaluated_share", 0.5)  # share of training rows from the evaluated tasks
-        self.input_loss: bool = settings.get("input_loss", False)  # training rows put the input in the loss too
-        self.colour_maps: int = settings.get("colour_maps", 0)  # 0: random colour permutations | K: each task's K fixed maps
-        self.view_pool: int = settings.get("view_pool", 0)  # 0: a fresh random view per row | K: each pair's pool of K views
-        self.packs: bool = settings.get("pack", False)  # training batches: rows packed in fixed-length sequences
+    def __init__(self, tokenizer, config=None, task_ids=()):
+        super().__init__(tokenizer, config, task_ids)
+        self.task_table = self.config.task_embedding  # a learned row per task (and per D8 transform)
+        self.evaluated_share = self.config.evaluated_share  # share of training rows from the evaluated tasks
+        self.input_loss = self.config.input_loss  # training rows put the input in the loss too
+        self.colour_maps = self.config.colour_maps  # 0: random colour permutations | K: each task's K fixed maps
+        self.view_pool = self.config.view_pool  # 0: a fresh random view per row | K: each pair's pool of K views
 
     # ---- rows ----------------------------------------------------------------------------------------
 
@@ -100,7 +98,8 @@ class PairLayout(Layout):
 
     # ---- samplers and views --------------------------------------------------------------------------
 
-    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int, seed: int) -> "PairSampler":
+    def sampler(self, train_tasks: list[Task], evaluated_tasks: list[Task], row_tokens: int,
+                seed: int) -> "PairSampler":
         return PairSampler(self, train_tasks, evaluated_tasks, row_tokens, seed, self.evaluated_share, self.augment,
                            self.max_examples, self.view_pool)
 
@@ -118,11 +117,7 @@ class PairLayout(Layout):
                            view_pool=self.view_pool)
 
     def batches(self, sampler: Sampler, batch_size: int, row_tokens: int):
-        """Packed (the pack setting): batch_size sequences of row_tokens tokens, rows end to end (arc.layouts.packing);
-        otherwise batch_size rows, padded."""
-        if self.packs:
-            return PackedBatches(sampler, batch_size, row_tokens)
-        return super().batches(sampler, batch_size, row_tokens)
+        return training_batches(sampler, batch_size, row_tokens, self.packs)
 
     def _fits(self, pair: Pair, row_tokens: int) -> bool:
         """Whether the pair's row fits in some D8 frame (a transpose turns h*(w+1) tokens into w*(h+1))."""
@@ -149,11 +144,13 @@ class PairLayout(Layout):
         views, seen = [], set()
         for v in range(k):
             for _ in range(1000):
-                colours = tuple(range(N_COLOURS)) if v == 0 else own_colour_permutation(input_only, rng, self.keep_background)
+                colours = (tuple(range(N_COLOURS)) if v == 0
+                           else own_colour_permutation(input_only, rng, self.keep_background))
                 if (v % 8, colours) not in seen:
                     break
             else:
-                raise ValueError(f"could not draw {k} distinct views of a test input with colours {own_colours(input_only)}")
+                raise ValueError(f"could not draw {k} distinct views of a test input with colours "
+                                 f"{own_colours(input_only)}")
             seen.add((v % 8, colours))
             views.append(Augmentation(v % 8, colours, order))
         return views
@@ -221,7 +218,8 @@ class PairSampler(Sampler):
         super().__init__(row_tokens, seed, max_examples)
         for task in evaluated_tasks:
             if any(p.output is not None for p in task.test):
-                raise ValueError(f"evaluated task {task.id} still has a test output: it must never reach a training row")
+                raise ValueError(f"evaluated task {task.id} still has a test output: it must never reach a "
+                                 "training row")
         ids = [t.id for t in train_tasks + evaluated_tasks]
         if len(set(ids)) != len(ids):
             raise ValueError("a task id appears twice among the training and evaluated tasks")
@@ -248,7 +246,7 @@ class PairSampler(Sampler):
 
     def final_phase(self, from_row: int, share: float) -> None:
         """From row number from_row on, draw `share` of the rows from the evaluated tasks (the trainer calls
-        it with the first row of the run's final phase, TrainConfig.final_fraction). Rows before from_row are
+        it with the first row of the run's final phase, LayoutConfig.final_fraction). Rows before from_row are
         unchanged; a chunk of rows drawn before this call is drawn again."""
         self.final_from_row, self.final_share = from_row, share if self.groups[1] else 0.0
         self._chunk.cache_clear()
@@ -282,7 +280,8 @@ class PairSampler(Sampler):
                 layout = self.layout
                 aug = random_augmentation(rng, 0, keep_background=layout.keep_background)
                 if layout.colour_maps:
-                    aug = replace(aug, colours=colour_map(task_id, int(rng.integers(layout.colour_maps)), layout.keep_background))
+                    colours = colour_map(task_id, int(rng.integers(layout.colour_maps)), layout.keep_background)
+                    aug = replace(aug, colours=colours)
                 example = aug.apply(example)
         answer = None if pair.output is not None else 0  # an evaluated task's test input: the row ends at O
         if self.layout.fit(example, self.row_tokens, answer) is None:

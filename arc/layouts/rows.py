@@ -13,12 +13,14 @@ the two ways of showing a task to the model:
     its samplers        the training rows of train.py, and the demonstration rows that test-time
                         training and adaptation learn from (arc.inference)
     its views           the augmented views a test input is predicted and scored under
-    its batches         padded (batch_size rows), or packed (arc.layouts.packing: the pair layout)
-    its options         the TrainConfig fields only it reads (`options`), whether the model keeps a
+    its batches         packed (arc.layouts.packing) or padded (batch_size rows): LayoutConfig.pack, else
+                        the layout's way (`packs_by_default`)
+    its options         the LayoutConfig fields only it reads (`options`), whether the model keeps a
                         learned row per task (`task_table`), its default number of views
 
-Built from a run's training settings (TrainConfig as a dict, or config.json's "training"), so training
-and evaluation of one checkpoint see the same layout. `|` below marks where a prompt ends.
+Built from a run's layout settings (arc.layouts.config.LayoutConfig: the run's TrainConfig.layout, which
+config.json records), so training and evaluation of one checkpoint see the same layout. `|` below marks
+where a prompt ends.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch
 from arc.data.augment import Augmentation
 from arc.data.tasks import MAX_SIDE, Example, Task
 from arc.data.tokenizer import MAX_OUTPUT_TOKENS, PAD, GridTokenizer, grid_length
+from arc.layouts.config import OPTIONS, LayoutConfig
 
 IGNORE = -100  # target value that cross-entropy skips
 
@@ -140,19 +143,22 @@ class Layout:
     define the rows (encode, prompt, length, fit), the samplers and the views."""
 
     name: str
-    options: tuple[str, ...] = ()  # TrainConfig fields that only this layout reads
     task_table: bool = False  # the model keeps a learned row per task: unseen tasks need one (arc.inference.adapt)
-    packs: bool = False  # training batches are packed sequences of whole rows (arc.layouts.packing), not padded rows
+    packs_by_default: bool = False  # training batches when LayoutConfig.pack is unset: packed, or padded rows
     default_views: int = 1  # views a test input is predicted under when DecodeConfig.views is 0
 
-    def __init__(self, tokenizer: GridTokenizer, settings: dict | None = None, task_ids: list[str] | tuple[str, ...] = ()):
-        """settings: the run's training settings (TrainConfig as a dict); a missing key takes the
-        default the layout documents. task_ids: the task table, row i is task_ids[i]."""
-        self.tokenizer = tokenizer
-        settings = settings or {}
-        self.augment: bool = settings.get("augment", True)  # a random view (D8, colours, order) per training row
-        self.keep_background: bool = settings.get("keep_background", True)  # colour permutations keep 0 fixed
-        self.max_examples: int | None = settings.get("max_examples")  # a fixed pool of training rows (None: fresh rows)
+    def __init__(self, tokenizer: GridTokenizer, config: LayoutConfig | None = None,
+                 task_ids: list[str] | tuple[str, ...] = ()):
+        """config: the run's layout settings (None: LayoutConfig's defaults for this layout). task_ids: the
+        task table, row i is task_ids[i]."""
+        config = LayoutConfig(name=self.name) if config is None else config
+        if config.name != self.name:
+            raise ValueError(f"a {config.name} layout's settings given to the {self.name} layout")
+        self.tokenizer, self.config = tokenizer, config
+        self.augment = config.augment  # a random view (D8, colours, order) per training row
+        self.keep_background = config.keep_background  # colour permutations keep 0 fixed
+        self.max_examples = config.max_examples  # a fixed pool of training rows (None: fresh rows)
+        self.packs = self.packs_by_default if config.pack is None else config.pack  # packed training batches
         self.task_ids: list[str] = list(task_ids)
         self._rows = {task_id: i for i, task_id in enumerate(self.task_ids)}
 
@@ -165,6 +171,11 @@ class Layout:
         if task_id not in self._rows:
             raise ValueError(f"task {task_id} has no row in the task table (adapt to it first: arc.inference.adapt)")
         return self._rows[task_id]
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The LayoutConfig fields only this layout reads (arc.layouts.config.OPTIONS)."""
+        return OPTIONS[self.name]
 
     def knows(self, task_id: str) -> bool:
         return not self.task_table or task_id in self._rows
@@ -214,9 +225,9 @@ class Layout:
         raise NotImplementedError
 
     def batches(self, sampler, batch_size: int, row_tokens: int) -> "Batches":
-        """A sampler's training batches: here batch_size rows padded to the longest (arc.layouts.sampling);
-        a layout that packs its rows says so (PairLayout)."""
-        return PaddedBatches(sampler, batch_size)
+        """A sampler's training batches: batch_size sequences of row_tokens tokens with rows packed end to end
+        when self.packs, else batch_size rows padded to the longest (arc.layouts.packing.training_batches)."""
+        raise NotImplementedError
 
     # ---- shared --------------------------------------------------------------------------------------
 

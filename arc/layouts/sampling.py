@@ -45,7 +45,8 @@ class Sampler:
             if row is not None:
                 return row
             self.skipped += 1
-        # which flag sets the budget is the caller's to say (train.py's --max-row-tokens, evaluate.py's --context-tokens)
+        # which flag sets the budget is the caller's to say (train.py's --max-row-tokens, evaluate.py's
+        # --context-tokens)
         raise NoRows(f"100 draws in a row did not fit in {self.row_tokens} tokens")
 
     @functools.lru_cache(maxsize=4)

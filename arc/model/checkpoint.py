@@ -12,7 +12,8 @@ checkpoint in a step folder:
         tokenizer.json        the grid tokenizer (loads with tokenizers.Tokenizer.from_file)
         train_state.pt        optimizer and RNG state, for --resume (not needed to evaluate)
       metrics.jsonl, report.html, loss.svg, eval-*/     the run's log and reports, outside the checkpoint
-      .train.lock             flocked by the trainer writing the folder (its pid inside): one trainer per folder
+      .train.lock             flocked by the trainer writing the folder: one trainer per folder
+                              (arc.training.run_folder)
 
 Saving writes every file into a fresh temporary folder (`.step-000200.<random>.tmp`), flushes each one
 to disk, then renames the folder into place: that rename is the commit. Only after it are the previous
@@ -27,8 +28,8 @@ before it is checked (arc.model.schema): config.json is read with a size cap and
 the configs' own rules, the model's size is compared with the device's free memory before anything is
 allocated, the weights' names and shapes are compared with the model's from the file's header before any
 tensor is read, and weights holding NaN or infinity are refused naming the file and the tensor. The
-trainer opens its run folder through RunFolder: one trainer per folder (a lock), where a resumed run starts
-from, and where its checkpoints go.
+trainer opens its run folder through arc.training.run_folder.RunFolder: one trainer per folder (a lock),
+where a resumed run starts from, and where its checkpoints go.
 
 train_state.pt holds tensors and plain values only, and is loaded with torch.load(weights_only=True):
 a crafted file cannot run code. A LoRA run's base is recorded relative to the run folder (and
@@ -45,7 +46,6 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,13 +55,21 @@ from tokenizers import Tokenizer
 
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.config import build_config
-from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
-from arc.infra.files import LockHeld, fsync_dir, hold_lock, json_text, read_capped, regular_file, release_lock
+from arc.infra.errors import CheckpointError
+from arc.infra.files import fsync_dir, json_text, read_capped, regular_file
 from arc.model.config import LoRAConfig, ModelConfig
 from arc.model.hf import hf_model_config, import_hf, is_hf_folder
 from arc.model.lora import add_lora, fold_lora, load_adapter, lora_state_dict
 from arc.model.rope import rope_table
-from arc.model.schema import MAX_TOKENIZER_BYTES, check_config, check_fits, hf_name, is_hugging_face, model_name, read_config_file
+from arc.model.schema import (
+    MAX_TOKENIZER_BYTES,
+    check_config,
+    check_fits,
+    hf_name,
+    is_hugging_face,
+    model_name,
+    read_config_file,
+)
 from arc.model.transformer import Transformer
 
 STEP_FOLDER = re.compile(r"^step-(\d+)(?:-(\d+))?$")  # step-000200, or step-000200-2 when a same-step folder exists
@@ -254,7 +262,8 @@ def save_checkpoint(
 ) -> Path:
     """Save a complete checkpoint of run folder `folder` as its new newest step folder (returned).
     config must hold "model" (ModelConfig fields) and "step"; train_state is optimizer/RNG state
-    (tensors and plain values). Non-finite weights are refused: they would only spread."""
+    (tensors and plain values). A trainer saves through arc.training.run_folder.RunFolder, which refuses
+    weights that diverged first."""
     run = Path(folder)
     run.mkdir(parents=True, exist_ok=True)
     step = int(config["step"])
@@ -264,10 +273,6 @@ def save_checkpoint(
             raise ValueError("save_checkpoint(lora=True): the model has no LoRA modules")
     else:
         weights, name = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, "model.safetensors"
-    bad = _non_finite(weights)
-    if bad:
-        raise DivergenceError(f"step {step}: {len(bad)} weight tensor(s) hold NaN or infinity, or values beyond "
-                              f"{BEYOND:.1e} (e.g. {bad[0]}): training diverged; not saved, {run} keeps its last usable checkpoint")
     files = {name: save_weights(weights, metadata={"step": str(step)}),
              "tokenizer.json": tokenizer.tokenizer.to_str(pretty=True).encode()}
     if train_state is not None:
@@ -441,78 +446,3 @@ def load_train_state(folder: str | Path) -> dict:
     weights = checkpoint / ("adapter.safetensors" if is_lora_run(config) else "model.safetensors")
     _check_steps(checkpoint, config, {"train_state.pt": state["step"], weights.name: weights_step(weights)})
     return state
-
-
-# --------------------------------------------------------------------------------------------------
-# A training run's folder
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResumePoint:
-    checkpoint: Path  # the newest complete step folder
-    config: dict  # its config.json
-    state: dict  # its train_state.pt: optimizer and RNG state, step
-
-
-LOCK_FILE = ".train.lock"  # in a run folder: flocked by the trainer writing it, holding its pid
-
-
-class RunFolder:
-    """The folder a training run writes (--out), opened once by its trainer: where a resumed run starts
-    from (`resume`, checked before any work) and where its checkpoints go (`save`).
-
-    One trainer per run folder: opening it takes an flock on its .train.lock file for the rest of the
-    process (lock=False: a data-parallel rank other than 0, which writes nothing), so a second train.py on
-    the same --out is refused at once, naming the pid that holds it, before it could tidy away the first
-    one's temporary files or interleave its metrics.jsonl. The kernel drops the lock when its process dies:
-    a killed run's folder resumes at once."""
-
-    def __init__(self, out: str | Path, resume: bool, lock: bool = True):
-        self.path = Path(out)
-        self.resume: ResumePoint | None = None
-        self.created = not self.path.exists()  # made by this run (for the lock): discarded if its set-up is refused
-        if lock:
-            self._lock()
-        if resume:
-            tidy(self.path)  # leftovers of a save that was interrupted
-            checkpoint = checkpoint_dir(self.path)  # the newest complete checkpoint (CheckpointError naming the folder if none)
-            state = load_train_state(checkpoint)  # refused now, before any work, when it cannot be resumed
-            self.resume = ResumePoint(checkpoint, _read_json(checkpoint / "config.json"), state)
-        elif has_checkpoint(self.path):
-            raise ConfigError(f"--out {self.path}: already holds a checkpoint: continue it with --resume, or choose another --out")
-        self.saved_step: int | None = self.resume.state["step"] if self.resume else None  # the newest checkpoint on disk
-
-    def _lock(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        try:
-            hold_lock(self.path / LOCK_FILE, f"{os.getpid()}")
-        except LockHeld as held:
-            holder = f"process {held.holder}" if held.holder.isdigit() else "another process"
-            raise ConfigError(f"--out {self.path}: in use by another train.py ({holder} holds {self.path / LOCK_FILE}): "
-                              "one trainer per run folder; wait for it to end (or stop it), or choose another --out") from None
-
-    def discard(self) -> None:
-        """Undo the opening of a folder this run created and never wrote to (its set-up was refused): the
-        folder and its lock go, so that a refused run leaves nothing behind."""
-        lock = self.path / LOCK_FILE
-        if self.created and self.path.is_dir() and [p.name for p in self.path.iterdir()] in ([], [LOCK_FILE]):
-            release_lock(lock)
-            lock.unlink(missing_ok=True)
-            self.path.rmdir()
-
-    def load_weights(self, model: Transformer, device) -> None:
-        """Put the resumed checkpoint's weights (a LoRA run's: its base and adapter) into model."""
-        model.load_state_dict(load_model(self.resume.checkpoint, device)[0].state_dict())
-
-    def base_reference(self, base: str | Path) -> dict:
-        """config.json entries naming a LoRA run's base (see base_reference)."""
-        return base_reference(base, self.path)
-
-    def kept(self) -> str:
-        return "no checkpoint" if self.saved_step is None else f"its checkpoint of step {self.saved_step}"
-
-    def save(self, model: Transformer, config: dict, tokenizer: GridTokenizer, train_state: dict, lora: bool) -> Path:
-        final = save_checkpoint(self.path, model, config, tokenizer, train_state, lora=lora)
-        self.saved_step = int(config["step"])
-        return final

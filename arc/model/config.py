@@ -1,5 +1,5 @@
-"""ModelConfig and LoRAConfig: the shape of a transformer (arc.model.transformer) and its position scheme; saved in every
-checkpoint's config.json under "model", so a checkpoint rebuilds exactly the model that wrote it;
+"""ModelConfig and LoRAConfig: the shape of a transformer (arc.model.transformer) and its position scheme; saved in
+every checkpoint's config.json under "model", so a checkpoint rebuilds exactly the model that wrote it;
 LoRAConfig says which of its projections get low-rank adapters (arc.model.lora).
 
 Each field carries its rule (arc.infra.config.option); relations between fields are each config's
@@ -26,34 +26,54 @@ LLAMA3_SCALING = ("factor", "low_freq_factor", "high_freq_factor", "original_max
 def rope_scaling(value) -> str | None:
     """Llama 3.x's RoPE scaling: positive finite factors, the high frequency factor above the low one
     (the scaling interpolates between them), a positive original context."""
-    if not isinstance(value, dict) or value.get("rope_type", "llama3") != "llama3" \
-            or set(value) - {"rope_type", *LLAMA3_SCALING}:
+    llama3 = isinstance(value, dict) and value.get("rope_type", "llama3") == "llama3"
+    if not llama3 or set(value) - {"rope_type", *LLAMA3_SCALING}:
         return f"must be an object of rope_type llama3 and {', '.join(LLAMA3_SCALING)}"
     numbers = [value.get(key) for key in LLAMA3_SCALING]
-    if not all(number(0, above=True)(v) is None for v in numbers) or type(numbers[3]) is not int \
-            or not numbers[1] < numbers[2]:
-        return "needs finite factors > 0 with low_freq_factor < high_freq_factor, and an integer original_max_position_embeddings"
+    positive = all(number(0, above=True)(v) is None for v in numbers)
+    if not positive or type(numbers[3]) is not int or not numbers[1] < numbers[2]:
+        return ("needs finite factors > 0 with low_freq_factor < high_freq_factor, and an integer "
+                "original_max_position_embeddings")
     return None
 
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = option(VOCAB_SIZE, integer(VOCAB_SIZE, VOCAB_SIZE), flag=False)  # the grid vocabulary (arc.data.tokenizer)
-    d_model: int = option(128, integer(1, 1 << 16))  # residual stream width
-    n_layers: int = option(4, integer(1, 1024))  # transformer blocks
-    n_heads: int = option(4, integer(1, 1024))  # attention heads; head_dim = d_model // n_heads
-    mlp_hidden: int = option(0, integer(0, 1 << 20))  # SwiGLU hidden width; 0 means 8/3 * d_model rounded up to a multiple of 64
-    max_seq_len: int = option(2048, integer(MIN_SEQ_LEN, MAX_SEQ_LEN))  # longest sequence the model takes (its 1-D RoPE table and the default cache capacity)
-    rope_theta: float = option(10000.0, number(0, above=True))  # RoPE base frequency
-    norm_eps: float = option(1e-5, number(0, above=True))  # RMSNorm epsilon
-    grid_positions: bool = False  # add learned row and column embeddings of each cell (arc.data.tokenizer layout); False: plain Llama
-    rope: str = option("3d", choice("1d", "3d"))  # 1d: rotate by the sequence position (Llama) | 3d: by (column, row, grid number) of each token
-    n_tasks: int = option(0, integer(0, MAX_TASKS), flag=False)  # rows of the learned task embedding table (0: none); set from the data
-    transform_embedding: bool = option(False, flag=False)  # a learned embedding of the row's D8 transform (0..7) on every token
-    n_kv_heads: int = option(0, integer(0, 1024))  # key/value heads (grouped-query attention: each serves n_heads // n_kv_heads query heads); 0: n_heads
-    head_size: int = option(0, integer(0, 1 << 12))  # width of each attention head; 0: d_model // n_heads (pretrained checkpoints may set it apart)
-    dropout: float = option(0.0, number(0, 1, below=True))  # while training, dropout on the attention weights and on each block's attention and MLP outputs (0: none; off in eval, decoding and scoring)
-    rope_scaling: dict | None = option(None, optional(rope_scaling), flag=False)  # Llama 3.x "llama3" RoPE frequency scaling: {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}; None: plain RoPE
+    vocab_size: int = option(VOCAB_SIZE, integer(VOCAB_SIZE, VOCAB_SIZE), flag=False,
+                             help="the grid vocabulary (arc.data.tokenizer)")
+    d_model: int = option(128, integer(1, 1 << 16), help="residual stream width")
+    n_layers: int = option(4, integer(1, 1024), help="transformer blocks")
+    n_heads: int = option(4, integer(1, 1024), help="attention heads; head_dim = d_model // n_heads")
+    mlp_hidden: int = option(0, integer(0, 1 << 20),
+                             help="SwiGLU hidden width; 0 means 8/3 * d_model rounded up to a multiple of 64")
+    max_seq_len: int = option(2048, integer(MIN_SEQ_LEN, MAX_SEQ_LEN),
+                              help="longest sequence the model takes (its 1-D RoPE table and the default cache "
+                                   "capacity)")
+    rope_theta: float = option(10000.0, number(0, above=True), help="RoPE base frequency")
+    norm_eps: float = option(1e-5, number(0, above=True), help="RMSNorm epsilon")
+    grid_positions: bool = option(False,
+                                  help="add learned row and column embeddings of each cell (arc.data.tokenizer "
+                                       "layout); False: plain Llama")
+    rope: str = option("3d", choice("1d", "3d"),
+                       help="1d: rotate by the sequence position (Llama) | 3d: by (column, row, grid number) of each "
+                            "token")
+    n_tasks: int = option(0, integer(0, MAX_TASKS), flag=False,
+                          help="rows of the learned task embedding table (0: none); set from the data")
+    transform_embedding: bool = option(False, flag=False,
+                                       help="a learned embedding of the row's D8 transform (0..7) on every token")
+    n_kv_heads: int = option(0, integer(0, 1024),
+                             help="key/value heads (grouped-query attention: each serves n_heads // n_kv_heads query "
+                                  "heads); 0: n_heads")
+    head_size: int = option(0, integer(0, 1 << 12),
+                            help="width of each attention head; 0: d_model // n_heads (pretrained checkpoints may set "
+                                 "it apart)")
+    dropout: float = option(0.0, number(0, 1, below=True),
+                            help="while training, dropout on the attention weights and on each block's attention and "
+                                 "MLP outputs (0: none; off in eval, decoding and scoring)")
+    rope_scaling: dict | None = option(None, optional(rope_scaling), flag=False,
+                                       help='Llama 3.x "llama3" RoPE frequency scaling: {"factor", "low_freq_factor", '
+                                            '"high_freq_factor", "original_max_position_embeddings"}; None: plain '
+                                            "RoPE")
 
     def problems(self, flag) -> list[str]:
         """The head widths that cannot work (each head's channels come in RoPE's rotated pairs), key/value
@@ -65,7 +85,8 @@ class ModelConfig:
             found.append(f"{flag('n_heads')} {self.n_heads} {flag('n_kv_heads')} {self.n_kv_heads}: n_heads must be a "
                          f"multiple of n_kv_heads (each key/value head serves n_heads / n_kv_heads query heads)")
         if self.rope_scaling is not None and self.rope != "1d":
-            found.append(f"{flag('rope_scaling')} {flag('rope')} {self.rope}: Llama 3.x's RoPE scaling scales 1-D RoPE only")
+            found.append(f"{flag('rope_scaling')} {flag('rope')} {self.rope}: Llama 3.x's RoPE scaling scales 1-D "
+                         "RoPE only")
         return found + self._head_problems(flag)
 
     def _head_problems(self, flag) -> list[str]:
@@ -76,7 +97,8 @@ class ModelConfig:
             if self.d_model % self.n_heads:
                 return [f"{heads}: d_model must be a multiple of n_heads (each head gets d_model / n_heads channels)"]
         if self.head_dim % 2:
-            return [f"{heads}: the head width d_model / n_heads = {self.head_dim} must be even (RoPE rotates pairs of channels)"]
+            return [f"{heads}: the head width d_model / n_heads = {self.head_dim} must be even (RoPE rotates pairs "
+                    "of channels)"]
         if self.rope == "3d" and self.head_dim < 6:
             return [f"{heads} {flag('rope')} 3d: the head width {self.head_dim} must be >= 6 "
                     f"(3-D RoPE splits its channel pairs in three)"]
@@ -107,11 +129,13 @@ def lora_targets(value) -> str | None:
 
 @dataclass
 class LoRAConfig:
-    rank: int = option(0, integer(0, 1024))  # adapter rank (0: no adapter)
-    alpha: float = option(32.0, number(0, above=True))  # the update is scaled by alpha / rank
-    dropout: float = option(0.0, number(0, 1, below=True))  # dropout on the adapter input
-    targets: tuple[str, ...] = option(DEFAULT_TARGETS, lora_targets)  # projections that get an adapter
-    train_embeddings: bool = False  # also train the token embedding and the output head in full (saved with the adapter), as the walkthrough does
+    rank: int = option(0, integer(0, 1024), help="adapter rank (0: no adapter)")
+    alpha: float = option(32.0, number(0, above=True), help="the update is scaled by alpha / rank")
+    dropout: float = option(0.0, number(0, 1, below=True), help="dropout on the adapter input")
+    targets: tuple[str, ...] = option(DEFAULT_TARGETS, lora_targets, help="projections that get an adapter")
+    train_embeddings: bool = option(False,
+                                    help="also train the token embedding and the output head in full (saved with the "
+                                         "adapter), as the walkthrough does")
 
     def problems(self, flag) -> list[str]:
         """Without an adapter (rank 0) its other settings would do nothing: refused when set."""

@@ -1,7 +1,8 @@
 """Export a checkpoint of ours as a Hugging Face Llama folder, loadable by transformers with no code of ours.
+The project's third command (beside train.py and evaluate.py), run as a module:
 
     python -m arc.model.export --checkpoint checkpoints/base --out exported/base
-    python -m arc.model.export --checkpoint checkpoints/lora --out exported/lora     # a LoRA run: base + adapter, merged
+    python -m arc.model.export --checkpoint checkpoints/lora --out exported/lora  # a LoRA run: base + adapter, merged
 
 writes (transformers is not imported: the files are written directly, as arc.model.hf reads them)
     config.json               LlamaForCausalLM's configuration (our 16-token vocabulary, B/E/P as bos/eos/pad)
@@ -24,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from arc.data.tokenizer import BEGIN, END, PAD, SYMBOLS
+from arc.infra.errors import ConfigError, cli_main
 from arc.infra.files import atomic_write, atomic_write_text
 from arc.model.checkpoint import load_model
 from arc.model.config import ModelConfig
@@ -36,11 +38,13 @@ def refusals(cfg: ModelConfig) -> list[str]:
     """Why a model with this config is not a plain LlamaForCausalLM (empty: it is one)."""
     why = []
     if cfg.rope != "1d":
-        why.append(f"rope {cfg.rope!r} rotates by each cell's grid coordinates; Llama's RoPE rotates by the sequence position (rope must be '1d')")
+        why.append(f"rope {cfg.rope!r} rotates by each cell's grid coordinates; Llama's RoPE rotates by the sequence "
+                   "position (rope must be '1d')")
     if cfg.grid_positions:
         why.append("grid position embeddings (a learned row and column vector per cell) have no Llama counterpart")
     if cfg.n_tasks:
-        why.append(f"task embeddings ({cfg.n_tasks} tasks, pair layout) need each row's task id, an input Llama does not take")
+        why.append(f"task embeddings ({cfg.n_tasks} tasks, pair layout) need each row's task id, an input Llama does "
+                   "not take")
     if cfg.transform_embedding:
         why.append("transform embeddings need each row's D8 transform, an input Llama does not take")
     return why
@@ -82,7 +86,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     model, tokenizer, _ = load_model(checkpoint)
     why = refusals(model.cfg)
     if why:
-        raise ValueError(f"{checkpoint} is not a plain Llama, so it cannot be exported as LlamaForCausalLM: " + "; ".join(why))
+        raise ValueError(f"{checkpoint} is not a plain Llama, so it cannot be exported as LlamaForCausalLM: "
+                         + "; ".join(why))
     weights = plain_weights(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,15 +103,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a run folder of ours (model.safetensors, or a LoRA run's adapter)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a run folder of ours (model.safetensors, or a LoRA run's adapter)")
     parser.add_argument("--out", required=True, help="the Hugging Face folder to write")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error (also ARC_DEBUG=1)")
     args = parser.parse_args()
     try:
         out = export_checkpoint(args.checkpoint, args.out)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
+    except ValueError as error:  # a checkpoint that is no plain Llama
+        raise ConfigError(f"--checkpoint {error}") from None
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)  # a refused or unreadable checkpoint: one line on stderr, exit status 1 (arc.infra.errors)

@@ -1,4 +1,5 @@
-"""Import a pretrained Hugging Face Llama from a local folder into arc.model.transformer, its vocabulary cut to our 16 tokens.
+"""Import a pretrained Hugging Face Llama from a local folder into arc.model.transformer, its vocabulary cut to our
+16 tokens.
 
 The walkthrough this project reproduces fine-tunes a pretrained Llama-3.2-1B; this module lets the
 hand-written model start from such weights. The user points at a folder holding what Hugging Face
@@ -56,7 +57,9 @@ from arc.model.schema import (
 )
 from arc.model.transformer import Transformer
 
-IMPORT_MAX_LEN = 8192  # longest sequence of an imported model (Llama 3.x allow 131072; ARC rows need far less, and the RoPE table and default cache size follow it)
+# longest sequence of an imported model (Llama 3.x allow 131072; ARC rows need far less, and the RoPE table and
+# default cache size follow it)
+IMPORT_MAX_LEN = 8192
 ROPE_TYPES = ("default", "llama3")  # RoPE variants this model implements
 
 # our parameter names -> Hugging Face LlamaForCausalLM's, per block ({i}: the layer) and outside the blocks
@@ -128,7 +131,8 @@ def refuse_other_models(hf: dict) -> None:
     """Only a Llama (LlamaForCausalLM) imports: any other model is refused by its name."""
     kind, architectures = hf.get("model_type"), hf.get("architectures") or []
     if kind != "llama" or not isinstance(architectures, list) or any(a != "LlamaForCausalLM" for a in architectures):
-        raise ValueError(f"only Llama checkpoints import (model_type llama, LlamaForCausalLM), not {kind} {architectures}")
+        raise ValueError(f"only Llama checkpoints import (model_type llama, LlamaForCausalLM), not {kind} "
+                         f"{architectures}")
 
 
 def model_config(hf: dict, max_len: int = IMPORT_MAX_LEN) -> ModelConfig:
@@ -191,7 +195,8 @@ def token_ids(folder: str | Path, hf: dict) -> tuple[list[int], list[str]]:
     for symbol in SYMBOLS:
         if symbol in special:
             if special[symbol] is None:
-                raise ValueError(f"{folder}/config.json has no {'bos' if symbol == 'B' else 'eos'}_token_id for our {symbol!r} token")
+                key = f"{'bos' if symbol == 'B' else 'eos'}_token_id"
+                raise ValueError(f"{folder}/config.json has no {key} for our {symbol!r} token")
             ids.append(int(special[symbol]))
             continue
         if symbol == "P":
@@ -220,8 +225,9 @@ class WeightFiles:
         if index.exists():
             weight_map = _file(index, lambda p: read_json(p, MAX_INDEX_BYTES), "the shard index").get("weight_map")
             # shards are files of this folder: a name with a folder in it (../, /dev/zero) is no shard
-            if not isinstance(weight_map, dict) or not all(isinstance(s, str) and Path(s).name == s and s not in ("", ".", "..")
-                                                           for s in weight_map.values()):
+            shards = weight_map.values() if isinstance(weight_map, dict) else None
+            if shards is None or not all(isinstance(s, str) and Path(s).name == s and s not in ("", ".", "..")
+                                         for s in shards):
                 raise ValueError(f"{index}: its weight_map must map tensor names to shard files of {folder}")
             self.files = {name: folder / shard for name, shard in weight_map.items()}
         elif (folder / "model.safetensors").exists():
@@ -244,7 +250,8 @@ class WeightFiles:
         """The tensor, or only the given rows of it (read row by row: the rest of a 128k-row embedding never
         loads); its shape (of the rows taken) checked against `shape` before it is read, its values finite."""
         if name not in self.files:
-            raise ValueError(f"{self.files and next(iter(self.files.values())).parent}: the checkpoint has no tensor {name}")
+            folder = self.files and next(iter(self.files.values())).parent
+            raise ValueError(f"{folder}: the checkpoint has no tensor {name}")
         path = self.files[name]
         try:
             with safe_open(str(path), framework="pt") as f:

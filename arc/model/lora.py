@@ -3,12 +3,13 @@
 In the manner of torchtune's LoRALinear. A frozen linear layer W is wrapped and learns only a low-rank update:
     y = W x + (alpha / rank) * B A x,    A: (rank, in), B: (out, rank)
 B starts at zero, so a freshly adapted model computes exactly what the base model does. For inference the
-update can be folded into W (`merge`), which removes the adapter's cost; `unmerge` takes it out again.
-Merging is always explicit: nothing merges behind the caller's back (e.g. on .eval()); `fold_lora` merges
-and drops the wrappers for good (a fine-tune that starts from a LoRA run).
+update can be folded into W (`merge`), which removes the adapter's cost for good (the evaluation merges once
+loaded). Merging is always explicit: nothing merges behind the caller's back (e.g. on .eval()); `fold_lora`
+merges and drops the wrappers (a fine-tune that starts from a LoRA run).
 
 Because LoRALinear wraps the base layer, a wrapped layer's weight moves from `<path>.weight` to
-`<path>.base.weight`: load base checkpoints before `add_lora`, and save adapters with `save_adapter`.
+`<path>.base.weight`: load base checkpoints before `add_lora`; an adapter is saved as `lora_state_dict`
+(arc.model.checkpoint writes it as adapter.safetensors) and read back with `load_adapter`.
 
 Some parameters can be trained in full beside the adapters (add_lora's `full`): the walkthrough trains
 the token embedding and the output head that way, since a pretrained model's rows for our 16 tokens
@@ -22,9 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from arc.infra.files import atomic_write
 from arc.model.config import DEFAULT_TARGETS
 
 
@@ -65,13 +65,6 @@ class LoRALinear(nn.Module):
         if not self.merged:
             self.base.weight += self.delta_weight().to(self.base.weight.dtype)
             self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Take a merged update back out of base.weight; does nothing if not merged."""
-        if self.merged:
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
-            self.merged = False
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scale={self.scale}, merged={self.merged}"
@@ -119,14 +112,14 @@ def add_lora(
 def remove_lora(model: nn.Module) -> None:
     """Undo add_lora: put every LoRALinear's wrapped `base` nn.Linear back in its place, dropping the adapter.
 
-    Refuses a merged adapter: its base.weight holds the update (and unmerging is float arithmetic, so
-    not bitwise exact). The bases keep requires_grad=False (add_lora froze them); restore flags yourself.
+    Refuses a merged adapter: its base.weight holds the update, which removing the wrapper would keep. The
+    bases keep requires_grad=False (add_lora froze them); restore flags yourself.
     """
     modules = lora_modules(model)
     merged = [path for path, m in modules.items() if m.merged]
     if merged:
         raise ValueError(f"remove_lora: {len(merged)} adapter(s) are merged into their base weights "
-                         f"(e.g. {merged[0]}); call unmerge_lora first")
+                         f"(e.g. {merged[0]}): removing them would keep their update")
     if "" in modules:
         raise ValueError("remove_lora: the model itself is a LoRALinear; use its .base instead")
     for path, m in modules.items():
@@ -150,11 +143,6 @@ def merge_lora(model: nn.Module) -> None:
         m.merge()
 
 
-def unmerge_lora(model: nn.Module) -> None:
-    for m in lora_modules(model).values():
-        m.unmerge()
-
-
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The adapter parameters: what the optimizer should be given."""
     return [p for m in lora_modules(model).values() for p in (m.lora_a, m.lora_b)]
@@ -170,27 +158,20 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         out[f"{path}.lora_b"] = m.lora_b.detach()
     if out:
         adapter = {id(p) for p in lora_parameters(model)}
-        out.update({name: p.detach() for name, p in model.named_parameters() if p.requires_grad and id(p) not in adapter})
+        full = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad and id(p) not in adapter}
+        out.update(full)
     return out
 
 
-def save_adapter(model: nn.Module, path: str, metadata: dict[str, str]) -> None:
-    """Write the adapter to a safetensors file, atomically: a crash never leaves a half-written file."""
-    tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
-    if not tensors:
-        raise ValueError("save_adapter: the model has no LoRA modules (call add_lora first)")
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
 def load_adapter(model: nn.Module, path: str) -> dict[str, str]:
-    """Load an adapter saved by save_adapter into a model already passed through add_lora (with the
-    same `full`: those parameters are restored too).
+    """Load an adapter file (lora_state_dict's tensors, written by arc.model.checkpoint) into a model already
+    passed through add_lora (with the same `full`: those parameters are restored too).
 
     Strict: the file must hold exactly the model's adapter keys, with matching shapes. Returns the metadata.
     """
     modules = lora_modules(model)
     if any(m.merged for m in modules.values()):
-        raise ValueError(f"load_adapter({path}): unmerge the model first, its weights hold the old adapter")
+        raise ValueError(f"load_adapter({path}): the model's adapters are merged, its weights hold the old adapter")
     tensors = load_file(path)
     own = lora_state_dict(model)
     missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())

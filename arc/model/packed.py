@@ -72,7 +72,8 @@ def _row_attention(q: Tensor, k: Tensor, v: Tensor, segments: Tensor) -> tuple[T
     out, lse = torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
     for b, s, e in _rows(segments):
         row = (slice(b, b + 1), slice(None), slice(s, e))  # (1, H, n, D): one row's queries, keys, values
-        out[row], lse[row] = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q[row], k[row], v[row], 0.0, True)
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out[row], lse[row] = flash(q[row], k[row], v[row], 0.0, True)
     return out, lse
 
 

@@ -162,7 +162,9 @@ HF_NAMES = {  # our ModelConfig field -> the Hugging Face key it comes from, for
 
 def _token_id(value) -> str | None:
     ids = value if isinstance(value, list) and value else [value]
-    return None if all(type(i) is int and i >= 0 for i in ids) else "must be a token id (an integer >= 0) or a list of them"
+    if all(type(i) is int and i >= 0 for i in ids):
+        return None
+    return "must be a token id (an integer >= 0) or a list of them"
 
 
 def hf_key_problems(hf: dict) -> list[str]:

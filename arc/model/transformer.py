@@ -4,17 +4,18 @@ Token embedding (+ optional grid position embeddings) -> n_layers x [RMSNorm -> 
 attention with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output head.
 No biases anywhere.
 
-Positions, two independent choices (RoPE itself is arc.model.rope). Grid positions (ModelConfig.grid_positions): RoPE gives each token its
-place in the 1-D sequence, but an ARC rule is about 2-D places: "the cell below", "the cell at the same
-row and column of the input". With grid positions each cell also gets a learned embedding of its row and
-one of its column inside its grid, computed from the tokens themselves (row ends and markers), so a
-copy is a lookup by equal (row, col) instead of a count of row ends. Off, the model is exactly a Llama
-(bench/speed.py checks it against Hugging Face's). RoPE (ModelConfig.rope): "1d" rotates by the place in the
-sequence, as Llama does; "3d" rotates three slices of each head by the token's column, row and grid
-number instead (mdlARC's scheme), so attention scores depend on 2-D offsets and on which grid a cell
-is in, never on how far apart two cells are in the flattened sequence.
+Positions, two independent choices (RoPE itself is arc.model.rope). Grid positions
+(ModelConfig.grid_positions): RoPE gives each token its place in the 1-D sequence, but an ARC rule is about
+2-D places: "the cell below", "the cell at the same row and column of the input". With grid positions each
+cell also gets a learned embedding of its row and one of its column inside its grid, computed from the
+tokens themselves (row ends and markers), so a copy is a lookup by equal (row, col) instead of a count of
+row ends. Off, the model is exactly a Llama (bench/speed.py checks it against Hugging Face's). RoPE
+(ModelConfig.rope): "1d" rotates by the place in the sequence, as Llama does; "3d" rotates three slices of
+each head by the token's column, row and grid number instead (mdlARC's scheme), so attention scores depend
+on 2-D offsets and on which grid a cell is in, never on how far apart two cells are in the flattened
+sequence.
 
-Task and transform embeddings (ModelConfig.n_tasks, transform_embedding; the pair layout of arc.layouts.rows):
+Task and transform embeddings (ModelConfig.n_tasks, transform_embedding; the pair layout, arc.layouts.pair):
 one learned vector per task and one per D8 transform, added to every token of a row. A row then holds
 one (input, output) pair and the rule comes from the task's vector rather than from demonstrations in
 the context; `add_tasks` grows the table for tasks a checkpoint has not seen.
@@ -262,7 +263,8 @@ class Transformer(nn.Module):
         recompute = self.activation_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if recompute:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, i, None, segments, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, i, None, segments,
+                                                      use_reentrant=False)
             else:
                 x = block(x, cos, sin, mask, cache, i, at, segments)
         if cache is not None:

@@ -156,7 +156,8 @@ def line_chart(series: list[tuple[str, str, list[tuple[float, float]]]], title: 
     for value in ticks:
         _, y = xy(0, value)
         parts.append(f'<line x1="{MARGIN}" x2="{WIDTH - MARGIN}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{MARGIN - 6}" y="{y + 4:.1f}" text-anchor="end">{value:{".3g" if log_y else ",.6g"}}</text>')
+        shown = f'{value:{".3g" if log_y else ",.6g"}}'
+        parts.append(f'<text x="{MARGIN - 6}" y="{y + 4:.1f}" text-anchor="end">{shown}</text>')
     for k in range(5):
         x, _ = xy(max_x * k / 4, ticks[0])
         parts.append(f'<text x="{x:.1f}" y="{HEIGHT - MARGIN + 18}" text-anchor="middle">{max_x * k / 4:.0f}</text>')
@@ -170,5 +171,6 @@ def line_chart(series: list[tuple[str, str, list[tuple[float, float]]]], title: 
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="{wide}" points="{coords}"/>')
         if label in dots:
             parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in (xy(*p) for p in data)]
-        parts.append(f'<text x="{WIDTH - MARGIN}" y="{40 + 16 * n}" text-anchor="end" fill="{colour}">{escape(label)}</text>')
+        parts.append(f'<text x="{WIDTH - MARGIN}" y="{40 + 16 * n}" text-anchor="end" fill="{colour}">'
+                     f'{escape(label)}</text>')
     return "\n".join(parts + ["</svg>"])

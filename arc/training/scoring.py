@@ -16,7 +16,8 @@ from arc.layouts.rows import IGNORE, EncodedRow, collate
 
 
 @torch.no_grad()
-def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
+def row_nll(model, rows: list[EncodedRow], batch_size: int = 16,
+            autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the NLL (natural log) summed over its loss-mask targets, and how many targets it has;
     two arrays of len(rows), in the order given.
 
@@ -45,7 +46,8 @@ def row_nll(model, rows: list[EncodedRow], batch_size: int = 16, autocast_dtype:
     return nll, counts
 
 
-def output_token_loss(model, rows: list[EncodedRow], amp_dtype: torch.dtype | None = None, batch_size: int = 8) -> float:
+def output_token_loss(model, rows: list[EncodedRow], amp_dtype: torch.dtype | None = None,
+                      batch_size: int = 8) -> float:
     """Mean cross-entropy per output token over rows (the eval loss), on the model's device."""
     nll, counts = row_nll(model, rows, batch_size, amp_dtype)
     return float(nll.sum() / max(int(counts.sum()), 1))

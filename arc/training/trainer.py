@@ -13,9 +13,9 @@
 
 The run's budget: --max-steps steps (the default; the schedule is a function of the step, and a killed
 run resumed with --resume ends bitwise equal to an uninterrupted one), or --minutes M of training time
-(arc.training.steps.TrainingClock: the time in the training steps, evals and saves left out, saved in every checkpoint and
-restored on --resume, so a resumed run continues the same schedule and stops when the M minutes are
-spent). A --minutes run's learning rate, its end and (with --final-fraction) the row at which its final
+(arc.training.steps.TrainingClock: the time in the training steps, evals and saves left out, saved in every
+checkpoint and restored on --resume, so a resumed run continues the same schedule and stops when the M
+minutes are spent). A --minutes run's learning rate, its end and (with --final-fraction) the row at which its final
 phase begins follow the clock, so it is not bitwise reproducible; its rows before that are.
 
 The row layout (arc.layouts: pair or in-context) decides what a row is and which rows are drawn; in
@@ -53,7 +53,7 @@ from arc.infra.runtime import autocast_dtype, bf16_is_slow, compiled_graphs, eag
 from arc.layouts import make_layout
 from arc.layouts.rows import Batch, Batches, EncodedRow, Layout, NoRows
 from arc.layouts.sampling import Sampler
-from arc.model.checkpoint import RunFolder, load_model
+from arc.model.checkpoint import load_model
 from arc.model.config import ModelConfig
 from arc.model.lora import add_lora, cast_frozen, fold_lora
 from arc.model.schema import fits_problem
@@ -61,6 +61,7 @@ from arc.model.transformer import Transformer
 from arc.reports.pages import duration, write_train_report
 from arc.training.config import TrainConfig, read_training, resume_changes
 from arc.training.optim import MuonAndAdamW, Schedule, auto_optimizer, last_part_start
+from arc.training.run_folder import RunFolder
 from arc.training.steps import TrainingClock, compile_training_step, compiled_shape, take_steps
 from arc.training.scoring import output_token_loss
 
@@ -89,7 +90,7 @@ def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
     """The training tasks, the evaluated (held-out) tasks with their test outputs, and the ids left out of
     the training tasks. The leak guard lives here: no evaluated task (by id or content) is a training task.
     Extra tasks (cfg.extra_data, e.g. ARC-AGI-2's training set) join the training tasks, less those already
-    among them or evaluated; generated tasks (cfg.generated_tasks per generator family) join them too."""
+    among them or evaluated; generated tasks (cfg.layout.generated_tasks per generator family) join them too."""
     train_tasks, excluded = load_tasks(cfg.data, cfg.split), []
     heldout_tasks = select_tasks(load_tasks(cfg.eval_data, cfg.eval_split), task_set=cfg.eval_set)
     if cfg.extra_data and cfg.extra_data != "none":
@@ -98,8 +99,8 @@ def select_data(cfg: TrainConfig) -> tuple[list[Task], list[Task], list[str]]:
         extra, _ = exclude_overlap(load_tasks(data, split or "training"), train_tasks)
         extra, evaluated = exclude_overlap(extra, heldout_tasks)
         train_tasks, excluded = train_tasks + extra, evaluated
-    if cfg.generated_tasks:
-        train_tasks = train_tasks + generated_tasks(cfg.generated_tasks)
+    if cfg.layout.generated_tasks:
+        train_tasks = train_tasks + generated_tasks(cfg.layout.generated_tasks)
     if cfg.exclude_evaluated and cfg.exclude_evaluated != "none":
         data, _, split = cfg.exclude_evaluated.partition(":")
         train_tasks, dropped = exclude_overlap(train_tasks, load_tasks(data, split or "evaluation"))
@@ -128,8 +129,10 @@ def training_data(layout: Layout, train_tasks: list[Task], heldout_tasks: list[T
 def refuse_too_large(model_cfg: ModelConfig, run: RunFolder, device: torch.device) -> None:
     """ConfigError when a fresh model with its gradients and AdamW state cannot fit in the device's free
     memory, naming the fields as the flags do, or when resuming, as the checkpoint's config.json does."""
-    where, name = ("", lambda path: "--" + path[-1].replace("_", "-")) if run.resume is None else \
-        (f"{run.resume.checkpoint / 'config.json'}: ", lambda path: "training.model." + path[-1])
+    if run.resume is None:
+        where, name = "", lambda path: "--" + path[-1].replace("_", "-")
+    else:
+        where, name = f"{run.resume.checkpoint / 'config.json'}: ", lambda path: "training.model." + path[-1]
     if problem := fits_problem(model_cfg, device, name, copies=4, what="its weights, gradients and AdamW state"):
         raise ConfigError(where + problem)
 
@@ -149,13 +152,15 @@ def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict]
     model, init_config = init
     fold_lora(model)  # a LoRA run's adapter, merged for good: the fine-tune starts from what that run computes
     if layout.task_table and not model.cfg.n_tasks:
+        other = " (or --no-task-embedding)" if "task_embedding" in layout.options else ""
         raise ConfigError(f"--init {cfg.init}: the model has no task embeddings, which the {layout.name} layout needs: "
-                          "train it with --layout in_context" + (" (or --no-task-embedding)" if "task_embedding" in layout.options else ""))
+                          f"train it with --layout in_context{other}")
     if layout.task_table and init_config.get("task_ids", []) != layout.task_ids:
         raise ConfigError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, --data)")
     if cfg.model.grid_positions and not model.cfg.grid_positions and cfg.lora.rank == 0:
         model.add_grid_positions()
-        print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps it plain)")
+        print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps "
+              "it plain)")
     described = {"model": asdict(model.cfg), **{k: v for k, v in init_config.items() if k == "hf_import"}}
     if cfg.lora.rank > 0:
         add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.full_parameters)
@@ -229,7 +234,7 @@ def set_up(cfg: TrainConfig, folder: RunFolder, changes: dict) -> Run:
 
     train_tasks, heldout_tasks, excluded = select_data(cfg)
     # the task table: the training tasks, then the evaluated ones (the pair layout learns a row for each)
-    layout = make_layout(asdict(cfg), tokenizer, [t.id for t in train_tasks + heldout_tasks])
+    layout = make_layout(cfg.layout, tokenizer, [t.id for t in train_tasks + heldout_tasks])
     data = training_data(layout, train_tasks, heldout_tasks, row_tokens, cfg.seed, excluded, cfg.batch_size)
     model, described = build_model(cfg, layout, init, folder, device)
     if cfg.lora.rank > 0 and cfg.lora_base_bf16 and device.type == "cuda":
@@ -279,7 +284,8 @@ def resume(run: Run, changes: dict) -> None:
     run.clock = TrainingClock(resumed.state.get("training_seconds", 0.0))
     run.final_phase_step = resumed.state.get("final_phase_step")  # where a --minutes run's final phase began
     run.described["resumed"] = resumed.config.get("resumed", []) + [{"at_step": run.start_step, "changed": changes}]
-    run.log(f"resumed from {resumed.checkpoint} at step {run.start_step}" + (f", changed: {changes}" if changes else ""))
+    run.log(f"resumed from {resumed.checkpoint} at step {run.start_step}"
+            + (f", changed: {changes}" if changes else ""))
 
 
 def describe(run: Run, layout: Layout, row_tokens: int, excluded: list[str]) -> None:
@@ -320,9 +326,10 @@ def first_row(run: Run, step: int) -> int:
 def start_final_phase(run: Run, step: int) -> None:
     """From `step` on, the rows come from the evaluated tasks at --final-evaluated-share (pair layout)."""
     run.final_phase_step = step
-    run.data.sampler.final_phase(first_row(run, step), run.cfg.final_evaluated_share)
+    run.data.sampler.final_phase(first_row(run, step), run.cfg.layout.final_evaluated_share)
     run.data.batches.forget()  # batches packed or sorted before the switch are built again
-    run.log(f"final phase from step {step}: {run.cfg.final_evaluated_share:.0%} of the rows from the evaluated tasks")
+    share = run.cfg.layout.final_evaluated_share
+    run.log(f"final phase from step {step}: {share:.0%} of the rows from the evaluated tasks")
 
 
 def step_indices(run: Run) -> Iterator[int]:
@@ -330,7 +337,7 @@ def step_indices(run: Run) -> Iterator[int]:
     is left. A --minutes run's final phase (--final-fraction) starts at the first step that falls in it."""
     step = run.start_step
     while (run.last_step is None or step < run.last_step) and not run.schedule.over(run.clock.seconds):
-        fraction = run.cfg.final_fraction
+        fraction = run.cfg.layout.final_fraction
         if fraction and run.final_phase_step is None and run.schedule.in_last_part(fraction, step, run.clock.seconds):
             start_final_phase(run, step)  # (the batch built ahead for this step keeps its rows)
         yield step
@@ -391,7 +398,7 @@ def save(run: Run, step: int) -> None:
                  **({"cuda_rng_ranks": cuda_rng} if cuda_rng is not None else {}),
                  **({"final_phase_step": run.final_phase_step} if run.final_phase_step is not None else {})}
         run.folder.save(run.model, config, run.tokenizer, state, lora=run.cfg.lora.rank > 0)
-        write_train_report(run.folder.path)  # report.html (loss curves, throughput, config) and loss.svg
+        write_train_report(run.folder.path, config)  # report.html (loss curves, throughput, config) and loss.svg
     if run.meter:
         run.meter.save_s += time.time() - began
 
@@ -416,7 +423,8 @@ def log_time(run: Run, steps: int, waited: float) -> None:
     parts = {"compiling": run.compile_s, "eval loss": run.meter.eval_s, "checkpoints and reports": run.meter.save_s,
              "waiting for batches": waited}
     parts = {"steps": total - sum(parts.values()), **parts}
-    run.log(f"time: {duration(total)} in all: " + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
+    run.log(f"time: {duration(total)} in all: "
+            + ", ".join(f"{k} {v:.1f} s ({v / total:.1%})" for k, v in parts.items()))
     run.run_log.append({"step": run.start_step + steps, "time_s": {"total": total, **parts}})
 
 
@@ -429,9 +437,9 @@ def loop(run: Run) -> None:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.run_log = RunLog(run.folder.path / "metrics.jsonl")
         run.run_log.start(run.start_step)  # lines past the checkpoint (logged before a kill) go: each step logged once
-    if cfg.final_fraction and cfg.minutes is None:  # a step budget's final phase is known from the start
-        start_final_phase(run, last_part_start(cfg.max_steps, cfg.final_fraction))
-    elif cfg.final_fraction and run.final_phase_step is not None:  # a --minutes run's, once it was reached
+    if cfg.layout.final_fraction and cfg.minutes is None:  # a step budget's final phase is known from the start
+        start_final_phase(run, last_part_start(cfg.max_steps, cfg.layout.final_fraction))
+    elif cfg.layout.final_fraction and run.final_phase_step is not None:  # a --minutes run's, once it was reached
         start_final_phase(run, run.final_phase_step)
     run.meter = Meter(time.time() - run.compile_s)  # the elapsed time includes compiling
     trained = [p for p in run.model.parameters() if p.requires_grad]

@@ -35,8 +35,8 @@ def shift(g, dy: int, dx: int, bg: int = 0):
     h, w = g.shape
     out = grid(h, w, bg)
     if abs(dy) < h and abs(dx) < w:
-        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-            g[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        moved = g[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = moved
     return out
 
 
