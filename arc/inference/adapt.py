@@ -74,6 +74,7 @@ class Adaptation:
     replay_tasks: int
     started: float  # time.time() when this process began adapting
     last_save: float = 0.0  # clock.seconds at the last save
+    checkpoint_step: int | None = None  # the training step of the checkpoint adapted
 
 
 def new_tasks(layout: Layout, tasks: list[Task]) -> list[Task]:
@@ -81,18 +82,20 @@ def new_tasks(layout: Layout, tasks: list[Task]) -> list[Task]:
     return [t for t in tasks if not layout.knows(t.id)]
 
 
-def replay_tasks(config: dict, where: str, evaluated: list[Task], layout: Layout) -> list[Task]:
+def replay_tasks(config: dict, where: str, evaluated: list[Task]) -> list[Task]:
     """The tasks a checkpoint trained on, rebuilt from its config.json (train.py's own data selection), less any
     that match an evaluated task by id or content; the evaluated tasks it knows join them without their test
     outputs (their demonstrations were trained on; their answers never are). ConfigError when the data it names
     cannot give back its task table."""
     trained, heldout, _ = select_data(read_training(config, where))
-    if [t.id for t in trained + heldout] != list(config.get("task_ids", [])):
+    table = list(config.get("task_ids", []))  # (an adapted checkpoint's table: its own tasks, then the new ones)
+    if [t.id for t in trained + heldout] != table[: len(trained) + len(heldout)]:
         raise ConfigError(f"{where}: its training tasks cannot be rebuilt from the data its config names (the task "
                           "table differs): adapt without replay (--adapt-replay 0)")
     kept, _ = exclude_overlap(trained + [t.without_test_outputs() for t in heldout], evaluated)
     check_no_leak([t for t in kept if any(p.output is not None for p in t.test)], evaluated)
-    return kept + [t.without_test_outputs() for t in evaluated if layout.knows(t.id)]
+    own = {t.id for t in trained + heldout}
+    return kept + [t.without_test_outputs() for t in evaluated if t.id in own]
 
 
 def _too_long(new: list[Task], error: NoRows, model: Transformer) -> ConfigError:
@@ -107,7 +110,8 @@ def _save(ad: Adaptation, step: int, finished: bool) -> None:
     if ad.folder is None:
         return
     config = {**ad.base_config, "model": asdict(ad.model.cfg), "task_ids": list(ad.layout.task_ids), "step": step,
-              "adaptation": {"tasks": [t.id for t in ad.new], "steps": ad.steps, "seconds": ad.seconds,
+              "adaptation": {"tasks": [t.id for t in ad.new], "checkpoint_step": ad.checkpoint_step,
+                             "steps": ad.steps, "seconds": ad.seconds,
                              "config": asdict(ad.cfg), "finished": finished, "trained_seconds": ad.clock.seconds}}
     state = {"optimizer": ad.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
              "training_seconds": ad.clock.seconds}
@@ -166,6 +170,8 @@ def adapt(model: Transformer, tasks: list[Task], layout: Layout, cfg: AdaptConfi
     with trainable(model, params) as trained:
         ad = Adaptation(model, layout, cfg, new, cfg.steps, budget, recipe.optimizer_for(model), TrainingClock(),
                         Path(folder) if folder else None, base_config or {}, len(replay), time.time())
+        ad.checkpoint_step = (base_config or {}).get("adaptation", {}).get("checkpoint_step",
+                                                                           (base_config or {}).get("step"))
         start = _restore(ad, resumed) if resumed else 0
         if compile and cap > start:
             compile_once(model, batches(start), device, amp_dtype)

@@ -3,9 +3,11 @@
 From the command's start, M minutes hold everything: loading, joint adaptation, test-time training, prediction,
 scoring and writing submission.json. The rule, applied as the run goes:
 
-    margin       MARGIN_SECONDS + MARGIN_SHARE of the budget are kept for scoring and writing the files
-    adaptation   when some tasks are unseen (no row in the task table): adapt_share of what is left then, for
-                 the joint adaptation of all of them at once (arc.inference.adapt)
+    margin       MARGIN_SECONDS (or a tenth of a budget shorter than ten times that) + MARGIN_SHARE of the budget
+                 are kept for scoring and writing the files
+    adaptation   when some tasks are unseen (no row in the task table): adapt_share of what is left then, less
+                 the estimate of every task's prediction, for the joint adaptation of all of them at once
+                 (arc.inference.adapt)
     per task     what is left is shared equally by the tasks still to do, recomputed as each one starts, so a
                  task that takes less than its share leaves the rest to those after it; its test-time training
                  gets its share less the estimate of its prediction (the decode time measured so far per token
@@ -23,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 MARGIN_SECONDS = 20.0  # scoring, the eval loss and writing the three files: seconds on any set ...
-MARGIN_SHARE = 0.02  # ... plus this share of the budget (400 tasks take longer to score and draw than 20)
+MARGIN_SHARE = 0.01  # ... plus this share of the budget (400 tasks take longer to score and draw than 20)
 # seconds per token of answer limit (views x tokens) before a decode was measured: 8 views of the shipped model
 # decoded 0.002 s per view-token on one thread of a loaded CPU; half again for a slower machine
 PREDICT_GUESS = 0.003
@@ -33,10 +35,12 @@ PREDICT_GUESS = 0.003
 class Budget:
     """A deadline and the rule above. `seconds` None: no budget (every method says so: no limit)."""
 
+    now = staticmethod(time.time)  # the clock read (tests put a fake one here)
+
     seconds: float | None
     adapt_share: float
     spent_before: float = 0.0  # seconds a resumed run's earlier processes spent
-    started: float = field(default_factory=time.time)
+    started: float = field(default_factory=lambda: Budget.now())
     decode_seconds: float = 0.0  # prediction time measured so far ...
     decode_tokens: int = 0  # ... and the answer-limit tokens it decoded for
     not_predicted: list[str] = field(default_factory=list)  # tasks the time did not reach
@@ -47,18 +51,22 @@ class Budget:
 
     def spent(self) -> float:
         """Seconds of the budget spent so far, earlier processes of a resumed run included."""
-        return self.spent_before + time.time() - self.started
+        return self.spent_before + self.now() - self.started
 
     def margin(self) -> float:
-        return MARGIN_SECONDS + MARGIN_SHARE * self.seconds if self.bounded else 0.0
+        """Seconds kept at the end for scoring and writing."""
+        return min(MARGIN_SECONDS, self.seconds / 10) + MARGIN_SHARE * self.seconds if self.bounded else 0.0
 
     def left(self) -> float:
         """Seconds left before the margin (infinite without a budget)."""
         return self.seconds - self.margin() - self.spent() if self.bounded else float("inf")
 
-    def adaptation_seconds(self) -> float | None:
-        """The joint adaptation's seconds: adapt_share of what is left (None without a budget: its own settings)."""
-        return max(0.0, self.adapt_share * self.left()) if self.bounded else None
+    def adaptation_seconds(self, answer_tokens: int) -> float | None:
+        """The joint adaptation's seconds: adapt_share of what is left less the predictions' estimate (answer_tokens:
+        every task's); None without a budget (the adaptation's own settings)."""
+        if not self.bounded:
+            return None
+        return max(0.0, self.adapt_share * (self.left() - self.predict_estimate(answer_tokens)))
 
     def predict_estimate(self, answer_tokens: int) -> float:
         """Seconds a task's prediction should take, from the decodes measured so far."""

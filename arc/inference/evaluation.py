@@ -132,7 +132,8 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
     if cfg.ttt_steps() > 0:
         check_trainable(model, layout, cfg.ttt.train)
     tasks, task_set = chosen_tasks(cfg)
-    step = config.get("base_step", config.get("step")) if "adaptation" in config else config.get("step")
+    # (resuming an adaptation: the step of the checkpoint it adapted)
+    step = config["adaptation"].get("checkpoint_step") if "adaptation" in config else config.get("step")
     ev = Evaluation(cfg, model, layout, tasks, task_set, checkpoint, loaded, config, step, context_tokens, device,
                     autocast_dtype(device, cfg.precision), out, "", budget)
     ev.method = method_words(ev)
@@ -220,11 +221,12 @@ def adapt_stage(ev: Evaluation) -> AdaptReport | None:
         return None
     cfg = ev.cfg
     where = str(Path(ev.loaded["checkpoint"]) / "config.json")
-    replay = replay_tasks(ev.config, where, ev.tasks, ev.layout) if cfg.adapt.replay > 0 else []
+    replay = replay_tasks(ev.config, where, ev.tasks) if cfg.adapt.replay > 0 else []
     adapt_cfg = replace(cfg.adapt, steps=cfg.adapt_steps())
+    seconds = ev.budget.adaptation_seconds(sum(answer_tokens(ev, t) for t in ev.tasks))
     adapted = adapt(ev.model, ev.tasks, ev.layout, adapt_cfg, ev.context_tokens, ev.device, cfg.seed, ev.amp_dtype,
-                    replay=replay, seconds=ev.budget.adaptation_seconds(), folder=ev.out / ADAPTED,
-                    base_config=ev.config, compile=cfg.compile)
+                    replay=replay, seconds=seconds, folder=ev.out / ADAPTED, base_config=ev.config,
+                    compile=cfg.compile)
     loss = f", loss {adapted.first_loss:.3f} -> {adapted.last_loss:.3f}" if adapted.first_loss is not None else ""
     print(f"adapted {adapted.tasks} new task embeddings: {adapted.steps} steps in {adapted.seconds:.0f}s{loss}"
           + (f" ({ev.budget.words()})" if ev.budget.bounded else ""), flush=True)
@@ -247,7 +249,7 @@ def per_task_training(ev: Evaluation, task: Task, n: int, seconds: float | None)
 
 # Below this many seconds a task's test-time training is skipped: its first step may well compile, and a handful of
 # steps would only disturb the model (the first Adam steps on a trained model raise the loss, RESULTS.md)
-MIN_TTT_SECONDS = 2.0
+MIN_TTT_SECONDS = 1.0
 
 
 def predict_group(ev: Evaluation, tasks: list[Task], first_example: int) -> list[Prediction]:
