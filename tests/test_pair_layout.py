@@ -362,3 +362,22 @@ def test_input_loss_rows_include_the_evaluated_test_inputs_without_outputs():
     inputs_only = [r for r in rows if r.ids[-1] == OUTPUT]  # I <test input> O: nothing after O
     assert inputs_only and all(r.loss_mask[1:].all() for r in inputs_only)
     assert len(inputs_only) < len(rows)  # the demonstrations, with their outputs, too
+
+
+def test_a_fine_tune_on_other_tasks_keeps_the_shared_rows_and_starts_the_new_ones_at_the_mean(tmp_path):
+    """train.py --init a pair checkpoint with another --eval-set: rows of the tasks both tables hold are copied,
+    a task the checkpoint never saw starts at the mean of its rows (known values, before any step)."""
+    rng = np.random.default_rng(11)
+    train_dir = write_tasks(tmp_path / "train", {f"t{i}": random_task(rng) for i in range(2)})
+    first = write_tasks(tmp_path / "first", {"e0": random_task(rng)})
+    second = write_tasks(tmp_path / "second", {"e1": random_task(rng)})
+    base = TrainConfig(layout=LayoutConfig(name="pair"), data=train_dir, eval_data=first, eval_set="all", model=TINY,
+                       max_steps=2, warmup_steps=1, compile=False, device="cpu", precision="fp32", log_every=1000,
+                       eval_every=1000, out=str(tmp_path / "a"))
+    trained = load_model(train(base))[0].embed_task.weight.detach()  # rows t0, t1, e0
+    moved = train(replace(base, init=str(tmp_path / "a"), eval_data=second, max_steps=0, model=ModelConfig(),
+                          out=str(tmp_path / "b")))
+    model, _, config = load_model(moved)
+    assert config["task_ids"] == ["t0", "t1", "e1"]
+    assert torch.equal(model.embed_task.weight[:2], trained[:2])
+    assert torch.allclose(model.embed_task.weight[2], trained.mean(0))

@@ -303,6 +303,19 @@ class Transformer(nn.Module):
         first, self.cfg = self.cfg.n_tasks, replace(self.cfg, n_tasks=self.cfg.n_tasks + n)
         return range(first, self.cfg.n_tasks)
 
+    def remap_tasks(self, rows: list[int | None]) -> None:
+        """Replace the task embedding table by one whose row i is the old row rows[i], or, where rows[i] is None,
+        the mean of the old rows (a task the model never trained on, as add_tasks starts it): fine-tuning a
+        checkpoint on another set of tasks (train.py --init with another --eval-set or data)."""
+        if not self.cfg.n_tasks:
+            raise ValueError("the model has no task embeddings")
+        old = self.embed_task.weight.data
+        table = nn.Embedding(len(rows), self.cfg.d_model, device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            for i, row in enumerate(rows):
+                table.weight[i] = old.mean(0) if row is None else old[row]
+        self.embed_task, self.cfg = table, replace(self.cfg, n_tasks=len(rows))
+
     def add_grid_positions(self) -> None:
         """Give a model trained without grid positions its row/column embeddings, initialised to zero, so
         that it computes exactly what it did until training moves them (fine-tuning a plain checkpoint)."""

@@ -137,6 +137,20 @@ def refuse_too_large(model_cfg: ModelConfig, run: RunFolder, device: torch.devic
         raise ConfigError(where + problem)
 
 
+def remap_tasks(model: Transformer, trained: list[str], wanted: list[str], cfg: TrainConfig) -> None:
+    """A full fine-tune of a checkpoint on another set of tasks (--eval-set, --data): the rows of the tasks both
+    tables hold are kept, the others start at the mean of the trained rows (as an unseen task's at evaluation).
+    A LoRA run keeps its base's table: refused."""
+    if cfg.lora.rank > 0:
+        raise ConfigError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, "
+                          "--data): a LoRA run keeps its base's table; fine-tune every weight instead")
+    index = {task_id: i for i, task_id in enumerate(trained)}
+    model.remap_tasks([index.get(task_id) for task_id in wanted])
+    kept = sum(task_id in index for task_id in wanted)
+    print(f"--init {cfg.init}: its task table ({len(trained)} tasks) mapped onto this run's ({len(wanted)}): "
+          f"{kept} rows kept, {len(wanted) - kept} new ones at the mean of the trained rows")
+
+
 def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict] | None, run: RunFolder,
                 device: torch.device) -> tuple[Transformer, dict]:
     """The model to train, and the config.json entries that describe it: a fresh one sized by cfg.model
@@ -156,7 +170,7 @@ def build_model(cfg: TrainConfig, layout: Layout, init: tuple[Transformer, dict]
         raise ConfigError(f"--init {cfg.init}: the model has no task embeddings, which the {layout.name} layout needs: "
                           f"train it with --layout in_context{other}")
     if layout.task_table and init_config.get("task_ids", []) != layout.task_ids:
-        raise ConfigError(f"{cfg.init} was trained with another task table than this run's tasks (--eval-set, --data)")
+        remap_tasks(model, init_config.get("task_ids", []), layout.task_ids, cfg)
     if cfg.model.grid_positions and not model.cfg.grid_positions and cfg.lora.rank == 0:
         model.add_grid_positions()
         print(f"{cfg.init} has no grid position embeddings: added them, zero-initialised (--no-grid-positions keeps "
