@@ -311,3 +311,23 @@ def test_one_trainer_per_run_folder_and_a_killed_one_never_blocks_resume(tmp_pat
         first.send_signal(signal.SIGKILL)  # killed: its lock file stays, its lock does not
         first.wait()
     assert RunFolder(run, resume=True).resume.state["step"] == 1
+
+
+def test_a_planted_lock_link_or_an_unusable_out_is_one_line_and_nothing_is_written(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    run = tmp_path / "run"
+    save(run, make_model(0), step=1)  # someone else's run folder, continued with --resume
+    (run / LOCK_FILE).symlink_to(victim)
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match=rf"^--out {run}: its lock file {run / LOCK_FILE} is a symbolic link: "
+                                              "refused, nothing written"):
+            RunFolder(run, resume=resume)
+    assert victim.read_text() == "keep me"
+    (run / LOCK_FILE).unlink()
+    (run / LOCK_FILE).mkdir()  # was an IsADirectoryError
+    with pytest.raises(ConfigError, match=rf"^--out {run}: its lock file {run / LOCK_FILE} is a folder: refused"):
+        RunFolder(run, resume=True)
+    with pytest.raises(ConfigError, match=r"^--out /proc/no/run: cannot create the run folder \(No such file"):
+        RunFolder("/proc/no/run", resume=False)  # was a FileNotFoundError
+

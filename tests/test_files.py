@@ -1,6 +1,6 @@
 """arc.infra.files: an atomic write leaves the complete new file or the old one, never a temporary file, and
 two writers of the same file never share a temporary name; capped reads refuse devices, FIFOs and runaway
-files at once; a held lock names its holder and dies with it."""
+files at once; a held lock names its holder and dies with it, and never writes through a link."""
 import fcntl
 import json
 import os
@@ -13,6 +13,7 @@ import pytest
 
 from arc.infra.files import (
     LockHeld,
+    NotALockFile,
     atomic_write,
     atomic_write_text,
     check_writable,
@@ -128,4 +129,29 @@ def test_a_held_lock_names_its_holder_and_dies_with_its_process(tmp_path):
     hold_lock(lock, "pid-of-me")  # the kernel dropped the dead process's lock: never stale
     assert lock.read_text() == "pid-of-me"
     hold_lock(lock, "pid-of-me")  # held already by this process: nothing to do
+    release_lock(lock)
+
+
+def test_the_lock_never_follows_a_link_nor_writes_anything_but_its_own_file(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock = folder / ".lock"
+    cases = [(lambda: lock.symlink_to(victim), "is a symbolic link"),  # would overwrite the victim with the pid
+             (lambda: lock.symlink_to(tmp_path / "created"), "is a symbolic link"),  # would create a file there
+             (lambda: lock.mkdir(), "is a folder"),
+             (lambda: os.mkfifo(lock), "is not a regular file"),
+             (lambda: os.link(victim, lock), "has 2 names")]  # a hard link: the victim under another name
+    for plant, message in cases:
+        plant()
+        with pytest.raises(NotALockFile, match=message):
+            hold_lock(lock, "pid-of-me")
+        if lock.is_dir() and not lock.is_symlink():
+            lock.rmdir()
+        else:
+            lock.unlink()
+    assert victim.read_text() == "keep me" and not (tmp_path / "created").exists()
+    hold_lock(lock, "pid-of-me")  # a plain file, made by the lock itself
+    assert lock.read_text() == "pid-of-me" and not lock.is_symlink()
     release_lock(lock)

@@ -102,19 +102,51 @@ class LockHeld(Exception):
         self.holder = holder
 
 
-_held: dict[str, int] = {}  # lock file (real path) -> the descriptor that holds it, for the rest of the process
+_held: dict[str, int] = {}  # lock file (its folder's real path + its name) -> the descriptor that holds it
+
+
+class NotALockFile(ValueError):
+    """hold_lock found something at the lock's path that it refuses to open or write: a symbolic link, a
+    folder, a FIFO or device, or a file with other names (a hard link). The message says which."""
+
+
+def _lock_key(path: str | Path) -> str:
+    """The lock's identity: its folder resolved, its own name not (a link there is refused, not followed)."""
+    path = Path(path)
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
+def _open_lock(path: str | Path) -> int:
+    """The lock file opened for writing, created if need be, never through a link: O_NOFOLLOW refuses a
+    symlink, and what is opened must be a regular file with no other name, or whatever it also is (a file
+    a hard link or a symlink points at, outside the run folder) would be overwritten with the pid."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise NotALockFile("is a symbolic link") from None
+        if error.errno == errno.EISDIR:
+            raise NotALockFile("is a folder") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise NotALockFile("is not a regular file (a FIFO or a device)" if not stat.S_ISREG(info.st_mode)
+                           else f"has {info.st_nlink} names (a hard link to a file elsewhere)")
+    return fd
 
 
 def hold_lock(path: str | Path, holder: str) -> None:
     """Take an exclusive flock on the file path (created if need be) and keep it until the process ends,
     writing `holder` (say, the pid) into it for whoever else asks. Raises LockHeld with what the
-    holder wrote when another process has it. The kernel releases an flock when its process dies, however
-    it dies: a killed process leaves the file behind, never the lock. Taking a lock this process already
-    holds does nothing (a program that trains twice on one folder, one run after the other)."""
-    key = os.path.realpath(path)
+    holder wrote when another process has it, NotALockFile when path is a link or no plain file (nothing
+    is written then). The kernel releases an flock when its process dies, however it dies: a killed
+    process leaves the file behind, never the lock. Taking a lock this process already holds does
+    nothing (a program that trains twice on one folder, one run after the other)."""
+    key = _lock_key(path)
     if key in _held:
         return
-    fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
@@ -130,7 +162,7 @@ def hold_lock(path: str | Path, holder: str) -> None:
 
 def release_lock(path: str | Path) -> None:
     """Give up a lock hold_lock took (a no-op when this process does not hold it)."""
-    fd = _held.pop(os.path.realpath(path), None)
+    fd = _held.pop(_lock_key(path), None)
     if fd is not None:
         os.close(fd)  # closing releases the flock
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.errors import ConfigError, DivergenceError
-from arc.infra.files import LockHeld, hold_lock, release_lock
+from arc.infra.files import LockHeld, NotALockFile, hold_lock, release_lock
 from arc.model.checkpoint import (
     BEYOND,
     base_reference,
@@ -67,14 +67,23 @@ class RunFolder:
         self.saved_step: int | None = self.resume.state["step"] if self.resume else None
 
     def _lock(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK_FILE
         try:
-            hold_lock(self.path / LOCK_FILE, f"{os.getpid()}")
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a path under /proc, a read-only disk, a file on the way
+            raise ConfigError(f"--out {self.path}: cannot create the run folder ({error.strerror or error})") from None
+        try:
+            hold_lock(lock, f"{os.getpid()}")
         except LockHeld as held:
             holder = f"process {held.holder}" if held.holder.isdigit() else "another process"
-            raise ConfigError(f"--out {self.path}: in use by another train.py ({holder} holds "
-                              f"{self.path / LOCK_FILE}): one trainer per run folder; wait for it to end (or stop "
-                              "it), or choose another --out") from None
+            raise ConfigError(f"--out {self.path}: in use by another train.py ({holder} holds {lock}): one trainer "
+                              "per run folder; wait for it to end (or stop it), or choose another --out") from None
+        except NotALockFile as error:  # the trainer writes its pid there: never through a link, never elsewhere
+            raise ConfigError(f"--out {self.path}: its lock file {lock} {error}: refused, nothing written; "
+                              "remove it, or choose another --out") from None
+        except OSError as error:
+            raise ConfigError(f"--out {self.path}: cannot write its lock file {lock} "
+                              f"({error.strerror or error})") from None
 
     def discard(self) -> None:
         """Undo the opening of a folder this run created and never wrote to (its set-up was refused): the
