@@ -1,7 +1,8 @@
 """configs/*.toml, the named runs, and arc.infra.config.load_config_file: configs/main.toml is exactly train.py's
 defaults, every file loads and validates, flags override a file, and a bad key or value in a file is one line
-naming the file and the key."""
+naming the file and the key; a file that is no regular file, too large, binary or absurdly nested is one too."""
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from arc.inference.config import EvalConfig
-from arc.infra.config import add_config_flags, build_config, load_config_file, settings, validate
+from arc.infra.config import MAX_CONFIG_FILE_BYTES, add_config_flags, build_config, load_config_file, settings, validate
 from arc.infra.errors import ConfigError
 from arc.model.checkpoint import read_config
 from arc.training.config import TrainConfig
@@ -121,6 +122,20 @@ def test_a_file_that_is_not_toml_or_is_missing(tmp_path):
         load_config_file(write(tmp_path, "batch_size =\n"), TrainConfig)
     with pytest.raises(ConfigError, match=r"^--config .*nothing\.toml: cannot read it"):
         load_config_file(tmp_path / "nothing.toml", TrainConfig)
+
+
+def test_a_config_file_is_read_as_every_user_file_is_checked_and_capped(tmp_path):
+    # each refused at once as one line naming the file: no read until memory runs out, no hang, no traceback
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")  # read whole, it would fill memory
+    os.mkfifo(tmp_path / "fifo.toml")  # opened for reading, it would wait for a writer forever
+    (tmp_path / "binary.toml").write_bytes(b"batch_size = 2\n\xff\xfe\x00")
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    (tmp_path / "big.toml").write_text("# padding\n" * (MAX_CONFIG_FILE_BYTES // 10 + 1))
+    for name, message in (("zero", "not a regular file"), ("fifo", "not a regular file"),
+                          ("binary", "not UTF-8 text"), ("deep", "TOML nested too deeply"), ("big", "larger than")):
+        with pytest.raises(ConfigError) as raised:
+            load_config_file(tmp_path / f"{name}.toml", TrainConfig)
+        assert str(raised.value).startswith(f"{tmp_path / name}.toml: {message}") and "\n" not in str(raised.value)
 
 
 def test_train_script_reads_the_file_flags_override_it_and_the_run_records_it(task_dirs, tmp_path, monkeypatch):

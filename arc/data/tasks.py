@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from arc.infra.errors import ArcError
-from arc.infra.files import read_capped
+from arc.infra.files import read_json
 
 Grid = np.ndarray  # shape (height, width), dtype uint8, values 0..9
 
@@ -156,19 +155,17 @@ MAX_DATA_BYTES = 256 << 20  # a task file (ARC-AGI-2's whole training set as one
 
 
 def _read_json(path: Path) -> object:
+    """A task file's JSON, read as every user file is (arc.infra.files.read_json: a regular file, no /dev/zero
+    or FIFO, capped, UTF-8, not absurdly nested), each object's keys unique; DataError naming the file."""
     try:
-        text = read_capped(path, MAX_DATA_BYTES).decode("utf-8")  # a regular file (no /dev/zero, no FIFO), capped
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from None
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        return read_json(path, MAX_DATA_BYTES, object_pairs_hook=_unique_keys)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except _DuplicateKey as e:
         raise DataError(f"{path}: key {e.args[0]!r} appears twice in one object (JSON keeps only the last: "
                         "a duplicated task id or field)") from None
-    except RecursionError:
-        raise DataError(f"{path}: JSON nested too deeply to be ARC data (a grid is a list of lists)") from None
+    except ValueError as e:  # not a regular file, too large, not UTF-8, not JSON, nested too deeply
+        raise DataError(f"{path}: {e}") from None
 
 
 class _DuplicateKey(Exception):

@@ -40,12 +40,12 @@ import difflib
 import json
 import math
 import re
-import tomllib
 import typing
 from pathlib import Path
 from typing import Callable
 
 from arc.infra.errors import ConfigError
+from arc.infra.files import read_toml
 
 Check = Callable[[object], "str | None"]  # None when the value is allowed, else what is allowed
 
@@ -409,17 +409,21 @@ def _json_type(value, annotation: str) -> str | None:
 # --------------------------------------------------------------------------------------------------
 
 
+MAX_CONFIG_FILE_BYTES = 1 << 20  # a --config file: configs/*.toml hold about 1 KB each
+
+
 def load_config_file(path: str | Path, cls, flags: dict | None = None) -> dict:
     """The settings a TOML file gives a cls, as a nested dict like given_flags', with flags (given_flags)
-    on top. Unknown keys, wrong types and values their rule refuses are one ConfigError naming the file
-    and each key; a value a flag replaces is not checked (--config FILE --init PATH replaces a placeholder)."""
+    on top. The file is read as every user file is (arc.infra.files.read_toml: a regular file of at most
+    MAX_CONFIG_FILE_BYTES, UTF-8, TOML, not absurdly nested); unknown keys, wrong types and values their rule
+    refuses are one ConfigError naming the file and each key; a value a flag replaces is not checked
+    (--config FILE --init PATH replaces a placeholder)."""
     try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
+        document = read_toml(path, MAX_CONFIG_FILE_BYTES)  # a regular file (no /dev/zero, no FIFO), capped
     except OSError as error:
         raise ConfigError(f"--config {path}: cannot read it ({error.strerror or error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except ValueError as error:  # not a regular file, too large, not UTF-8, not TOML, nested too deeply
+        raise ConfigError(f"{path}: {' '.join(str(error).split())}") from None
     found: list[str] = []
     values = _read_table(document, cls, (), (), found)
     flags = flags or {}

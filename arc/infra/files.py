@@ -12,13 +12,16 @@ Beside it: json_text, the one way JSON is written (a NaN or infinity, which JSON
 null instead of an invalid file), `locked` (files that must agree with each other, such as an
 evaluation's results.json and submission.json, are replaced together under a lock on their folder),
 `hold_lock` (a lock held for the rest of the process, which names its holder to whoever else asks: one
-trainer per run folder) and `check_writable` (a folder proven writable before hours of work are spent
+trainer per run folder; its file is never a link, so a planted `.train.lock` symlink cannot make the
+trainer write elsewhere) and `check_writable` (a folder proven writable before hours of work are spent
 on what goes in it).
 
-Reading goes the other way: what the project reads that something else may have written (a checkpoint's
-config.json, a task file) is read with `read_capped` / `read_json`: a regular file only, at most a given
-size. A config.json that is a symlink to /dev/zero, a FIFO, or a runaway file is refused at once instead
-of being read until memory runs out (or forever).
+Reading goes the other way: every file the project takes from a user or another program (a task file, a
+checkpoint's config.json and tokenizer.json, a --config TOML file) is read with `read_capped`, and
+through it `read_text`, `read_json` or `read_toml`: a regular file only, at most a given size, UTF-8, and
+nested no deeper than a parser can follow. A file that is a symlink to /dev/zero, a FIFO, a runaway file,
+binary content or 5,000 nested brackets is refused at once, as a ValueError saying which (the caller names
+the file), instead of being read until memory runs out, forever, or into a traceback.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import json
 import math
 import os
 import stat
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -189,22 +193,41 @@ def read_capped(path: str | Path, max_bytes: int) -> bytes:
     return data
 
 
+def read_text(path: str | Path, max_bytes: int) -> str:
+    """The UTF-8 text of a regular file of at most max_bytes (read_capped); ValueError when it is not UTF-8."""
+    try:
+        return read_capped(path, max_bytes).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def read_json(path: str | Path, max_bytes: int):
-    """The JSON value of a regular file of at most max_bytes (read_capped). ValueError says what is wrong
+def read_json(path: str | Path, max_bytes: int, **options):
+    """The JSON value of a regular file of at most max_bytes (read_text). ValueError says what is wrong
     with it: too large, not UTF-8, not JSON (NaN and Infinity included, which no JSON writer writes),
-    nested absurdly deep."""
+    nested absurdly deep. options go to json.loads (an object_pairs_hook, say)."""
+    text = read_text(path, max_bytes)
     try:
-        return json.loads(read_capped(path, max_bytes).decode("utf-8"), parse_constant=_no_constant)
-    except UnicodeDecodeError as error:
-        raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+        return json.loads(text, parse_constant=_no_constant, **options)
     except json.JSONDecodeError as error:
         raise ValueError(f"not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def read_toml(path: str | Path, max_bytes: int) -> dict:
+    """The TOML document of a regular file of at most max_bytes (read_text); ValueError when it is too
+    large, not UTF-8, not TOML, or nested too deeply for the parser (which recurses per level)."""
+    text = read_text(path, max_bytes)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"not valid TOML: {error}") from None
+    except RecursionError:
+        raise ValueError("TOML nested too deeply") from None
 
 
 def check_writable(folder: str | Path) -> Path:
