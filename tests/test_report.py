@@ -153,7 +153,8 @@ def test_progress_line(capsys):
     assert line.startswith("[1/4] abc solved | 1 solved so far | 0s elapsed, eta 0s")
     assert line.endswith("| test-time training 2 steps") and capsys.readouterr().out == line + "\n"
     assert progress.task_done("d", False).startswith("[2/4] d wrong | 1 solved so far")
-    assert [duration(s) for s in (41.4, 400, 3900)] == ["41s", "6m40s", "1h05m"]
+    assert [duration(s) for s in (41.4, 400, 3900, 3 * 86400 + 4 * 3600)] == ["41s", "6m40s", "1h05m", "3d04h"]
+    assert [duration(s) for s in (float("inf"), float("nan"), None)] == ["n/a"] * 3  # never an OverflowError
 
 
 def test_train_report_and_loss_chart(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import train_config
 
-from arc.inference.config import DecodeConfig, EvalConfig, TTTConfig
+from arc.inference.config import AdaptConfig, DecodeConfig, EvalConfig, TTTConfig
 from arc.infra.config import add_config_flags, build_config, given_flags, settings, validate
 from arc.infra.errors import CheckpointError, ConfigError
 from arc.infra.runtime import resolve_device
@@ -55,6 +55,8 @@ TRAIN_CASES = [  # (changes, the message's start)
     (dict(model=ModelConfig(d_model=32, n_heads=2, n_kv_heads=3)),
      "--n-heads 2 --n-kv-heads 3: n_heads must be a multiple of n_kv_heads (each key/value head serves n_heads / n_kv_heads query heads)"),
     (dict(model=ModelConfig(n_layers=10**6)), "--n-layers 1000000: must be an integer >= 1 and <= 1024"),
+    # bounded where the unit is converted: 1e307 minutes is inf seconds (an OverflowError in the report)
+    (dict(minutes=1e307), "--minutes 1e+307: must be a finite number > 0 and <= 10000000"),
 ]
 
 
@@ -71,7 +73,7 @@ EVAL_CASES = [
     (dict(decoding=DecodeConfig(top_k=0)), "--top-k 0: must be an integer >= 1 and <= 16"),
     (dict(decoding=DecodeConfig(select="bogus")), "--select bogus: must be one of vote, poe"),
     (dict(decoding=DecodeConfig(decode="beam")), "--decode beam: must be one of greedy, sample, dfs"),
-    (dict(decoding=DecodeConfig(temperature=0.0)), "--temperature 0.0: must be a finite number > 0"),
+    (dict(decoding=DecodeConfig(temperature=0.0)), "--temperature 0.0: must be a finite number >= 1e-06"),
     (dict(decoding=DecodeConfig(dfs_threshold=0.0)), "--dfs-threshold 0.0: must be a finite number > 0 and <= 1"),
     (dict(ttt=TTTConfig(steps=-1)), "--ttt-steps -1: must be an integer >= 0"),
     (dict(ttt=TTTConfig(steps=4, train="lora", lora=LoRAConfig(rank=0))), "--ttt-rank 0: test-time training"),
@@ -81,6 +83,14 @@ EVAL_CASES = [
     (dict(tasks=("a", "b", "a")), "--tasks a,b,a: each task id at most once (repeated: a)"),
     (dict(checkpoint="no/such/run"), "--checkpoint no/such/run: must be a checkpoint folder"),
     (dict(out=str(ROOT / "README.md")), f"--out {ROOT / 'README.md'}: must be a folder, not an existing file"),
+    # time budgets bounded where they become seconds (adaptation: seconds per task x tasks)
+    (dict(ttt=TTTConfig(steps=1, seconds=1e308)),
+     "--ttt-seconds 1e+308: must be a finite number >= 0 and <= 600000000"),
+    (dict(adapt=AdaptConfig(seconds=1e308)), "--adapt-seconds 1e+308: must be a finite number >= 0 and <= 600000000"),
+    (dict(minutes=1e307), "--minutes 1e+307: must be a finite number > 0 and <= 10000000"),
+    (dict(decoding=DecodeConfig(decode="dfs", dfs_time_limit_s=1e308)), "--dfs-time-limit-s 1e+308: must be a finite"),
+    (dict(decoding=DecodeConfig(decode="sample", temperature=1e-308)),
+     "--temperature 1e-308: must be a finite number >= 1e-06"),
 ]
 
 
@@ -185,6 +195,10 @@ def run_script(script: str, argv: list[str], monkeypatch, capsys) -> tuple[int, 
     ("train.py", ["--batch-size", "0", "--out", "unused"], "error: --batch-size 0: must be an integer >= 1 and <= 4096\n"),
     ("evaluate.py", ["--select", "bogus", "--checkpoint", "checkpoints/base"], "error: --select bogus: must be one of vote, poe\n"),
     ("train.py", ["--resume", "--out", "no/such/run"], "error: no/such/run: no such checkpoint folder\n"),
+    ("train.py", ["--minutes", "1e307", "--out", "unused"], "error: --minutes 1e+307: must be a finite number > 0 and "
+                                                            "<= 10000000\n"),
+    ("train.py", ["--out", "/proc/no/such/run"], "error: --out /proc/no/such/run: cannot create the run folder "
+                                                 "(No such file or directory)\n"),
 ])
 def test_entry_points_print_one_line_and_exit_1(script, argv, message, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)

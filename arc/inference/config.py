@@ -15,6 +15,8 @@ from arc.data.tasks import TASK_SETS, data_source, split_problems
 from arc.data.tokenizer import VOCAB_SIZE
 from arc.infra.config import (
     MAX_BATCH,
+    MAX_MINUTES,
+    MAX_SECONDS,
     MAX_SEED,
     MAX_THREADS,
     PRECISIONS,
@@ -39,6 +41,8 @@ _DECODE_ONLY = {"sample": ("samples", "temperature", "top_k"),
 _SELECT_ONLY = {"poe": ("score_views", "rerank")}
 # views, scoring views, samples per view: far above any useful count (beyond, a list of 10**12 views hangs)
 MAX_VIEWS = 1024
+# below, sampling is greedy decoding; near 1e-308 the scaled logits overflow to inf (NaN odds)
+MIN_TEMPERATURE = 1e-6
 
 
 @dataclass
@@ -57,13 +61,14 @@ class DecodeConfig:
                                           "almost never its input)")
     attempts: int = option(2, integer(1), help="attempts per test input (the ARC Prize allows 2)")
     samples: int = option(8, integer(1, MAX_VIEWS), help="samples per view (decode=sample)")
-    temperature: float = option(1.0, number(0, above=True), help="sampling temperature (decode=sample)")
+    temperature: float = option(1.0, number(MIN_TEMPERATURE), help="sampling temperature (decode=sample)")
     top_k: int | None = option(None, optional(integer(1, VOCAB_SIZE)),
                                help="sample among the k likeliest tokens only (decode=sample)")
     dfs_threshold: float = option(0.1, number(0, 1, above=True),
                                   help="keep every output with probability above this (decode=dfs)")
     dfs_max_candidates: int = option(8, integer(1), help="stop a DFS after this many complete outputs")
-    dfs_time_limit_s: float = option(60.0, number(0, above=True), help="stop a DFS after this long per view")
+    dfs_time_limit_s: float = option(60.0, number(0, MAX_SECONDS, above=True),
+                                     help="stop a DFS after this long per view")
     dfs_keep_greedy: bool = option(True,
                                    help="(decode=dfs) seed the candidates with the greedy output even when it is "
                                         "below the threshold")
@@ -96,7 +101,7 @@ class TTTConfig:
     steps: int | None = option(None, optional(integer(0)),
                                help="AdamW steps per task on its demonstrations (0: no test-time training; default: "
                                     "none without --minutes, as many as the budget gives with it)")
-    seconds: float = option(0.0, number(0),
+    seconds: float = option(0.0, number(0, MAX_SECONDS),
                             help="also stop a task's training after this many seconds (0: no time limit; under "
                                  "--minutes the budget decides)")
     train: str = option("full", choice("full", "lora", "embeddings"),
@@ -133,7 +138,7 @@ class AdaptConfig:
     steps: int | None = option(None, optional(integer(0)),
                                help="optimizer steps on the new tasks' demonstrations (0: refuse tasks without an "
                                     "embedding; default: 300 without --minutes, as many as the budget gives with it)")
-    seconds: float = option(30.0, number(0),
+    seconds: float = option(30.0, number(0, MAX_SECONDS),
                             help="also stop after this many seconds per new task (the tasks adapt jointly: the budget "
                                  "is seconds x tasks; 0: no time limit; under --minutes the budget decides); bounds a "
                                  "large unseen task's adaptation")
@@ -185,7 +190,7 @@ class EvalConfig:
     ttt: TTTConfig = nested(TTTConfig, flags="ttt-")  # per-task test-time training (off while ttt.steps is 0)
     # (pair layout) new embeddings for tasks the checkpoint has none for
     adapt: AdaptConfig = nested(AdaptConfig, flags="adapt-")
-    minutes: float | None = option(None, optional(number(0, 10**6, above=True)),
+    minutes: float | None = option(None, optional(number(0, MAX_MINUTES, above=True)),
                                    help="the whole evaluation (loading to submission.json) within this many minutes: "
                                         "joint adaptation of unseen tasks, then test-time training per task, then "
                                         "prediction, by the rule of arc.inference.budget")

@@ -80,6 +80,11 @@ PRECISIONS = ("auto", "bf16", "fp32")  # --precision (arc.infra.runtime.autocast
 MAX_BATCH = 4096  # rows per micro-batch, micro-batches per step
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more
 MAX_THREADS = 1024
+# Time budgets, bounded where their unit is converted (minutes to seconds, seconds per task times tasks): far
+# above any run (19 years), so that every duration computed from them stays an ordinary float (--minutes 1e307
+# is inf seconds, an OverflowError where a duration is printed)
+MAX_MINUTES = 10**7
+MAX_SECONDS = 60 * MAX_MINUTES
 
 
 def integer(lo: int, hi: int | None = None) -> Check:

@@ -12,6 +12,7 @@ Pages are self-contained (inline SVG and CSS, no script, no network), so they op
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from html import escape
@@ -57,10 +58,14 @@ def _kv(rows: list[tuple[str, str]]) -> str:
     return '<table class="kv">' + "".join(f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
 
-def duration(seconds: float) -> str:
-    """Seconds for people: 41s, 6m40s, 1h05m."""
+def duration(seconds: float | None) -> str:
+    """Seconds for people: 41s, 6m40s, 1h05m, 3d04h; n/a for what is no time (None, NaN, infinity)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "n/a"
     s = int(round(seconds))
-    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s < 3600:
+        return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s < 86400 else f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def attempt_verdict(attempt: np.ndarray, truth: np.ndarray | None) -> tuple[bool | None, np.ndarray | None, str]:

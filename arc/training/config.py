@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from arc.data.tasks import TASK_SETS, data_source, excluded_source, split_problems
 from arc.infra.config import (
     MAX_BATCH,
+    MAX_MINUTES,
     MAX_SEED,
     MAX_THREADS,
     PRECISIONS,
@@ -81,7 +82,7 @@ class TrainConfig:
     max_steps: int = option(1600, integer(0),
                             help="optimizer steps (the main job: sized so that training and evaluate.py's defaults "
                                  "finish in under 10 minutes on 2 CPU cores, 30% slower ones included, RESULTS.md)")
-    minutes: float | None = option(None, optional(number(0, above=True)),
+    minutes: float | None = option(None, optional(number(0, MAX_MINUTES, above=True)),
                                    help="train for this many minutes of training time instead of --max-steps: the "
                                         "schedule runs on the time spent training (evals and saves excluded) and ends "
                                         "on time on any machine; the step count is open (--stop-at-step still leaves "
