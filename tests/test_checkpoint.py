@@ -19,10 +19,11 @@ from safetensors.torch import load_file, save_file
 
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
-from arc.model import schema
+from arc.model import checkpoint, schema
 from arc.model.checkpoint import (
     load_model,
     load_train_state,
+    open_checkpoint,
     read_config,
     save_checkpoint,
     step_folders,
@@ -331,3 +332,21 @@ def test_a_planted_lock_link_or_an_unusable_out_is_one_line_and_nothing_is_writt
     with pytest.raises(ConfigError, match=r"^--out /proc/no/run: cannot create the run folder \(No such file"):
         RunFolder("/proc/no/run", resume=False)  # was a FileNotFoundError
 
+
+def test_a_step_folder_superseded_while_read_is_retried_and_a_newest_incomplete_one_keeps_its_message(tmp_path,
+                                                                                                       monkeypatch):
+    run = tmp_path / "run"
+    save(run, make_model(0), step=1)
+    real = checkpoint._read_tokenizer
+
+    def trainer_saves_meanwhile(path):  # the last file read: the trainer commits step 2 and deletes step 1 first
+        if path.parent.name == "step-000001":
+            save(run, make_model(1), step=2)
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "_read_tokenizer", trainer_saves_meanwhile)
+    read, model, _, config = open_checkpoint(run)
+    assert (read.name, config["step"]) == ("step-000002", 2) and torch.equal(logits_of(model), logits_of(make_model(1)))
+    (read / "model.safetensors").unlink()  # the newest, and incomplete: no newer one to read instead
+    with pytest.raises(CheckpointError, match=rf"^{read}: no model.safetensors: incomplete checkpoint$"):
+        open_checkpoint(run)

@@ -18,6 +18,7 @@ from arc.inference.predict import Prediction
 from arc.inference.submission import validate_submission
 from arc.infra.config import add_config_flags, build_config, given_flags
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
+from arc.model import checkpoint
 from arc.model.checkpoint import load_model, save_checkpoint
 
 
@@ -240,6 +241,27 @@ def test_results_name_what_was_loaded_and_the_submission_they_go_with(untrained_
     assert results["loaded"] == {"checkpoint": str(Path(untrained_checkpoint) / "step-000000"), "adapter": None, "step": 0}
     written = json.loads((out / "results.json").read_text())
     assert written["submission_sha256"] == hashlib.sha256((out / "submission.json").read_bytes()).hexdigest()
+
+
+def test_a_run_folder_still_being_trained_into_is_evaluated_at_the_step_it_read(untrained_checkpoint, tmp_path,
+                                                                               monkeypatch):
+    """evaluate.py --checkpoint <run folder> while train.py --save-every 1 saves into it: the trainer commits a
+    newer step folder and deletes the one the evaluation chose before its weights are read (here at that
+    very instant, twice in a row). The newest step is read, and recorded."""
+    real = checkpoint.weights_step
+
+    def trainer_saves_meanwhile(path):
+        step = int(path.parent.name.removeprefix("step-"))
+        if step < 2:
+            save_checkpoint(untrained_checkpoint, Transformer(TINY), {"model": asdict(TINY), "step": step + 1},
+                            GridTokenizer())  # commits step-00000<step + 1>, then removes the chosen one
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "weights_step", trainer_saves_meanwhile)
+    results = evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all",
+                                  device="cpu", precision="fp32", out=str(tmp_path / "o")))
+    newest = str(Path(untrained_checkpoint) / "step-000002")
+    assert results["loaded"] == {"checkpoint": newest, "adapter": None, "step": 2}
 
 
 def test_evaluate_with_unknown_test_outputs_writes_results(untrained_checkpoint, tmp_path):

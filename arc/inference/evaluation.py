@@ -40,13 +40,13 @@ from arc.inference.results import print_table, score_tasks, write_results
 from arc.inference.submission import build_submission, write_submission
 from arc.inference.ttt import TTTReport, check_trainable, task_training
 from arc.infra.config import validate
-from arc.infra.errors import ConfigError, DivergenceError
+from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
 from arc.infra.files import atomic_write_text, check_writable, json_text, locked, read_json
 from arc.infra.runtime import autocast_dtype, eager, resolve_device
 from arc.layouts import make_layout
 from arc.layouts.config import LayoutConfig
 from arc.layouts.rows import Layout, answer_limit
-from arc.model.checkpoint import adapter_base, checkpoint_dir, has_checkpoint, load_model, read_config
+from arc.model.checkpoint import adapter_base, checkpoint_dir, has_checkpoint, open_checkpoint, read_config
 from arc.model.lora import merge_lora
 from arc.model.transformer import Transformer
 from arc.reports.pages import Progress, show_results, ttt_words, write_eval_report
@@ -64,11 +64,22 @@ def newest_checkpoint(root: str = "checkpoints") -> str:
     one's own, the first shipped one that exists."""
     runs = [run for run in Path(root).glob("*") if run.is_dir() and run.name not in SHIPPED and has_checkpoint(run)]
     if runs:
-        return str(max(runs, key=lambda run: (checkpoint_dir(run) / "config.json").stat().st_mtime))
+        return str(max(runs, key=_saved_at))
     shipped = [Path(root) / name for name in SHIPPED if has_checkpoint(Path(root) / name)]
     if not shipped:
         raise ConfigError(f"no checkpoint under {root}/: train one with `python train.py` or pass --checkpoint")
     return str(shipped[0])
+
+
+def _saved_at(run: Path) -> float:
+    """When a run folder's newest checkpoint was written; a run still saving may replace it while it is
+    looked at (then its next newest is), and a run that has none left counts as oldest."""
+    for _ in range(3):
+        try:
+            return (checkpoint_dir(run) / "config.json").stat().st_mtime
+        except (OSError, CheckpointError):
+            continue
+    return 0.0
 
 
 @dataclass
@@ -115,7 +126,11 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
     start_progress(cfg, out, budget)
     if cfg.resume and has_checkpoint(out / ADAPTED):  # the adaptation saved by the run resumed: its grown table
         loaded["adapted"] = str(checkpoint_dir(out / ADAPTED))
-    model, tokenizer, config = load_model(loaded.get("adapted") or loaded["adapter"] or loaded["checkpoint"], device)
+    # the step folder actually read is recorded: a run folder still being trained into may hold a newer one by
+    # then, and open_checkpoint reads a consistent step
+    read, model, tokenizer, config = open_checkpoint(loaded.get("adapted") or cfg.adapter or checkpoint, device)
+    if "adapted" not in loaded:
+        loaded["adapter" if cfg.adapter else "checkpoint"] = str(read)
     loaded["step"] = config.get("step")
     if cfg.adapter:
         loaded["checkpoint_step"] = config.get("base_step", read_config(loaded["checkpoint"]).get("step"))

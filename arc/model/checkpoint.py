@@ -398,11 +398,45 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     (unmerged: call arc.model.lora.merge_lora explicitly for faster inference); a Hugging Face Llama folder is
     imported (arc.model.hf), its config the import's description of it. Every value of config.json is
     checked, and the model's size against the device's free memory, before the model is built
-    (arc.model.schema); weights holding NaN or infinity are refused."""
+    (arc.model.schema); weights holding NaN or infinity are refused. A run folder still being trained into
+    is read at a consistent step (open_checkpoint)."""
+    return open_checkpoint(folder, device)[1:]
+
+
+LIVE_RETRIES = 20  # step folders a reader may see superseded in a row (a trainer saving at every step)
+
+
+def open_checkpoint(folder: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[Path, Transformer, GridTokenizer, dict]:
+    """load_model(folder), and the step folder it read (folder itself for a step folder named directly or a
+    Hugging Face folder). A trainer saving into a run folder commits a newer step folder and only then
+    deletes the older one, possibly the one being read: a read that fails (a file gone, the folder gone)
+    while a newer step folder has appeared is retried on that one. A step folder that is still the newest
+    keeps its error (an incomplete or damaged checkpoint)."""
     folder, device = Path(folder), torch.device(device)
     if is_hf_folder(folder):
-        return _load_hf(folder, device)
-    checkpoint = checkpoint_dir(folder)
+        return (folder, *_load_hf(folder, device))
+    retries = 0
+    while True:
+        checkpoint = checkpoint_dir(folder)
+        try:
+            return (checkpoint, *_load_checkpoint(checkpoint, device))
+        except CheckpointError:
+            retries += 1
+            if retries > LIVE_RETRIES or not _superseded(folder, checkpoint):
+                raise
+
+
+def _superseded(folder: Path, checkpoint: Path) -> bool:
+    """Whether the run folder's newest step folder is no longer `checkpoint` (a trainer saved meanwhile)."""
+    try:
+        return checkpoint_dir(folder) != checkpoint
+    except CheckpointError:
+        return False
+
+
+def _load_checkpoint(checkpoint: Path, device: torch.device) -> tuple[Transformer, GridTokenizer, dict]:
+    """load_model of one step folder (or a folder holding config.json)."""
     config = _read_json(checkpoint / "config.json")
     if is_hugging_face(config):  # a Hugging Face folder's step folder, say
         return _load_hf(checkpoint, device)
