@@ -57,6 +57,20 @@ def test_pair_row_known_ids_mask_and_prompt():
         ROWS.encode(replace(PAIR, task_id="unknown"))
 
 
+def test_a_test_input_that_fits_is_predicted_beside_a_demonstration_output_that_would_not():
+    """The answer budget of a test input to predict is capped at what the context leaves: one 30x30
+    demonstration output (931 tokens) no longer makes a 5-token prompt "too long for the context"."""
+    large = Pair(g([[1]]), g([[2] * 30] * 30))
+    example = Example("t", 0, [PAIR.test, large], Pair(g([[5, 6]])))  # the answer unknown; prompt: I 5 6 \n O
+    assert ROWS.fit(example, 10) is example  # room for an answer the size of the smallest demonstration output
+    assert ROWS.fit(example, 9) is None  # less room than that: too long
+    known = replace(example, test=Pair(g([[5, 6]]), g([[7] * 30] * 30)))
+    assert ROWS.fit(known, 64) is None  # a known answer (training, scoring): its own size
+    torch.manual_seed(0)
+    [p] = predict(Transformer(PAIR_MODEL).eval(), ROWS, [example], 64, DecodeConfig(views=1))
+    assert p.prompt_tokens == 5 and p.status != "too long for the context"
+
+
 def test_collate_carries_task_and_transform():
     batch = collate([ROWS.encode(replace(PAIR, task_id="b", transform=3)), ROWS.encode(PAIR)])
     assert batch.task.tolist() == [1, 2] and batch.transform.tolist() == [3, 0]

@@ -13,7 +13,8 @@ from conftest import g
 
 from arc.data.tasks import Pair, Task
 from arc.inference.evaluation import score_tasks
-from arc.inference.predict import Prediction
+from arc.inference.predict import TOO_LONG, Prediction
+from arc.inference.results import print_table
 from arc.reports.draw import PALETTE, grid_ansi, grid_svg, line_chart, side_by_side
 from arc.reports.pages import (
     DEMOS_DRAWN,
@@ -120,6 +121,18 @@ def test_eval_report_summary_and_file(tmp_path):
     assert all(colour in html for colour in PALETTE)
     path = write_eval_report(tmp_path, tasks, results)
     assert path.read_text(encoding="utf-8") == html and not list(tmp_path.glob("*.tmp"))
+
+
+def test_test_inputs_too_long_for_the_context_are_counted_in_the_summary_line_and_the_page(capsys):
+    tasks, results = known_case()
+    assert results["tests_too_long"] == 0 and "not predicted" not in eval_report_html(tasks, results)
+    predictions = [Prediction(t.examples()[0], status=TOO_LONG if t.id == "cells" else "ok") for t in tasks]
+    results = {**results, **score_tasks(tasks, predictions)}
+    assert results["tests_too_long"] == 1
+    assert "1 test input(s) too long for the context: not predicted, counted wrong" in eval_report_html(tasks, results)
+    print_table(results)
+    summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("solved 0/4 tasks")]
+    assert summary[0].endswith("| 1 test input(s) too long for the context: not predicted, counted wrong")
 
 
 def test_grid_svg_merges_runs_and_outlines_wrong_cells():

@@ -34,6 +34,9 @@ from arc.inference.search import dfs_decode, sample_decode
 from arc.layouts.rows import EncodedRow, Layout, answer_limit
 
 
+TOO_LONG = "too long for the context"  # the status of a test input whose prompt does not fit: never decoded
+
+
 @dataclass
 class Prediction:
     example: Example
@@ -143,7 +146,7 @@ def generate(model, layout: Layout, examples: list[Example], context_tokens: int
         if not pred.pool:
             # DFS and sampling drop branches that never end, so they may leave no reason behind
             reasons = "; ".join(sorted(failures[i])) or "no complete output found"
-            pred.status = "too long for the context" if pred.prompt_tokens == 0 else f"no valid output ({reasons})"
+            pred.status = TOO_LONG if pred.prompt_tokens == 0 else f"no valid output ({reasons})"
     return predictions
 
 

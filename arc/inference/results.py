@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from arc.data.tasks import Task, grids_equal
-from arc.inference.predict import Prediction
+from arc.inference.predict import TOO_LONG, Prediction
 from arc.infra.files import atomic_write_text, json_text
 
 
@@ -57,6 +57,7 @@ def score_tasks(tasks: list[Task], predictions: list[Prediction]) -> dict:
         "tasks_total": len(tasks),
         "tasks_scored": len(scores),  # tasks whose true outputs are known
         "tasks_solved": sum(s == 1.0 for s in scores),
+        "tests_too_long": sum(p.status == TOO_LONG for p in predictions),  # not predicted: counted wrong
         "score": mean_score(tasks, by_task, lambda p: p.correct),
         "score_pass1": mean_score(tasks, by_task, first_right),
         "score_by_selection": {m: mean_score(tasks, by_task, lambda p, m=m: any(
@@ -80,12 +81,19 @@ def print_table(results: dict) -> None:
     print(f"solved {results['tasks_solved']}/{results['tasks_total']} tasks | score {show(results['score'])} "
           f"(first attempts only: {show(results['score_pass1'])}) | eval loss "
           f"{'n/a (no true output fits the context)' if loss is None and results['score'] is not None else show(loss)} "
-          f"per output token | {results.get('seconds_per_task', 0):.1f}s per task")
+          f"per output token | {results.get('seconds_per_task', 0):.1f}s per task" + too_long(results, " | "))
     for name, value in results["score_by_selection"].items():
         print(f"  attempts chosen by {name}: score {show(value)}")
     if results.get("not_predicted"):
         print(f"  not predicted ({len(results['not_predicted'])} tasks): the budget ran out before them; their "
               "attempts are their test inputs")
+
+
+def too_long(results: dict, before: str = "") -> str:
+    """The test inputs whose prompt did not fit the context, in words ("" when none): the summary line and
+    report.html say so, not only each task's status."""
+    n = results.get("tests_too_long") or 0
+    return f"{before}{n} test input(s) too long for the context: not predicted, counted wrong" if n else ""
 
 
 def write_results(results: dict, out: Path) -> Path:

@@ -92,7 +92,13 @@ class PairLayout(Layout):
 
     def fit(self, example: Example, max_tokens: int, answer_tokens: int | None = None) -> Example | None:
         """The example itself when its row fits in max_tokens, else None (nothing can be dropped).
-        Demonstrations stay on the Example (the answer length limit reads them) but never enter the row."""
+        Demonstrations stay on the Example (the answer length limit reads them) but never enter the row.
+        A test input to predict (its answer unknown) fits when the context leaves room for an answer the size
+        of the smallest demonstration output, not of the largest (answer_budget): decoding writes at most what
+        the context leaves anyway (arc.inference.predict), so one large demonstration output does not keep an
+        input that fits from being predicted."""
+        if answer_tokens is None and example.test.output is None:
+            answer_tokens = min(grid_length(p.output) for p in example.train) + 1
         answer = answer_budget(example) if answer_tokens is None else answer_tokens
         return example if self.length(example, answer) <= max_tokens else None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from arc.data.tasks import Task
+from arc.inference.results import too_long
 from arc.infra.files import atomic_write_text
 from arc.reports.draw import grid_ansi, grid_svg, line_chart, palette_css, side_by_side
 
@@ -183,6 +184,7 @@ def eval_report_html(tasks: list[Task], results: dict) -> str:
                   + "".join(f" &middot; chosen by {escape(m)} {_num(v)}"
                             for m, v in results.get("score_by_selection", {}).items())),
                  ("eval loss", f"{_num(results.get('eval_loss'), 4)} per output token"),
+                 *([("not predicted", escape(too_long(results)))] if too_long(results) else []),
                  ("time", f"{duration(results.get('seconds_total', 0))} in all, "
                           f"{results.get('seconds_per_task', 0):.1f}s per task"),
                  ("decoding", escape(", ".join(f"{k} {v}" for k, v in decoding.items()))),
