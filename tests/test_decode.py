@@ -10,6 +10,7 @@ from arc.data.tokenizer import END, OUTPUT, PAD, ROW
 from arc.inference import decode
 from arc.inference.decode import greedy_decode, left_pad
 from arc.layouts.rows import token_row
+from arc.model.kvcache import SPAN, KVCache
 from arc.model.transformer import Transformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,3 +124,22 @@ def test_compiled_greedy_decode_equals_eager(sharp_model):
             eager = greedy_decode(sharp_model, [token_row(p) for p in batch], limits[: len(batch)], end_id, PAD, compile=False)
             assert greedy_decode(sharp_model, [token_row(p) for p in batch], limits[: len(batch)], end_id, PAD, compile=True) == eager
     assert decode._compiled is not False  # it really ran compiled
+
+
+def test_decoding_steps_attend_over_a_few_key_lengths_not_a_new_one_per_step(tiny_model, monkeypatch):
+    """On CPU oneDNN compiles and keeps a kernel per matmul shape (about 1 MB each): a new key length at every
+    step made an evaluation hold 2 GB of them (bench/eval_memory.py). Steps read the cache in spans of SPAN
+    slots, the unfilled ones masked, and decode what a naive loop does."""
+    lengths, update = set(), KVCache.update
+
+    def spy(self, layer, k, v, at):
+        keys, values = update(self, layer, k, v, at)
+        if k.shape[2] == 1:  # a decoding step
+            lengths.add(keys.shape[2])
+        return keys, values
+
+    monkeypatch.setattr(KVCache, "update", spy)
+    prompt = PROMPTS[1] * 2  # 28 tokens, then 90 new ones: key lengths 29..118
+    [tokens] = greedy_decode(tiny_model, [token_row(prompt)], [90], END + 100, PAD)  # an end id never produced
+    assert len(tokens) == 90 and tokens == naive_greedy(tiny_model, prompt, 90, END + 100)[0]
+    assert lengths == {SPAN, len(prompt) + 90}  # 29..64 read 64 slots, 65..118 the capacity: 2 lengths, not 90
