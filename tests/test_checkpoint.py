@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from arc.data.tokenizer import GridTokenizer
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
+from arc.infra.runlog import RunLog
 from arc.model import checkpoint, schema
 from arc.model.checkpoint import (
     load_model,
@@ -350,3 +351,18 @@ def test_a_step_folder_superseded_while_read_is_retried_and_a_newest_incomplete_
     (read / "model.safetensors").unlink()  # the newest, and incomplete: no newer one to read instead
     with pytest.raises(CheckpointError, match=rf"^{read}: no model.safetensors: incomplete checkpoint$"):
         open_checkpoint(run)
+
+
+def test_a_planted_run_log_link_is_refused_and_appends_never_follow_one(tmp_path):
+    (tmp_path / "run").mkdir()
+    log = RunLog(tmp_path / "run" / "metrics.jsonl")
+    log.path.symlink_to(tmp_path / "created")  # dangling: appending through it would create a file outside --out
+    with pytest.raises(ConfigError, match=r"metrics\.jsonl: a symbolic link or no regular file: refused"):
+        log.start(0)
+    with pytest.raises(OSError):
+        log.append({"step": 1})
+    assert not (tmp_path / "created").exists()
+    log.path.unlink()
+    log.start(0)
+    log.append({"step": 1})
+    assert log.path.read_text() == '{"step": 1}\n'
