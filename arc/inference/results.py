@@ -15,6 +15,7 @@ import numpy as np
 from arc.data.tasks import Task, grids_equal
 from arc.inference.predict import TOO_LONG, Prediction
 from arc.infra.files import atomic_write_text, json_text
+from arc.reports.pages import too_long
 
 
 def task_score(predictions: list[Prediction], answered: Callable[[Prediction], bool]) -> float | None:
@@ -87,13 +88,6 @@ def print_table(results: dict) -> None:
     if results.get("not_predicted"):
         print(f"  not predicted ({len(results['not_predicted'])} tasks): the budget ran out before them; their "
               "attempts are their test inputs")
-
-
-def too_long(results: dict, before: str = "") -> str:
-    """The test inputs whose prompt did not fit the context, in words ("" when none): the summary line and
-    report.html say so, not only each task's status."""
-    n = results.get("tests_too_long") or 0
-    return f"{before}{n} test input(s) too long for the context: not predicted, counted wrong" if n else ""
 
 
 def write_results(results: dict, out: Path) -> Path:

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from arc.data.tasks import Task
-from arc.inference.results import too_long
 from arc.infra.files import atomic_write_text
 from arc.reports.draw import grid_ansi, grid_svg, line_chart, palette_css, side_by_side
 
@@ -67,6 +66,13 @@ def duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s < 86400 else f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def too_long(results: dict, before: str = "") -> str:
+    """The test inputs whose prompt did not fit the context, in words ("" when none): the summary line and
+    report.html say so, not only each task's status."""
+    n = results.get("tests_too_long") or 0
+    return f"{before}{n} test input(s) too long for the context: not predicted, counted wrong" if n else ""
 
 
 def attempt_verdict(attempt: np.ndarray, truth: np.ndarray | None) -> tuple[bool | None, np.ndarray | None, str]:
