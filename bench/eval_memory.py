@@ -41,7 +41,7 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
 
 
-def evaluate_flags(args: argparse.Namespace, tasks: int) -> list[str]:
+def evaluate_flags(args: argparse.Namespace, tasks: int | str) -> list[str]:
     """evaluate.py's flags for one measurement (--out apart)."""
     return ["--checkpoint", args.checkpoint, "--task-set", args.task_set, "--max-tasks", str(tasks), "--threads", "1",
             *shlex.split(args.flags)]
@@ -107,8 +107,8 @@ def main() -> None:
     if args.stages_child:
         return stages(args.repo, evaluate_flags(args, args.tasks[0]))
     repo = Path(args.repo).resolve()
-    print(f"evaluate.py of {repo}: {shlex.join(evaluate_flags(args, args.tasks[0]))} (--max-tasks {args.tasks})\n")
-    print("| tasks | peak RSS MB | wall s |\n| ---: | ---: | ---: |")
+    print(f"evaluate.py of {repo}: {shlex.join(evaluate_flags(args, 'N'))}\n")
+    print("| tasks (N) | peak RSS MB | wall s |\n| ---: | ---: | ---: |")
     for tasks in args.tasks:
         peak, wall = peak_run(repo, evaluate_flags(args, tasks))
         print(f"| {tasks} | {peak:,.0f} | {wall:.0f} |", flush=True)
