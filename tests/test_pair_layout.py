@@ -215,8 +215,8 @@ def copy_run(tmp_path_factory):
     eval_dir = write_tasks(tmp_path / "eval", {"copy": COPY})
     cfg = train_config(data=train_dir, eval_data=eval_dir, eval_set="all", model=replace(TINY, d_model=64, rope="3d"),
                        max_steps=600, batch_size=8, pack=False, lr=3e-3, warmup_steps=20, precision="fp32",
-                       compile=False, device="cpu", log_every=1000, eval_every=1000, save_every=1000,
-                       out=str(tmp_path / "run"), seed=0)
+                       compile=False, device="cpu", threads=1, log_every=1000, eval_every=1000, save_every=1000,
+                       out=str(tmp_path / "run"), seed=0)  # one thread: a module fixture runs before one_thread
     return train(cfg), cfg
 
 
