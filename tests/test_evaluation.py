@@ -227,7 +227,7 @@ def test_evaluate_refuses_an_unwritable_out_before_decoding(untrained_checkpoint
 
 def test_a_non_finite_eval_loss_is_refused_and_nothing_written(untrained_checkpoint, tmp_path, monkeypatch):
     """Weights are checked finite when loaded; outputs that still overflow are refused, not written as null."""
-    monkeypatch.setattr(evaluation, "grouped_loss", lambda *a, **k: (float("nan"), {}))
+    monkeypatch.setattr(evaluation, "row_nll", lambda model, rows, *a: (np.full(len(rows), np.nan), np.ones(len(rows))))
     with pytest.raises(DivergenceError, match="the eval loss is nan: the model's outputs are not finite numbers"):
         evaluate(EvalConfig(checkpoint=untrained_checkpoint, data=eval_tasks(tmp_path), task_set="all", device="cpu",
                             out=str(tmp_path / "out")))

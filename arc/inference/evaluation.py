@@ -51,7 +51,7 @@ from arc.model.lora import merge_lora
 from arc.model.transformer import Transformer
 from arc.reports.pages import Progress, show_results, ttt_words, write_eval_report
 from arc.training.config import read_training
-from arc.training.scoring import grouped_loss
+from arc.training.scoring import row_nll
 
 # The checkpoints committed to the repository, in the order evaluate.py prefers them when no training
 # run of the user's own exists: the pair-layout model first (checkpoints/README.md tells their story).
@@ -301,7 +301,21 @@ def predict_task(ev: Evaluation, task: Task, n: int, first_example: int) -> tupl
         began = time.time()
         found = predict_group(ev, [task], first_example)
         ev.budget.predicted(time.time() - began, tokens)
-    return found, {"seconds": time.time() - started, **({"ttt": asdict(report)} if report is not None else {})}
+        # the eval loss of a task trained at test time is its trained model's, measured before it is undone
+        scored = task_nll(ev, task) if report is not None and not report.skipped else None
+    entry = {"seconds": time.time() - started, **({"ttt": asdict(report)} if report is not None else {})}
+    return found, {**entry, **({"nll": scored} if scored else {})}
+
+
+def task_nll(ev: Evaluation, task: Task) -> list[float] | None:
+    """The task's known test outputs' summed NLL and their token count under the model as it is now (teacher
+    forced: a measurement, never a training signal); None when no output is known or fits."""
+    rows = ev.layout.scored_rows([e for e in task.examples() if e.test.output is not None], ev.context_tokens)[0]
+    if not rows:
+        return None
+    with eager():
+        nll, counts = row_nll(ev.model, rows, 8, ev.amp_dtype)
+    return [float(nll.sum()), int(counts.sum())]
 
 
 def save_task(ev: Evaluation, task: Task, found: list[Prediction], entry: dict) -> None:
@@ -366,11 +380,7 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
     results = score_tasks(ev.tasks, predictions)
     for task_id, entry in results["tasks"].items():
         entry.update(per_task.get(task_id, {}))
-    scored = {t.id: ev.layout.scored_rows([e for e in t.examples() if e.test.output is not None], ev.context_tokens)[0]
-              for t in ev.tasks}
-    flat, groups = [r for rs in scored.values() for r in rs], [k for k, rs in scored.items() for _ in rs]
-    with eager():
-        results["eval_loss"], task_loss = grouped_loss(ev.model, flat, groups, 8, ev.amp_dtype) if flat else (None, {})
+    results["eval_loss"], task_loss = eval_loss(ev, per_task)
     if results["eval_loss"] is not None and not math.isfinite(results["eval_loss"]):
         # the weights were checked finite when loaded (and after adaptation): the arithmetic overflowed
         raise DivergenceError(f"the eval loss is {results['eval_loss']}: the model's outputs are not finite numbers "
@@ -385,6 +395,24 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
                    not_predicted=list(ev.budget.not_predicted),
                    seconds_total=ev.budget.spent(), seconds_per_task=ev.budget.spent() / max(len(ev.tasks), 1))
     return results
+
+
+def eval_loss(ev: Evaluation, per_task: dict[str, dict]) -> tuple[float | None, dict[str, float]]:
+    """The mean NLL per output token of the known test outputs, over all tasks and per task: a task trained at
+    test time by its trained model (measured then, per_task's "nll"), the others by the model as it is now."""
+    sums = {task_id: entry["nll"] for task_id, entry in per_task.items() if "nll" in entry}
+    rows = {t.id: ev.layout.scored_rows([e for e in t.examples() if e.test.output is not None], ev.context_tokens)[0]
+            for t in ev.tasks if t.id not in sums}
+    flat, groups = [r for rs in rows.values() for r in rs], np.array([k for k, rs in rows.items() for _ in rs])
+    if flat:  # the other tasks' rows scored together (batched by length across tasks)
+        with eager():
+            nll, counts = row_nll(ev.model, flat, 8, ev.amp_dtype)
+        sums |= {task_id: [float(nll[groups == task_id].sum()), int(counts[groups == task_id].sum())]
+                 for task_id in dict.fromkeys(groups.tolist())}
+    if not sums:
+        return None, {}
+    total = sum(nll for nll, _ in sums.values()) / max(sum(count for _, count in sums.values()), 1)
+    return total, {task_id: nll / max(count, 1) for task_id, (nll, count) in sums.items()}
 
 
 def write_stage(ev: Evaluation, results: dict, predictions: list[Prediction]) -> None:
