@@ -261,16 +261,16 @@ def main() -> None:
 def model_flops(flags: str) -> tuple[float, float]:
     """The new loop's model FLOPs per token, with attention at the average context of 2,000 of its rows."""
     from arc.infra.config import add_config_flags, build_config, given_flags
-    from arc.training import trainer
+    from arc.training import data as data_module, trainer
     from arc.training.config import TrainConfig
 
     parser = argparse.ArgumentParser()
     add_config_flags(parser, TrainConfig)
     cfg = build_config(TrainConfig, given_flags(parser.parse_args(shlex.split(flags)), TrainConfig))
-    train_tasks, heldout, _ = trainer.select_data(cfg)
+    train_tasks, heldout, _ = data_module.select_data(cfg)
     layout = trainer.make_layout(cfg.layout, trainer.GridTokenizer(), [t.id for t in train_tasks + heldout])
     row_tokens = cfg.max_row_tokens or cfg.model.max_seq_len
-    data = trainer.training_data(layout, train_tasks, heldout, row_tokens, cfg.seed, batch_size=cfg.batch_size)
+    data = data_module.training_data(layout, train_tasks, heldout, row_tokens, cfg.seed, batch_size=cfg.batch_size)
     context = attention_context([len(data.sampler.row(i).ids) - 1 for i in range(2000)])
     model = trainer.Transformer(trainer.replace(cfg.model, n_tasks=len(layout.task_ids), transform_embedding=True))
     return context, flops_per_token(model, context)

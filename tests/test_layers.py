@@ -100,3 +100,13 @@ def test_lines_are_at_most_120_characters_without_backslash_continuations():
     continued = [f"{p.relative_to(ROOT.parent)}:{n}" for p in files
                  for n, line in enumerate(p.read_text().splitlines(), 1) if line.rstrip().endswith("\\")]
     assert long == [] and continued == []
+
+
+def test_functions_are_at_most_60_lines():
+    """A reader follows a run top to bottom: no function or method in arc/ longer than 60 lines (docstring
+    included)."""
+    import ast
+    long = [f"{p.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for p in ROOT.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert long == []

@@ -23,7 +23,8 @@ from arc.model.positions import grid_numbers
 from arc.model.rope import rope3d_angles
 from arc.model.transformer import Transformer
 from arc.training.config import TrainConfig, read_training
-from arc.training.trainer import select_data, train, training_data
+from arc.training.data import select_data, training_data
+from arc.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROWS = PairLayout(GridTokenizer(), task_ids=["a", "b", "t"])  # "t" is row 2 of the task table

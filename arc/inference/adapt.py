@@ -39,7 +39,7 @@ from arc.model.transformer import Transformer
 from arc.training.config import read_training
 from arc.training.optim import fine_tune_recipe
 from arc.training.steps import StepsReport, TrainingClock, compile_once, take_steps, trainable
-from arc.training.trainer import select_data
+from arc.training.data import select_data
 
 SAVE_SECONDS = 300.0  # save_every 0: a save after every this many seconds of adaptation (a kill loses at most this)
 PROGRESS_STEPS = 50  # a progress line every this many steps

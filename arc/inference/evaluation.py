@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 
 from arc.data.tasks import Task, load_tasks, select_tasks
 from arc.inference.adapt import AdaptReport, adapt, new_tasks, replay_tasks
+from arc.inference import resume
 from arc.inference.budget import Budget
 from arc.inference.config import EvalConfig
 from arc.inference.predict import Prediction, generate, select
@@ -41,7 +41,7 @@ from arc.inference.submission import build_submission, write_submission
 from arc.inference.ttt import TTTReport, check_trainable, task_training
 from arc.infra.config import validate
 from arc.infra.errors import CheckpointError, ConfigError, DivergenceError
-from arc.infra.files import atomic_write_text, check_writable, json_text, locked, read_json
+from arc.infra.files import check_writable, locked
 from arc.infra.runtime import autocast_dtype, eager, resolve_device
 from arc.layouts import make_layout
 from arc.layouts.config import LayoutConfig
@@ -98,14 +98,9 @@ class Evaluation:
     context_tokens: int  # tokens per example, prompt and answer
     device: torch.device
     amp_dtype: torch.dtype | None
-    out: Path  # results.json, submission.json, report.html; the run's progress (ADAPTED, TASKS, PROGRESS)
+    out: Path  # results.json, submission.json, report.html; what the run keeps for --resume (arc.inference.resume)
     method: str  # the settings in words, for the log and the report
     budget: Budget  # --minutes: the deadline and the rule that spends it
-
-
-# What a run keeps in --out as it goes, for --resume: the adapted model (a run folder), a file per finished task,
-# the seconds spent
-ADAPTED, TASKS, PROGRESS = "adapted", "tasks", "progress.json"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,9 +118,9 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
         check_writable(out)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    start_progress(cfg, out, budget)
-    if cfg.resume and has_checkpoint(out / ADAPTED):  # the adaptation saved by the run resumed: its grown table
-        loaded["adapted"] = str(checkpoint_dir(out / ADAPTED))
+    budget.spent_before = resume.start(out, cfg.resume)
+    if cfg.resume and has_checkpoint(out / resume.ADAPTED):  # the adaptation saved by the run resumed: its table
+        loaded["adapted"] = str(checkpoint_dir(out / resume.ADAPTED))
     # the step folder actually read is recorded: a run folder still being trained into may hold a newer one by
     # then, and open_checkpoint reads a consistent step
     read, model, tokenizer, config = open_checkpoint(loaded.get("adapted") or cfg.adapter or checkpoint, device)
@@ -213,22 +208,6 @@ def method_words(ev: Evaluation) -> str:
     return words
 
 
-def start_progress(cfg: EvalConfig, out: Path, budget: Budget) -> None:
-    """A fresh run clears what an earlier run into --out kept for resuming; a resumed one takes up its clock."""
-    if not cfg.resume:
-        shutil.rmtree(out / ADAPTED, ignore_errors=True)
-        shutil.rmtree(out / TASKS, ignore_errors=True)
-        (out / PROGRESS).unlink(missing_ok=True)
-        return
-    if (out / PROGRESS).is_file():
-        budget.spent_before = float(read_json(out / PROGRESS, 1 << 16).get("spent_seconds", 0.0))
-        print(f"resuming the evaluation in {out}: {budget.spent_before:.0f}s spent before", flush=True)
-
-
-def save_progress(ev: Evaluation) -> None:
-    atomic_write_text(ev.out / PROGRESS, json_text({"spent_seconds": ev.budget.spent(), "minutes": ev.cfg.minutes}))
-
-
 def adapt_stage(ev: Evaluation) -> AdaptReport | None:
     """New rows of the task table, trained jointly, for the tasks the checkpoint has none for (None: none needed);
     with --adapt-replay, rows of the checkpoint's own training tasks beside them. Saved in --out as it goes."""
@@ -240,12 +219,12 @@ def adapt_stage(ev: Evaluation) -> AdaptReport | None:
     adapt_cfg = replace(cfg.adapt, steps=cfg.adapt_steps())
     seconds = ev.budget.adaptation_seconds(sum(answer_tokens(ev, t) for t in ev.tasks))
     adapted = adapt(ev.model, ev.tasks, ev.layout, adapt_cfg, ev.context_tokens, ev.device, cfg.seed, ev.amp_dtype,
-                    replay=replay, seconds=seconds, folder=ev.out / ADAPTED, base_config=ev.config,
+                    replay=replay, seconds=seconds, folder=ev.out / resume.ADAPTED, base_config=ev.config,
                     compile=cfg.compile)
     loss = f", loss {adapted.first_loss:.3f} -> {adapted.last_loss:.3f}" if adapted.first_loss is not None else ""
     print(f"adapted {adapted.tasks} new task embeddings: {adapted.steps} steps in {adapted.seconds:.0f}s{loss}"
           + (f" ({ev.budget.words()})" if ev.budget.bounded else ""), flush=True)
-    save_progress(ev)
+    resume.save_spent(ev.out, ev.budget.spent(), cfg.minutes)
     return adapted
 
 
@@ -318,32 +297,6 @@ def task_nll(ev: Evaluation, task: Task) -> list[float] | None:
     return [float(nll.sum()), int(counts.sum())]
 
 
-def save_task(ev: Evaluation, task: Task, found: list[Prediction], entry: dict) -> None:
-    """A finished task's attempts and entry in --out (TASKS), so that --resume skips it."""
-    record = {"entry": entry, "predictions": [
-        {"attempts": [a.tolist() for a in p.attempts], "status": p.status, "prompt_tokens": p.prompt_tokens,
-         "candidates": p.candidates, "votes": p.votes,
-         "attempts_by": {m: [a.tolist() for a in grids] for m, grids in p.attempts_by.items()}} for p in found]}
-    (ev.out / TASKS).mkdir(exist_ok=True)
-    atomic_write_text(ev.out / TASKS / f"{task.id}.json", json_text(record))
-
-
-def saved_task(ev: Evaluation, task: Task) -> tuple[list[Prediction], dict] | None:
-    """The attempts and entry a resumed run's earlier process saved for task; None when it did not finish it."""
-    path = ev.out / TASKS / f"{task.id}.json"
-    if not ev.cfg.resume or not path.is_file():
-        return None
-    record = read_json(path, MAX_TASK_RECORD)
-    grids = lambda attempts: [np.array(a, dtype=np.uint8) for a in attempts]  # noqa: E731
-    found = [Prediction(e, grids(p["attempts"]), p["status"], p["prompt_tokens"], p["candidates"], p["votes"],
-                        {m: grids(a) for m, a in p["attempts_by"].items()})
-             for e, p in zip(task.examples(), record["predictions"])]
-    return found, record["entry"]
-
-
-MAX_TASK_RECORD = 64 << 20  # a task's saved attempts: a few 30x30 grids per test input, far below this
-
-
 def predict_stage(ev: Evaluation) -> tuple[list[Prediction], dict[str, dict]]:
     """Every test input's prediction, and per task its seconds (and test-time-training report).
 
@@ -356,11 +309,11 @@ def predict_stage(ev: Evaluation) -> tuple[list[Prediction], dict[str, dict]]:
         return predictions, {t.id: {"seconds": (time.time() - started) / max(len(ev.tasks), 1)} for t in ev.tasks}
     predictions, per_task, progress, first_example = [], {}, Progress(len(ev.tasks)), 0
     for n, task in enumerate(ev.tasks):
-        kept = saved_task(ev, task)
+        kept = resume.saved_task(ev.out, task) if ev.cfg.resume else None
         found, entry = kept or predict_task(ev, task, n, first_example)
         if kept is None:
-            save_task(ev, task, found, entry)
-            save_progress(ev)
+            resume.save_task(ev.out, task, found, entry)
+            resume.save_spent(ev.out, ev.budget.spent(), ev.cfg.minutes)
         first_example += len(task.test)
         predictions += found
         per_task[task.id] = entry

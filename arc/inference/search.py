@@ -44,6 +44,14 @@ def _sorted(found: dict[tuple[int, ...], float]) -> list[Candidate]:
 
 
 @torch.inference_mode()
+def _children(logits: torch.Tensor, nll: float, budget: float) -> list[tuple[int, float]]:
+    """Next tokens whose cumulative NLL stays under budget, most likely first (stack order: the most likely is
+    popped first, so it is stored last)."""
+    token_nll = (-torch.log_softmax(logits.double(), dim=-1)).tolist()  # fp64: exact sums
+    keep = [(tok, nll + x) for tok, x in enumerate(token_nll) if nll + x < budget]
+    return sorted(keep, key=lambda c: (c[1], c[0]), reverse=True)
+
+
 def dfs_decode(
     model: Transformer,
     prompt: EncodedRow,
@@ -71,20 +79,13 @@ def dfs_decode(
     cache = model.new_cache(1, capacity=n_prompt + max_new_tokens, dtype=autocast_dtype,
                             task=torch.tensor([prompt.task]), transform=torch.tensor([prompt.transform]))
 
-    def children(logits: torch.Tensor, nll: float) -> list[tuple[int, float]]:
-        """Next tokens whose cumulative NLL stays under budget, most likely first (stack order: the
-        most likely is popped first, so it is stored last)."""
-        token_nll = (-torch.log_softmax(logits.double(), dim=-1)).tolist()  # fp64: exact sums
-        keep = [(tok, nll + x) for tok, x in enumerate(token_nll) if nll + x < budget]
-        return sorted(keep, key=lambda c: (c[1], c[0]), reverse=True)
-
     found: dict[tuple[int, ...], float] = {}
     path: list[int] = []  # the tokens of the current branch
     with autocast(device.type, autocast_dtype):
         logits = model(torch.from_numpy(prompt.ids)[None].to(device), cache=cache)[0, -1]  # prefill, once
         # explicit stack (depth can reach ~931 > Python's recursion limit): each frame is the depth of
         # its branch point and the children still to visit there
-        stack: list[tuple[int, list[tuple[int, float]]]] = [(0, children(logits, 0.0))]
+        stack: list[tuple[int, list[tuple[int, float]]]] = [(0, _children(logits, 0.0, budget))]
         while stack and len(found) < max_candidates:
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -103,7 +104,7 @@ def dfs_decode(
             # backtrack: forget everything after the branch point, then feed the chosen token
             cache.length = n_prompt + depth
             logits = model(torch.tensor([[tok]], device=device), cache=cache)[0, -1]
-            stack.append((depth + 1, children(logits, nll)))
+            stack.append((depth + 1, _children(logits, nll, budget)))
     return _sorted(found)
 
 
