@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--task-set", default="all", help="ARC-AGI-1 evaluation tasks: all (the first --tasks of them: "
                         "most need new embeddings, arc.inference.adapt) or seed20 (all have one)")
     parser.add_argument("--tasks", type=int, nargs="+", default=[20, 100], help="task counts")
-    parser.add_argument("--flags", default="", help="more evaluate.py flags, one string")
+    parser.add_argument("--flags", default="", help="more evaluate.py flags, one string (--flags=--no-compile)")
     parser.add_argument("--no-stages", action="store_true", help="the peak runs only")
     parser.add_argument("--repo", default=str(REPO), help="the checkout whose evaluate.py is measured")
     parser.add_argument("--stages-child", action="store_true", help=argparse.SUPPRESS)
@@ -116,7 +116,7 @@ def main() -> None:
         return
     print(f"\nstages of the {args.tasks[0]}-task run:\n", flush=True)
     subprocess.run([sys.executable, __file__, "--stages-child", "--repo", str(repo), "--checkpoint", args.checkpoint,
-                    "--task-set", args.task_set, "--tasks", str(args.tasks[0]), "--flags", args.flags], check=True)
+                    "--task-set", args.task_set, "--tasks", str(args.tasks[0]), f"--flags={args.flags}"], check=True)
 
 
 if __name__ == "__main__":
