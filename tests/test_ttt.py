@@ -147,9 +147,8 @@ def test_task_training_leaves_the_model_bitwise_unchanged(train, fail, one_threa
 def test_lora_training_refuses_a_model_that_already_has_an_adapter():
     model = Transformer(TINY)
     add_lora(model, rank=2, alpha=4.0)
-    with pytest.raises(ConfigError, match="without LoRA"):
-        with ttt.task_training(model, swap_task(0), ROWS, ttt.TTTConfig(steps=1, train="lora"), CPU, 128):
-            pass
+    with pytest.raises(ConfigError, match="without LoRA"):  # checked once by the caller (evaluate), before any task
+        ttt.check_trainable(model, ROWS, "lora")
     assert len(lora_modules(model)) == len(DEFAULT_TARGETS) * TINY.n_layers  # the existing adapter is kept
     with pytest.raises(ConfigError, match="no task embeddings"):
         ttt.check_trainable(Transformer(TINY), ROWS, "embeddings")

@@ -87,13 +87,13 @@ def _parameters(model: nn.Module, cfg: TTTConfig, seed: int, device: torch.devic
     return list(model.parameters())
 
 
-def _train(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, steps: int, seconds: float,
+def _train(model: nn.Module, task: Task, sampler, layout: Layout, cfg: TTTConfig, steps: int, seconds: float,
            device: torch.device, row_tokens: int, seed: int, autocast_dtype, after_step=None, compile: bool = False):
-    """Train the model in place on the task's demonstration rows for `steps` steps or `seconds` (0: no limit);
-    the caller undoes it. The batches are the training step's (Layout.batches: packed sequences of the row budget
+    """Train the model in place on the task's demonstration rows (sampler: Layout.demonstration_sampler's) for
+    `steps` steps or `seconds` (0: no limit); the caller undoes it. The batches are the training step's (Layout.batches: packed sequences of the row budget
     for the pair layout, one compiled shape; padded rows otherwise). Returns the steps' report."""
     tokens = cfg.max_row_tokens or row_tokens
-    batches = layout.batches(layout.demonstration_sampler([task], tokens, seed, cfg.augment), cfg.batch_size, tokens)
+    batches = layout.batches(sampler, cfg.batch_size, tokens)
     params = _parameters(model, cfg, seed, device)
     try:
         return fine_tune(model, batches, fine_tune_recipe(cfg.lr), steps, seconds, device, autocast_dtype, params,
@@ -143,7 +143,9 @@ def loo_steps(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, devi
 
     with undone(model, cfg):
         try:
-            _train(model, rest, layout, cfg, cfg.steps, cfg.seconds, device, row_tokens, seed, autocast_dtype, measure)
+            sampler = layout.demonstration_sampler([rest], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
+            _train(model, rest, sampler, layout, cfg, cfg.steps, cfg.seconds, device, row_tokens, seed,
+                   autocast_dtype, measure)
         except NoRows:
             return cfg.steps
     return min(losses, key=lambda step: (losses[step], step))
@@ -156,11 +158,11 @@ def task_training(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, 
     """Train `model` on the task's demonstrations (seed: its rows and any adapter's initialisation) for cfg.steps
     steps or `seconds` (None: cfg.seconds; 0: no time limit) and yield the report with the trained model in eval
     mode; on leaving (even by an exception) put back every weight bitwise, the module tree (no adapter left) and
-    every requires_grad flag and mode. compile: on the compiled training step (arc.training.steps.compile_once)."""
-    check_trainable(model, layout, cfg.train)
+    every requires_grad flag and mode. compile: on the compiled training step (arc.training.steps.compile_once).
+    What the model and layout can train is the caller's to check first, once (check_trainable)."""
     started = time.time()
     try:
-        layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
+        sampler = layout.demonstration_sampler([task], cfg.max_row_tokens or row_tokens, seed, cfg.augment)
     except NoRows as why:
         yield TTTReport(0, None, time.time() - started, None, None, str(why))
         return
@@ -169,7 +171,8 @@ def task_training(model: nn.Module, task: Task, layout: Layout, cfg: TTTConfig, 
         chosen = loo_steps(model, task, layout, cfg, device, row_tokens, seed, autocast_dtype)
     steps = cfg.steps if chosen is None else chosen
     with undone(model, cfg):
-        report = _train(model, task, layout, cfg, steps, cfg.seconds if seconds is None else seconds, device,
-                        row_tokens, seed, autocast_dtype, compile=compile and cfg.train != "lora")
+        # (a fresh LoRA per task would change the compiled blocks' modules every task: it trains eagerly)
+        report = _train(model, task, sampler, layout, cfg, steps, cfg.seconds if seconds is None else seconds,
+                        device, row_tokens, seed, autocast_dtype, compile=compile and cfg.train != "lora")
         model.eval()
         yield TTTReport(report.steps, chosen, time.time() - started, report.first_loss, report.last_loss, None)
