@@ -90,8 +90,9 @@ def _parameters(model: nn.Module, cfg: TTTConfig, seed: int, device: torch.devic
 def _train(model: nn.Module, task: Task, sampler, layout: Layout, cfg: TTTConfig, steps: int, seconds: float,
            device: torch.device, row_tokens: int, seed: int, autocast_dtype, after_step=None, compile: bool = False):
     """Train the model in place on the task's demonstration rows (sampler: Layout.demonstration_sampler's) for
-    `steps` steps or `seconds` (0: no limit); the caller undoes it. The batches are the training step's (Layout.batches: packed sequences of the row budget
-    for the pair layout, one compiled shape; padded rows otherwise). Returns the steps' report."""
+    `steps` steps or `seconds` (0: no limit); the caller undoes it. The batches are the training step's
+    (Layout.batches: packed sequences of the row budget for the pair layout, one compiled shape; padded rows
+    otherwise). Returns the steps' report."""
     tokens = cfg.max_row_tokens or row_tokens
     batches = layout.batches(sampler, cfg.batch_size, tokens)
     params = _parameters(model, cfg, seed, device)
