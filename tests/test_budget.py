@@ -89,6 +89,16 @@ def test_a_budgeted_run_ends_in_time_with_every_stage_run(pair_run, tmp_path):
     assert results["minutes"] == 0.15 and "budget" in (tmp_path / "b" / "report.html").read_text()
 
 
+def test_the_default_split_adapts_unseen_tasks_and_trains_known_ones_alone(pair_run, tmp_path):
+    """--adapt-share 1 (the default): unseen tasks get the whole budget's joint adaptation and no per-task training;
+    a set the checkpoint knows every task of gets per-task test-time training instead."""
+    checkpoint, new_dir = pair_run
+    unseen = evaluate(budgeted(checkpoint, new_dir, tmp_path / "unseen", minutes=0.1))
+    assert unseen["adapt"]["steps"] > 0 and unseen["ttt"] is None and "ttt" not in unseen["tasks"]["n0"]
+    known = evaluate(budgeted(checkpoint, str(tmp_path / "seen"), tmp_path / "known", minutes=0.1))
+    assert known["adapt"] is None and known["tasks"]["seen"]["ttt"]["steps"] > 0
+
+
 def test_a_budget_too_small_for_any_step_says_so_and_still_writes_a_valid_submission(pair_run, tmp_path, capsys):
     checkpoint, new_dir = pair_run
     results = evaluate(budgeted(checkpoint, new_dir, tmp_path / "tiny", minutes=0.001))  # 0.06 s: gone before the model is loaded

@@ -286,7 +286,7 @@ def test_adapt_trains_new_rows_only_and_leaves_the_rest_bitwise(pair_model):
     tasks = [parse_task(f"new{i}", random_task(rng, n_train=3), "test") for i in range(2)]
     layout = PairLayout(GridTokenizer(), task_ids=["a", "b", "c"])
     before = {n: p.detach().clone() for n, p in pair_model.named_parameters()}
-    report = adapt(pair_model, tasks, layout, AdaptConfig(steps=12, batch_size=4, lr=1e-2), 128, torch.device("cpu"))
+    report = adapt(pair_model, tasks, layout, AdaptConfig(steps=12, batch_size=4, lr=1e-2, train="embeddings"), 128, torch.device("cpu"))
     assert (report.tasks, report.steps) == (2, 12) and layout.task_ids == ["a", "b", "c", "new0", "new1"]
     assert report.last_loss < report.first_loss
     after = dict(pair_model.named_parameters())
@@ -320,7 +320,7 @@ def test_adapt_that_diverges_or_cannot_fit_its_rows_is_refused_naming_the_flag(p
     task = parse_task("new", random_task(np.random.default_rng(3), n_train=2), "test")
     layout = lambda: PairLayout(GridTokenizer(), task_ids=["a", "b", "c"])  # noqa: E731
     with pytest.raises(DivergenceError, match=r"adapting 1 new task embedding\(s\): step 3: the trained weights hold .*\(try a lower --adapt-lr\)"):
-        adapt(pair_model, [task], layout(), AdaptConfig(steps=3, batch_size=2, lr=1e30), 128, torch.device("cpu"))
+        adapt(pair_model, [task], layout(), AdaptConfig(steps=3, batch_size=2, lr=1e30, train="embeddings"), 128, torch.device("cpu"))
     monkeypatch.setattr(PairSampler, "_draw", lambda self, rng, index: None)
     with pytest.raises(ConfigError, match=r"cannot adapt to new: 100 draws in a row did not fit in 128 tokens: raise --context-tokens"):
         adapt(pair_model, [task], layout(), AdaptConfig(steps=3, batch_size=2), 128, torch.device("cpu"))

@@ -101,6 +101,7 @@ class Evaluation:
     out: Path  # results.json, submission.json, report.html; what the run keeps for --resume (arc.inference.resume)
     method: str  # the settings in words, for the log and the report
     budget: Budget  # --minutes: the deadline and the rule that spends it
+    ttt_steps: int  # each task's test-time training step cap (0: none), decided once (`ttt_steps`)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,13 +140,14 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
     context_tokens = cfg.context_tokens or model.cfg.max_seq_len
     if context_tokens > model.cfg.max_seq_len:
         raise ConfigError(f"--context-tokens {context_tokens} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
-    if cfg.ttt_steps() > 0:
-        check_trainable(model, layout, cfg.ttt.train)
     tasks, task_set = chosen_tasks(cfg)
+    steps = ttt_steps(cfg, any(not layout.knows(t.id) for t in tasks))
+    if steps > 0:
+        check_trainable(model, layout, cfg.ttt.train)
     # (resuming an adaptation: the step of the checkpoint it adapted)
     step = config["adaptation"].get("checkpoint_step") if "adaptation" in config else config.get("step")
     ev = Evaluation(cfg, model, layout, tasks, task_set, checkpoint, loaded, config, step, context_tokens, device,
-                    autocast_dtype(device, cfg.precision), out, "", budget)
+                    autocast_dtype(device, cfg.precision), out, "", budget, steps)
     ev.method = method_words(ev)
     print(f"evaluating {cfg.adapter or checkpoint} (step {step}) on {len(tasks)} tasks / "
           f"{sum(len(t.test) for t in tasks)} test inputs from {cfg.data}/{cfg.split} [{task_set}]: {ev.method}, "
@@ -153,6 +155,16 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
     if step == 0:
         print("note: this checkpoint was never trained; expect a score of 0")
     return ev
+
+
+def ttt_steps(cfg: EvalConfig, unseen: bool) -> int:
+    """Test-time training's step cap: the flags' (EvalConfig.ttt_steps), but none for a budgeted run that gives the
+    whole budget to the joint adaptation of unseen tasks (--adapt-share 1, the default: measured better on tune20
+    than sharing it with per-task training, RESULTS.md); a set the checkpoint knows every task of spends it all on
+    per-task training instead."""
+    if cfg.minutes is not None and cfg.ttt.steps is None and cfg.adapt_share >= 1 and unseen:
+        return 0
+    return cfg.ttt_steps()
 
 
 def default_task_set(cfg: EvalConfig) -> str:
@@ -199,10 +211,10 @@ def method_words(ev: Evaluation) -> str:
     if unseen:
         limit = (f"{cfg.adapt_share:.0%} of the budget" if cfg.minutes is not None else f"{cfg.adapt_steps()} steps"
                  + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else ""))
-        replay = f", replay {cfg.adapt.replay:.0%}" if cfg.adapt.replay else ""
+        replay = f", replay {cfg.adapt.replay:.0%}" if cfg.adapt.replay and cfg.adapt.train == "full" else ""
         words += f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}{replay}, {limit})"
-    if cfg.ttt_steps() > 0:
-        limit = ("the budget's share" if cfg.minutes is not None else f"{cfg.ttt_steps()} steps"
+    if ev.ttt_steps > 0:
+        limit = ("the budget's share" if cfg.minutes is not None else f"{ev.ttt_steps} steps"
                  + (f" or {cfg.ttt.seconds:g}s" if cfg.ttt.seconds else ""))
         words += f", test-time training ({cfg.ttt.train}) {limit} per task"
     return words
@@ -215,8 +227,9 @@ def adapt_stage(ev: Evaluation) -> AdaptReport | None:
         return None
     cfg = ev.cfg
     where = str(Path(ev.loaded["checkpoint"]) / "config.json")
-    replay = replay_tasks(ev.config, where, ev.tasks) if cfg.adapt.replay > 0 else []
-    adapt_cfg = replace(cfg.adapt, steps=cfg.adapt_steps())
+    share = cfg.adapt.replay if cfg.adapt.train == "full" else 0.0  # (the rows alone: no other row may move)
+    replay = replay_tasks(ev.config, where, ev.tasks) if share > 0 else []
+    adapt_cfg = replace(cfg.adapt, steps=cfg.adapt_steps(), replay=share)
     seconds = ev.budget.adaptation_seconds(sum(answer_tokens(ev, t) for t in ev.tasks))
     adapted = adapt(ev.model, ev.tasks, ev.layout, adapt_cfg, ev.context_tokens, ev.device, cfg.seed, ev.amp_dtype,
                     replay=replay, seconds=seconds, folder=ev.out / resume.ADAPTED, base_config=ev.config,
@@ -232,11 +245,11 @@ def per_task_training(ev: Evaluation, task: Task, n: int, seconds: float | None)
     """A context in which the model is trained on task's demonstrations (the n-th task) for `seconds` (None: the
     flags' budget), yielding the report; the model is the checkpoint's again after it. Without test-time
     training: nothing, None; without time left in the budget, nothing trained and a report that says so."""
-    if ev.cfg.ttt_steps() <= 0:
+    if ev.ttt_steps <= 0:
         return contextlib.nullcontext()
     if seconds is not None and seconds < MIN_TTT_SECONDS:
         return contextlib.nullcontext(TTTReport(0, None, 0.0, None, None, "no time left in the budget"))
-    cfg = replace(ev.cfg.ttt, steps=ev.cfg.ttt_steps())
+    cfg = replace(ev.cfg.ttt, steps=ev.ttt_steps)
     return task_training(ev.model, task, ev.layout, cfg, ev.device, ev.context_tokens, ev.cfg.seed + n, ev.amp_dtype,
                          seconds=seconds, compile=ev.cfg.compile)
 
@@ -303,7 +316,7 @@ def predict_stage(ev: Evaluation) -> tuple[list[Prediction], dict[str, dict]]:
     Greedy decoding without test-time training or a budget predicts all tasks as one group (better
     batching; arc.inference.predict reports its progress). Otherwise tasks go one by one, each under its own
     test-time training and share of the budget, each saved in --out when done, and a line reports each."""
-    if ev.cfg.ttt_steps() <= 0 and ev.cfg.decoding.decode == "greedy" and not ev.budget.bounded:
+    if ev.ttt_steps <= 0 and ev.cfg.decoding.decode == "greedy" and not ev.budget.bounded:
         started = time.time()
         predictions = predict_group(ev, ev.tasks, 0)
         return predictions, {t.id: {"seconds": (time.time() - started) / max(len(ev.tasks), 1)} for t in ev.tasks}
@@ -342,7 +355,7 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
         results["tasks"][task_id]["loss"] = loss
     results.update(checkpoint=ev.checkpoint, adapter=cfg.adapter, step=ev.step, loaded=ev.loaded, data=cfg.data,
                    split=cfg.split, task_set=ev.task_set, method=ev.method, decoding=asdict(cfg.decoding),
-                   ttt=asdict(replace(cfg.ttt, steps=cfg.ttt_steps())) if cfg.ttt_steps() > 0 else None,
+                   ttt=asdict(replace(cfg.ttt, steps=ev.ttt_steps)) if ev.ttt_steps > 0 else None,
                    layout=ev.layout.name,
                    adapt=asdict(adapted) if adapted else None, minutes=cfg.minutes,
                    not_predicted=list(ev.budget.not_predicted),
