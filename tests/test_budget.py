@@ -33,10 +33,10 @@ def test_the_rule_on_a_fake_clock(monkeypatch):
     monkeypatch.setattr(Budget, "now", staticmethod(lambda: clock[0]))
     budget = Budget(1800.0, adapt_share=0.3)  # 30 minutes: margin 20 + 1% = 38 s
     assert budget.margin() == 38.0 and budget.left() == 1762.0
-    # adaptation: 30% of what is left less the predictions' estimate (0.003 s per answer token before any decode)
-    assert budget.adaptation_seconds(10_000) == pytest.approx(0.3 * (1762 - 30))
+    # adaptation: 30% of what is left less the predictions' estimate (0.001 s per answer token before any decode)
+    assert budget.adaptation_seconds(10_000) == pytest.approx(0.3 * (1762 - 10))
     clock[0] += 562.0  # 562 s spent: 1200 left for 20 tasks, 60 each, less this task's estimate
-    assert budget.task_seconds(20, 1000) == pytest.approx(60 - 3.0)
+    assert budget.task_seconds(20, 1000) == pytest.approx(60 - 1.0)
     budget.predicted(2.0, 4000)  # measured: 0.0005 s per answer token
     assert budget.task_seconds(20, 1000) == pytest.approx(60 - 0.5)
     clock[0] += 1200.0  # nothing left: no test-time training, no prediction

@@ -38,6 +38,22 @@ def test_votes_split_when_the_answer_is_not_mapped_back_consistently(one_thread)
     assert p.attempts[0].tolist() == [[5]]  # ties are broken by first appearance: the identity view
 
 
+def test_input_copies_are_dropped_while_any_other_candidate_remains(one_thread):
+    """drop_input_copies (the default): writing 5 under 4 colour views gives 5 in the identity view (equal to the
+    test input [[5]]: dropped) and other colours in the others; a model that only ever copies keeps its copy."""
+    example = Example("t", 0, EXAMPLE.train, Pair(g([[5]]), g([[0]])))
+    writes_5 = bigram_model({OUTPUT: 5, 5: ROW, ROW: END})
+    [p] = predict(writes_5, InContextLayout(GridTokenizer()), [example], TINY.max_seq_len, DecodeConfig(views=4))
+    assert p.attempts and all(a.tolist() != [[5]] for a in p.attempts)
+    [kept] = predict(writes_5, InContextLayout(GridTokenizer()), [example], TINY.max_seq_len,
+                     DecodeConfig(views=4, drop_input_copies=False))
+    assert kept.attempts[0].tolist() == [[5]]
+    copy = Example("t", 0, EXAMPLE.train, Pair(g([[0]]), g([[0]])))  # every view writes [[0]], the test input
+    [only] = predict(bigram_model({OUTPUT: 0, 0: ROW, ROW: END}), InContextLayout(GridTokenizer()), [copy],
+                     TINY.max_seq_len, DecodeConfig(views=4))
+    assert only.correct and [a.tolist() for a in only.attempts] == [[[0]]]
+
+
 def test_poe_attempts_are_the_lowest_summed_nll(one_thread):
     model = bigram_model({OUTPUT: 1, 1: ROW, 2: ROW, ROW: END})
     with torch.no_grad():

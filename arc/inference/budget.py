@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 MARGIN_SECONDS = 20.0  # scoring, the eval loss and writing the three files: seconds on any set ...
 MARGIN_SHARE = 0.01  # ... plus this share of the budget (400 tasks take longer to score and draw than 20)
-# seconds per token of answer limit (views x tokens) before a decode was measured: 8 views of the shipped model
-# decoded 0.002 s per view-token on one thread of a loaded CPU; half again for a slower machine
-PREDICT_GUESS = 0.003
+# seconds per token of answer limit (views x tokens) before a decode was measured: 32 views of the shipped model
+# decoded tune20 at 0.0004 s per view-token on one fp32 thread (0.0011 for its largest task); the guess leaves
+# room for a slower machine, and time it leaves unused under --adapt-share 1 is lost (RESULTS.md)
+PREDICT_GUESS = 0.001
 
 
 @dataclass

@@ -50,15 +50,15 @@ class DecodeConfig:
     decode: str = option("greedy", choice("greedy", "sample", "dfs"), help="greedy | sample | dfs")
     views: int = option(0, integer(0, MAX_VIEWS),
                         help="augmented views to generate under (0: the layout's default, 1 = the task as given for "
-                             "in-context, 8 for pair)")
+                             "in-context, 8 for pair; under --minutes its budget default, 32 for pair)")
     select: str = option("vote", choice("vote", "poe"),
                          help="vote | poe: how the attempts are chosen among the pooled candidates")
     score_views: int = option(8, integer(1, MAX_VIEWS), help='views that score each candidate for "poe"')
     rerank: int = option(0, integer(0, MAX_VIEWS),
                          help="(poe) score only the N candidates with the most votes (0: every candidate)")
-    drop_input_copies: bool = option(False,
-                                     help="drop candidates equal to the test input (mdlARC's filter: an ARC answer is "
-                                          "almost never its input)")
+    drop_input_copies: bool = option(True,
+                                     help="drop candidates equal to the test input while any other remains (mdlARC's "
+                                          "filter: an ARC answer is almost never its input)")
     attempts: int = option(2, integer(1), help="attempts per test input (the ARC Prize allows 2)")
     samples: int = option(8, integer(1, MAX_VIEWS), help="samples per view (decode=sample)")
     temperature: float = option(1.0, number(MIN_TEMPERATURE), help="sampling temperature (decode=sample)")

@@ -135,6 +135,8 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
     where = str(Path(loaded["adapter"] or loaded["checkpoint"]) / "config.json")
     rows = read_training(config, where).layout if "training" in config else LayoutConfig(name="in_context")
     layout = make_layout(rows, tokenizer, config.get("task_ids", []))
+    if cfg.minutes is not None and not cfg.decoding.views:  # a budgeted run's views: its layout's budget default
+        cfg = replace(cfg, decoding=replace(cfg.decoding, views=layout.budget_views))
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     context_tokens = cfg.context_tokens or model.cfg.max_seq_len

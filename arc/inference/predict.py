@@ -128,6 +128,7 @@ def generate(model, layout: Layout, examples: list[Example], context_tokens: int
 
     # each example's candidates in the original frame, with the view that produced them and their NLL
     candidates: list[list[tuple[int, Grid, float]]] = [[] for _ in examples]
+    copies: list[list[tuple[int, Grid, float]]] = [[] for _ in examples]  # (drop_input_copies) set aside
     failures: list[set[str]] = [set() for _ in examples]
     for job, outputs in zip(jobs, _generate(model, jobs, cfg, amp_dtype, seed)):
         for tokens, nll in outputs:
@@ -136,12 +137,10 @@ def generate(model, layout: Layout, examples: list[Example], context_tokens: int
                 failures[job.example_index].add(why)
                 continue
             grid = views_of[job.example_index][job.view_index].invert_grid(grid)
-            if cfg.drop_input_copies and grids_equal(grid, examples[job.example_index].test.input):
-                failures[job.example_index].add("copies the test input")
-                continue
-            candidates[job.example_index].append((job.view_index, grid, nll))
+            copy = cfg.drop_input_copies and grids_equal(grid, examples[job.example_index].test.input)
+            (copies if copy else candidates)[job.example_index].append((job.view_index, grid, nll))
     for i, pred in enumerate(predictions):
-        pred.pool = pool_candidates(candidates[i])
+        pred.pool = pool_candidates(candidates[i] or copies[i])  # copies only when they are all there is
         pred.candidates = len(pred.pool)
         if not pred.pool:
             # DFS and sampling drop branches that never end, so they may leave no reason behind

@@ -59,6 +59,9 @@ class PairLayout(Layout):
     name = "pair"
     packs_by_default = True
     default_views = 8  # trained under all 8 D8 transforms, each with its embedding: predict under all 8
+    # with a budget, 32 (each D8 transform 4 times, under other colour maps): 4/20 tune20 tasks against 2/20 for 8
+    # after the same joint adaptation (RESULTS.md); the decodes take minutes of a 30-minute budget
+    budget_views = 32
 
     def __init__(self, tokenizer, config=None, task_ids=()):
         super().__init__(tokenizer, config, task_ids)

@@ -145,7 +145,8 @@ class Layout:
     name: str
     task_table: bool = False  # the model keeps a learned row per task: unseen tasks need one (arc.inference.adapt)
     packs_by_default: bool = False  # training batches when LayoutConfig.pack is unset: packed, or padded rows
-    default_views: int = 1  # views a test input is predicted under when DecodeConfig.views is 0
+    default_views: int = 1  # views a test input is predicted under when DecodeConfig.views is 0 ...
+    budget_views: int = 1  # ... and under evaluate.py --minutes
 
     def __init__(self, tokenizer: GridTokenizer, config: LayoutConfig | None = None,
                  task_ids: list[str] | tuple[str, ...] = ()):
