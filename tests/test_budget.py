@@ -42,6 +42,9 @@ def test_the_rule_on_a_fake_clock(monkeypatch):
     clock[0] += 1200.0  # nothing left: no test-time training, no prediction
     assert budget.task_seconds(5, 1000) == 0.0 and not budget.can_predict(1000)
     assert Budget(None, 0.3).task_seconds(5, 1000) is None and Budget(None, 0.3).can_predict(10**9)
+    # views: 32 while their first estimate fits in a quarter of the budget (seed20: 7,249 answer tokens a view,
+    # 232 s of 1,800), else 8 (the 400 tasks: 184,308 a view, 5,898 s)
+    assert budget.views(32, 8, 7249) == 32 and budget.views(32, 8, 184_308) == 8
     resumed = Budget(120.0, 0.3, spent_before=100.0)  # a resumed run counts what its killed process spent
     assert resumed.left() == pytest.approx(120 - 12 - 1.2 - 100)
 

@@ -3,6 +3,8 @@
 From the command's start, M minutes hold everything: loading, joint adaptation, test-time training, prediction,
 scoring and writing submission.json. The rule, applied as the run goes:
 
+    views        the layout's budget views (32 for pair) while their decodes' first estimate fits in PREDICT_SHARE
+                 of the budget, else its plain default (8): 400 tasks under 32 views would decode for hours
     margin       MARGIN_SECONDS (or a tenth of a budget shorter than ten times that) + MARGIN_SHARE of the budget
                  are kept for scoring and writing the files
     adaptation   when some tasks are unseen (no row in the task table): adapt_share of what is left then, less
@@ -30,6 +32,7 @@ MARGIN_SHARE = 0.01  # ... plus this share of the budget (400 tasks take longer 
 # decoded tune20 at 0.0004 s per view-token on one fp32 thread (0.0011 for its largest task); the guess leaves
 # room for a slower machine, and time it leaves unused under --adapt-share 1 is lost (RESULTS.md)
 PREDICT_GUESS = 0.001
+PREDICT_SHARE = 0.25  # the most of the budget the decodes' first estimate may take under the budget's views
 
 
 @dataclass
@@ -61,6 +64,12 @@ class Budget:
     def left(self) -> float:
         """Seconds left before the margin (infinite without a budget)."""
         return self.seconds - self.margin() - self.spent() if self.bounded else float("inf")
+
+    def views(self, budget_views: int, default_views: int, answer_tokens: int) -> int:
+        """How many views to predict under: budget_views while their estimate (answer_tokens: every task's answer
+        limit under one view) fits in PREDICT_SHARE of the budget, else default_views."""
+        fits = budget_views * answer_tokens * PREDICT_GUESS <= PREDICT_SHARE * self.seconds
+        return budget_views if fits else default_views
 
     def adaptation_seconds(self, answer_tokens: int) -> float | None:
         """The joint adaptation's seconds: adapt_share of what is left less the predictions' estimate (answer_tokens:

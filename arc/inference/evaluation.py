@@ -135,14 +135,16 @@ def open_evaluation(cfg: EvalConfig, budget: Budget) -> Evaluation:
     where = str(Path(loaded["adapter"] or loaded["checkpoint"]) / "config.json")
     rows = read_training(config, where).layout if "training" in config else LayoutConfig(name="in_context")
     layout = make_layout(rows, tokenizer, config.get("task_ids", []))
-    if cfg.minutes is not None and not cfg.decoding.views:  # a budgeted run's views: its layout's budget default
-        cfg = replace(cfg, decoding=replace(cfg.decoding, views=layout.budget_views))
     merge_lora(model)  # a no-op without adapters; merged weights decode as fast as the base model
     model.eval()
     context_tokens = cfg.context_tokens or model.cfg.max_seq_len
     if context_tokens > model.cfg.max_seq_len:
         raise ConfigError(f"--context-tokens {context_tokens} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
     tasks, task_set = chosen_tasks(cfg)
+    if budget.bounded and not cfg.decoding.views:  # a budgeted run's views, by the budget's rule
+        one_view = sum(answer_limit(e.hidden(), cfg.decoding.limit_slack) for t in tasks for e in t.examples())
+        views = budget.views(layout.budget_views, layout.default_views, one_view)
+        cfg = replace(cfg, decoding=replace(cfg.decoding, views=views))
     steps = ttt_steps(cfg, any(not layout.knows(t.id) for t in tasks))
     if steps > 0:
         check_trainable(model, layout, cfg.ttt.train)
