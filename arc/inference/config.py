@@ -156,6 +156,11 @@ class AdaptConfig:
                              help="steps between saves of the adapted model into --out/adapted (0: every 5 minutes "
                                   "of adaptation), from which --resume continues")
 
+    def replay_share(self) -> float:
+        """The replayed share of the rows: replay when every weight trains; none for the rows alone (no other row
+        may move)."""
+        return self.replay if self.train == "full" else 0.0
+
 
 def task_ids(value) -> str | None:
     return None if all(value) else "must be task ids separated by commas, none of them empty"

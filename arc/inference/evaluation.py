@@ -45,7 +45,7 @@ from arc.infra.files import check_writable, locked
 from arc.infra.runtime import autocast_dtype, eager, resolve_device
 from arc.layouts import make_layout
 from arc.layouts.config import LayoutConfig
-from arc.layouts.rows import Layout, answer_limit
+from arc.layouts.rows import EncodedRow, Layout, answer_limit
 from arc.model.checkpoint import adapter_base, checkpoint_dir, has_checkpoint, open_checkpoint, read_config
 from arc.model.lora import merge_lora
 from arc.model.transformer import Transformer
@@ -215,7 +215,7 @@ def method_words(ev: Evaluation) -> str:
     if unseen:
         limit = (f"{cfg.adapt_share:.0%} of the budget" if cfg.minutes is not None else f"{cfg.adapt_steps()} steps"
                  + (f" or {cfg.adapt.seconds:g}s per task" if cfg.adapt.seconds else ""))
-        replay = f", replay {cfg.adapt.replay:.0%}" if cfg.adapt.replay and cfg.adapt.train == "full" else ""
+        replay = f", replay {cfg.adapt.replay_share():.0%}" if cfg.adapt.replay_share() else ""
         words += f", new embeddings for {len(unseen)} task(s) ({cfg.adapt.train}{replay}, {limit})"
     if ev.ttt_steps > 0:
         limit = ("the budget's share" if cfg.minutes is not None else f"{ev.ttt_steps} steps"
@@ -231,9 +231,8 @@ def adapt_stage(ev: Evaluation) -> AdaptReport | None:
         return None
     cfg = ev.cfg
     where = str(Path(ev.loaded["checkpoint"]) / "config.json")
-    share = cfg.adapt.replay if cfg.adapt.train == "full" else 0.0  # (the rows alone: no other row may move)
-    replay = replay_tasks(ev.config, where, ev.tasks) if share > 0 else []
-    adapt_cfg = replace(cfg.adapt, steps=cfg.adapt_steps(), replay=share)
+    replay = replay_tasks(ev.config, where, ev.tasks) if cfg.adapt.replay_share() > 0 else []
+    adapt_cfg = replace(cfg.adapt, steps=cfg.adapt_steps(), replay=cfg.adapt.replay_share())
     seconds = ev.budget.adaptation_seconds(sum(answer_tokens(ev, t) for t in ev.tasks))
     adapted = adapt(ev.model, ev.tasks, ev.layout, adapt_cfg, ev.context_tokens, ev.device, cfg.seed, ev.amp_dtype,
                     replay=replay, seconds=seconds, folder=ev.out / resume.ADAPTED, base_config=ev.config,
@@ -306,7 +305,7 @@ def predict_task(ev: Evaluation, task: Task, n: int, first_example: int) -> tupl
 def task_nll(ev: Evaluation, task: Task) -> list[float] | None:
     """The task's known test outputs' summed NLL and their token count under the model as it is now (teacher
     forced: a measurement, never a training signal); None when no output is known or fits."""
-    rows = ev.layout.scored_rows([e for e in task.examples() if e.test.output is not None], ev.context_tokens)[0]
+    rows = known_rows(ev, task)
     if not rows:
         return None
     with eager():
@@ -367,12 +366,16 @@ def score_stage(ev: Evaluation, predictions: list[Prediction], per_task: dict[st
     return results
 
 
+def known_rows(ev: Evaluation, task: Task) -> list[EncodedRow]:
+    """The scored rows of the task's test inputs whose output is known (those that fit the context)."""
+    return ev.layout.scored_rows([e for e in task.examples() if e.test.output is not None], ev.context_tokens)[0]
+
+
 def eval_loss(ev: Evaluation, per_task: dict[str, dict]) -> tuple[float | None, dict[str, float]]:
     """The mean NLL per output token of the known test outputs, over all tasks and per task: a task trained at
     test time by its trained model (measured then, per_task's "nll"), the others by the model as it is now."""
     sums = {task_id: entry["nll"] for task_id, entry in per_task.items() if "nll" in entry}
-    rows = {t.id: ev.layout.scored_rows([e for e in t.examples() if e.test.output is not None], ev.context_tokens)[0]
-            for t in ev.tasks if t.id not in sums}
+    rows = {t.id: known_rows(ev, t) for t in ev.tasks if t.id not in sums}
     flat, groups = [r for rs in rows.values() for r in rs], np.array([k for k, rs in rows.items() for _ in rs])
     if flat:  # the other tasks' rows scored together (batched by length across tasks)
         with eager():
